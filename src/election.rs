@@ -1,0 +1,736 @@
+//! The protocol of DESIGN §3 as a state machine that performs no I/O, in the manner of
+//! quinn-proto: the driver asks [`Election::poll`] what to do at "now", performs the
+//! request it is given, and hands the answer back with [`Election::handle`]. Time only
+//! comes in as an argument, so the same code runs under the real boot-time clock
+//! (`lease.rs`) and under the deterministic simulation's manual clocks.
+//!
+//! The safety argument, in one place:
+//! - A follower takes over only after it has seen the *same* ETag for the record's
+//!   `lease_ms`, measured on its own clock from `first_seen`, the instant *after* the
+//!   read that showed it arrived; and only with `If-Match` on that ETag, so any write
+//!   in between makes the takeover fail.
+//! - A leader counts its lease from the instant its last successful write was *sent*
+//!   (which precedes any follower's `first_seen` of that write) and treats it as valid
+//!   until `sent + lease_ms − margin`; the margin absorbs clock-rate differences.
+//! - A write whose outcome is unknown may land later: the lease then counts from the
+//!   earliest send of that write, and a re-read recognises it by `lease_id` and `seq`.
+//! - No decision compares a timestamp written by another host with the local clock.
+
+use crate::clock::Instant;
+use crate::record::{LeaseId, LockRecord, RecordError, Term};
+use crate::store::{Etag, FatalKind, ReadReply, StoreError};
+use crate::timing::Timing;
+use std::collections::VecDeque;
+
+/// A request for the driver to perform, against the one lock object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Read the object; with `known`, a conditional read answered "not modified" while
+    /// the ETag is still `known`.
+    Read { known: Option<Etag> },
+    /// Write `body` only if the object is absent.
+    Create { body: Vec<u8> },
+    /// Write `body` only if the object's ETag is `etag`.
+    Replace { etag: Etag, body: Vec<u8> },
+}
+
+/// The store's answer to the last request.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Read(Result<ReadReply, StoreError>),
+    Write(Result<Etag, StoreError>),
+}
+
+/// What the driver should do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Perform this request now, then call [`Election::handle`] with its answer.
+    Send(Request),
+    /// Something happened; poll again.
+    Event(Event),
+    /// Nothing to do before this instant (unless the driver calls `resign`).
+    Wait(Instant),
+    /// The election is over; see the last event.
+    Done,
+}
+
+/// A change worth telling the holder (and the log) about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Another holder's record was seen (a new write of it).
+    Observed {
+        holder: String,
+        term: Term,
+        released: bool,
+    },
+    /// We lead. The child may run until [`Election::stop_at`].
+    Elected { term: Term, lease_id: LeaseId },
+    /// A renewal landed after one or more failed attempts.
+    Recovered,
+    /// The stop point passed without a renewal: stop the child now; it must be dead by
+    /// `valid_until`.
+    AtRisk { valid_until: Instant },
+    /// The lease is gone; the child must already be stopped.
+    Lost(LossReason),
+    /// Our release write landed.
+    Released,
+    /// We stopped campaigning (resign while following).
+    Abandoned,
+    /// The store or the record cannot be used; nothing will fix it by retrying.
+    Fatal(FatalError),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LossReason {
+    /// The local clock passed `valid_until` without a renewal.
+    Expired,
+    /// The record now belongs to another lease.
+    TakenOver { holder: String, term: Term },
+    /// The object disappeared.
+    Deleted,
+    /// The object is no longer a record we can read.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for LossReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LossReason::Expired => write!(f, "the lease expired before a renewal succeeded"),
+            LossReason::TakenOver { holder, term } => {
+                write!(f, "the lock was taken over by {holder} (term {term})")
+            }
+            LossReason::Deleted => write!(f, "the lock object was deleted"),
+            LossReason::Unreadable(e) => write!(f, "the lock object was overwritten: {e}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FatalError {
+    #[error("{1}")]
+    Store(FatalKind, String),
+    #[error("{0}")]
+    Record(String),
+}
+
+impl From<RecordError> for FatalError {
+    fn from(e: RecordError) -> Self {
+        FatalError::Record(e.to_string())
+    }
+}
+
+/// The condition a write was sent under: it can only ever land while that condition
+/// holds, which is how a follower knows when an unanswered write can be forgotten.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Condition {
+    Absent,
+    Matches(Etag),
+}
+
+/// A write whose outcome matters after it was sent: an acquisition, a renewal or the
+/// release. Retries resend the same bytes (same `lease_id` and `seq`).
+#[derive(Clone, Debug)]
+struct Write {
+    record: LockRecord,
+    condition: Condition,
+    /// Send instant of the earliest attempt that could have landed.
+    first_sent: Instant,
+    /// Send instant of the attempt now in flight.
+    sent: Instant,
+    /// Some attempt got no definite answer: it may land, or have landed.
+    maybe_landed: bool,
+}
+
+impl Write {
+    fn new(record: LockRecord, condition: Condition, now: Instant) -> Write {
+        Write {
+            record,
+            condition,
+            first_sent: now,
+            sent: now,
+            maybe_landed: false,
+        }
+    }
+
+    fn request(&self) -> Request {
+        let body = self.record.encode();
+        match &self.condition {
+            Condition::Absent => Request::Create { body },
+            Condition::Matches(etag) => Request::Replace {
+                etag: etag.clone(),
+                body,
+            },
+        }
+    }
+
+    /// Marks a new attempt sent at `now`. If no earlier attempt could have landed, the
+    /// lease counts from this one.
+    fn resend(&mut self, now: Instant) {
+        if !self.maybe_landed {
+            self.first_sent = now;
+        }
+        self.sent = now;
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Observed {
+    etag: Etag,
+    /// Local instant after the read that first showed `etag` arrived.
+    first_seen: Instant,
+    record: LockRecord,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InFlight {
+    None,
+    Read,
+    Write,
+}
+
+#[derive(Debug)]
+struct Follower {
+    observed: Option<Observed>,
+    /// The last read found no object.
+    absent: bool,
+    /// The highest term seen on this object, so a re-created object keeps growing.
+    max_term: Option<Term>,
+    attempt: Option<Write>,
+    /// Before any other request, re-read to learn whether `attempt` landed.
+    reconcile: bool,
+    next_at: Instant,
+}
+
+#[derive(Debug)]
+struct Leader {
+    term: Term,
+    lease_id: LeaseId,
+    /// The last record known to be in the store, and its ETag.
+    record: LockRecord,
+    etag: Etag,
+    /// Send instant of the write that produced `etag` (earliest possible attempt).
+    valid_from: Instant,
+    pending: Option<Write>,
+    reconcile: bool,
+    releasing: bool,
+    next_renew: Instant,
+    next_at: Instant,
+    announced: bool,
+    at_risk: bool,
+    failures: u32,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Following(Follower),
+    Leading(Leader),
+    Ended,
+}
+
+/// One candidate's view of one lock: follower, then leader, then ended.
+#[derive(Debug)]
+pub struct Election {
+    timing: Timing,
+    holder: String,
+    phase: Phase,
+    in_flight: InFlight,
+    events: VecDeque<Event>,
+    resign: bool,
+}
+
+impl Election {
+    /// A candidate for the lock, holding nothing yet. `holder` is the name shown to
+    /// operators; ownership is a random lease id per acquisition.
+    pub fn new(timing: Timing, holder: impl Into<String>) -> Election {
+        Election {
+            timing,
+            holder: holder.into(),
+            phase: Phase::Following(Follower {
+                observed: None,
+                absent: false,
+                max_term: None,
+                attempt: None,
+                reconcile: false,
+                next_at: Instant::default(),
+            }),
+            in_flight: InFlight::None,
+            events: VecDeque::new(),
+            resign: false,
+        }
+    }
+
+    pub fn timing(&self) -> &Timing {
+        &self.timing
+    }
+
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Stop campaigning, or release the lease once held. A leader releases at its next
+    /// poll (the caller must have stopped its child first); a follower ends.
+    pub fn resign(&mut self) {
+        self.resign = true;
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(&self.phase, Phase::Leading(l) if l.announced)
+    }
+
+    pub fn is_ended(&self) -> bool {
+        matches!(self.phase, Phase::Ended)
+    }
+
+    /// The term and lease id we hold, once elected.
+    pub fn lease(&self) -> Option<(Term, &LeaseId)> {
+        match &self.phase {
+            Phase::Leading(l) if l.announced => Some((l.term, &l.lease_id)),
+            _ => None,
+        }
+    }
+
+    /// The instant at which no follower can yet have taken over, minus the margin: the
+    /// child must be dead by then.
+    pub fn valid_until(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Leading(l) => Some(self.valid_until_of(l)),
+            _ => None,
+        }
+    }
+
+    /// `valid_until − kill_after`: when the stop signal goes to the child if no renewal
+    /// has landed.
+    pub fn stop_at(&self) -> Option<Instant> {
+        self.valid_until()
+            .map(|v| v.saturating_sub(self.timing.kill_after()))
+    }
+
+    /// The record of the current holder as last seen, while following.
+    pub fn observed(&self) -> Option<&LockRecord> {
+        match &self.phase {
+            Phase::Following(f) => f.observed.as_ref().map(|o| &o.record),
+            _ => None,
+        }
+    }
+
+    fn valid_until_of(&self, l: &Leader) -> Instant {
+        (l.valid_from + self.timing.lease()).saturating_sub(self.timing.margin())
+    }
+
+    /// What to do at `now`. Must not be called while a request is in flight.
+    pub fn poll(&mut self, now: Instant) -> Step {
+        if let Some(e) = self.events.pop_front() {
+            return Step::Event(e);
+        }
+        debug_assert_eq!(self.in_flight, InFlight::None, "poll while a request is in flight");
+        let step = match &mut self.phase {
+            Phase::Ended => return Step::Done,
+            Phase::Following(_) => self.poll_follower(now),
+            Phase::Leading(_) => self.poll_leader(now),
+        };
+        match &step {
+            Step::Send(Request::Read { .. }) => self.in_flight = InFlight::Read,
+            Step::Send(_) => self.in_flight = InFlight::Write,
+            _ => {}
+        }
+        // A transition made while deciding (poll_* never both sends and emits one) is
+        // reported before anything else.
+        match self.events.pop_front() {
+            Some(e) => Step::Event(e),
+            None => step,
+        }
+    }
+
+    fn poll_follower(&mut self, now: Instant) -> Step {
+        let Phase::Following(f) = &mut self.phase else {
+            return Step::Done;
+        };
+        if self.resign {
+            self.phase = Phase::Ended;
+            self.events.push_back(Event::Abandoned);
+            return Step::Done;
+        }
+        if now < f.next_at {
+            return Step::Wait(f.next_at);
+        }
+        if f.reconcile || f.observed.is_none() && !f.absent {
+            return Step::Send(Request::Read { known: None });
+        }
+        let Some(obs) = &f.observed else {
+            // Absent when last read: (re)send the creation.
+            if matches!(&f.attempt, Some(a) if a.condition != Condition::Absent) {
+                f.attempt = None;
+            }
+            let attempt = f.attempt.get_or_insert_with(|| {
+                let term = f.max_term.map_or(Term::FIRST, Term::next);
+                let record = LockRecord::acquired(term, &self.holder, LeaseId::random(), self.timing.lease());
+                Write::new(record, Condition::Absent, now)
+            });
+            attempt.resend(now);
+            return Step::Send(attempt.request());
+        };
+        let expires = obs.first_seen + obs.record.lease();
+        if obs.record.released || now >= expires {
+            let condition = Condition::Matches(obs.etag.clone());
+            let reuse = matches!(&f.attempt, Some(a) if a.condition == condition);
+            if !reuse {
+                let term = obs.record.term.max(f.max_term.unwrap_or(obs.record.term)).next();
+                let record = LockRecord::acquired(term, &self.holder, LeaseId::random(), self.timing.lease());
+                f.attempt = Some(Write::new(record, condition, now));
+            }
+            if let Some(a) = f.attempt.as_mut() {
+                a.resend(now);
+                return Step::Send(a.request());
+            }
+        }
+        Step::Send(Request::Read {
+            known: Some(obs.etag.clone()),
+        })
+    }
+
+    fn poll_leader(&mut self, now: Instant) -> Step {
+        let timing = self.timing;
+        let Phase::Leading(l) = &mut self.phase else {
+            return Step::Done;
+        };
+        let valid_until = (l.valid_from + timing.lease()).saturating_sub(timing.margin());
+        let stop_at = valid_until.saturating_sub(timing.kill_after());
+        if now >= valid_until {
+            self.phase = Phase::Ended;
+            self.events.push_back(Event::Lost(LossReason::Expired));
+            return Step::Done;
+        }
+        if l.announced && !l.at_risk && now >= stop_at {
+            l.at_risk = true;
+            self.events.push_back(Event::AtRisk { valid_until });
+            return Step::Wait(now);
+        }
+        if self.resign && !l.releasing && l.pending.is_none() {
+            l.releasing = true;
+            l.pending = Some(Write::new(
+                l.record.released(),
+                Condition::Matches(l.etag.clone()),
+                now,
+            ));
+            l.next_at = now;
+        }
+        if now < l.next_at {
+            return Step::Wait(wake_at(l, now, stop_at, valid_until));
+        }
+        if l.reconcile {
+            return Step::Send(Request::Read { known: None });
+        }
+        if l.pending.is_none() && (now >= l.next_renew || !l.announced) {
+            l.pending = Some(Write::new(
+                l.record.renewed(),
+                Condition::Matches(l.etag.clone()),
+                now,
+            ));
+        }
+        match l.pending.as_mut() {
+            Some(w) => {
+                w.resend(now);
+                Step::Send(w.request())
+            }
+            None => {
+                l.next_at = l.next_renew;
+                Step::Wait(wake_at(l, now, stop_at, valid_until))
+            }
+        }
+    }
+
+    /// The answer to the request from the last `poll`, received at `now`.
+    pub fn handle(&mut self, reply: Reply, now: Instant) {
+        self.in_flight = InFlight::None;
+        match &self.phase {
+            Phase::Ended => {}
+            Phase::Following(_) => self.handle_follower(reply, now),
+            Phase::Leading(_) => self.handle_leader(reply, now),
+        }
+    }
+
+    fn handle_follower(&mut self, reply: Reply, now: Instant) {
+        let retry = now + self.timing.retry_period();
+        let Phase::Following(f) = &mut self.phase else {
+            return;
+        };
+        match reply {
+            Reply::Read(Ok(ReadReply::Missing)) => {
+                f.reconcile = false;
+                f.observed = None;
+                f.absent = true;
+                // An attempt under another condition can no longer land.
+                if matches!(&f.attempt, Some(a) if a.condition != Condition::Absent) {
+                    f.attempt = None;
+                }
+                // Resending a creation whose answer was lost waits a retry period, so a
+                // store that times out writes is not hammered.
+                f.next_at = match &f.attempt {
+                    Some(a) if a.maybe_landed => retry,
+                    _ => now,
+                };
+            }
+            Reply::Read(Ok(ReadReply::NotModified)) => {
+                f.reconcile = false;
+                f.next_at = match &f.observed {
+                    Some(o) => retry.min(o.first_seen + o.record.lease()),
+                    None => now,
+                };
+            }
+            Reply::Read(Ok(ReadReply::Found { etag, body })) => {
+                f.reconcile = false;
+                f.absent = false;
+                let record = match LockRecord::decode(&body) {
+                    Ok(r) => r,
+                    Err(e) => return self.fatal(FatalError::from(e)),
+                };
+                f.max_term = Some(f.max_term.map_or(record.term, |t| t.max(record.term)));
+                if let Some(a) = &f.attempt {
+                    if a.record.lease_id == record.lease_id && !record.released {
+                        // Our acquisition landed, though we never heard so.
+                        let (a, first) = (a.clone(), a.first_sent);
+                        return self.become_leader(a, etag, record, first, now);
+                    }
+                    let still_possible = matches!(&a.condition, Condition::Matches(e) if *e == etag);
+                    if !still_possible {
+                        f.attempt = None;
+                    }
+                }
+                let changed = f.observed.as_ref().is_none_or(|o| o.etag != etag);
+                if changed {
+                    self.events.push_back(Event::Observed {
+                        holder: record.holder.clone(),
+                        term: record.term,
+                        released: record.released,
+                    });
+                    f.observed = Some(Observed {
+                        etag,
+                        first_seen: now,
+                        record,
+                    });
+                }
+                f.next_at = match (&f.observed, &f.attempt) {
+                    (_, Some(a)) if a.maybe_landed => retry,
+                    (Some(o), _) if o.record.released => now,
+                    (Some(o), _) => retry.min(o.first_seen + o.record.lease()),
+                    (None, _) => now,
+                };
+            }
+            Reply::Read(Err(e)) => {
+                if let StoreError::Fatal(kind, msg) = e {
+                    return self.fatal(FatalError::Store(kind, msg));
+                }
+                f.next_at = retry;
+            }
+            Reply::Write(Ok(etag)) => {
+                if let Some(a) = f.attempt.take() {
+                    let record = a.record.clone();
+                    // This attempt landed, so none before it did: count from its send.
+                    let sent = a.sent;
+                    return self.become_leader(a, etag, record, sent, now);
+                }
+            }
+            Reply::Write(Err(e)) => match e {
+                StoreError::Fatal(kind, msg) => self.fatal(FatalError::Store(kind, msg)),
+                StoreError::PreconditionFailed | StoreError::Missing | StoreError::Conflict => {
+                    // Someone else wrote (or the object went away): follow again. An
+                    // earlier attempt whose answer was lost may still be ours.
+                    if matches!(&f.attempt, Some(a) if !a.maybe_landed) {
+                        f.attempt = None;
+                    }
+                    f.reconcile = f.attempt.is_some();
+                    f.observed = None;
+                    f.absent = false;
+                    f.next_at = now;
+                }
+                StoreError::Unavailable(_) => {
+                    f.next_at = retry;
+                }
+                StoreError::Ambiguous(_) => {
+                    if let Some(a) = f.attempt.as_mut() {
+                        a.maybe_landed = true;
+                    }
+                    f.reconcile = true;
+                    f.next_at = now;
+                }
+            },
+        }
+    }
+
+    fn become_leader(&mut self, w: Write, etag: Etag, record: LockRecord, valid_from: Instant, now: Instant) {
+        let timing = self.timing;
+        let mut l = Leader {
+            term: record.term,
+            lease_id: record.lease_id.clone(),
+            record,
+            etag,
+            valid_from,
+            pending: None,
+            reconcile: false,
+            releasing: false,
+            next_renew: valid_from + timing.renew_every(),
+            next_at: now,
+            announced: false,
+            at_risk: false,
+            failures: 0,
+        };
+        debug_assert_eq!(w.record.lease_id, l.lease_id);
+        let valid_until = (valid_from + timing.lease()).saturating_sub(timing.margin());
+        let stop_at = valid_until.saturating_sub(timing.kill_after());
+        // A lease recognised late (after ambiguous answers) may have too little time
+        // left to run a child: renew it first and announce only after that lands.
+        if now < stop_at {
+            l.announced = true;
+            self.events.push_back(Event::Elected {
+                term: l.term,
+                lease_id: l.lease_id.clone(),
+            });
+        }
+        self.phase = Phase::Leading(l);
+    }
+
+    fn handle_leader(&mut self, reply: Reply, now: Instant) {
+        let timing = self.timing;
+        let retry = now + timing.retry_period();
+        let Phase::Leading(l) = &mut self.phase else {
+            return;
+        };
+        match reply {
+            Reply::Write(Ok(etag)) => {
+                let Some(w) = l.pending.take() else { return };
+                // This attempt landed, so none before it did: count from its send.
+                let sent = w.sent;
+                self.confirm(w, etag, sent, now);
+            }
+            Reply::Write(Err(e)) => {
+                l.failures += 1;
+                match e {
+                    StoreError::PreconditionFailed | StoreError::Missing | StoreError::Conflict => {
+                        // Did an earlier attempt land, or did someone take over? Ask.
+                        l.reconcile = true;
+                        l.next_at = if e == StoreError::Conflict { retry } else { now };
+                    }
+                    StoreError::Ambiguous(_) => {
+                        if let Some(w) = l.pending.as_mut() {
+                            w.maybe_landed = true;
+                        }
+                        l.reconcile = true;
+                        l.next_at = now;
+                    }
+                    StoreError::Unavailable(_) | StoreError::Fatal(..) => {
+                        // Keep trying until the stop point: a revoked credential or a
+                        // store outage ends the lease by expiry, never by guessing.
+                        l.next_at = retry;
+                    }
+                }
+            }
+            Reply::Read(Ok(ReadReply::Found { etag, body })) => {
+                let record = match LockRecord::decode(&body) {
+                    Ok(r) => r,
+                    Err(e) => return self.lose(LossReason::Unreadable(e.to_string())),
+                };
+                if record.lease_id != l.lease_id {
+                    return self.lose(LossReason::TakenOver {
+                        holder: record.holder,
+                        term: record.term,
+                    });
+                }
+                l.reconcile = false;
+                let confirmed_seq = l.record.seq;
+                match l.pending.take() {
+                    Some(w) if w.record.seq == record.seq => {
+                        let first = w.first_sent;
+                        self.confirm(w, etag, first, now);
+                    }
+                    Some(w) if record.seq == l.record.seq => {
+                        // Not landed (yet). Retry the same bytes under the ETag just
+                        // read: if the earlier attempt lands first, the retry fails
+                        // and the next re-read recognises it.
+                        l.etag = etag.clone();
+                        let mut w = w;
+                        w.condition = Condition::Matches(etag);
+                        l.next_at = if w.maybe_landed { retry } else { now };
+                        l.pending = Some(w);
+                    }
+                    _ if record.seq == l.record.seq => {
+                        l.etag = etag;
+                        l.next_at = now;
+                    }
+                    _ => {
+                        self.lose(LossReason::Unreadable(format!(
+                            "our lease with an unexpected seq {} (expected {confirmed_seq})",
+                            record.seq
+                        )));
+                    }
+                }
+            }
+            Reply::Read(Ok(ReadReply::Missing)) => self.lose(LossReason::Deleted),
+            Reply::Read(Ok(ReadReply::NotModified)) | Reply::Read(Err(_)) => {
+                l.next_at = retry;
+            }
+        }
+    }
+
+    /// A leader's write is known to be in the store, sent no earlier than `sent`.
+    fn confirm(&mut self, w: Write, etag: Etag, sent: Instant, now: Instant) {
+        let timing = self.timing;
+        let Phase::Leading(l) = &mut self.phase else {
+            return;
+        };
+        let was_failing = l.failures > 0;
+        l.failures = 0;
+        l.etag = etag;
+        l.record = w.record;
+        l.valid_from = sent;
+        l.reconcile = false;
+        l.next_renew = sent + timing.renew_every();
+        l.next_at = l.next_renew;
+        if l.record.released {
+            self.phase = Phase::Ended;
+            self.events.push_back(Event::Released);
+            return;
+        }
+        let valid_until = (sent + timing.lease()).saturating_sub(timing.margin());
+        if !l.announced {
+            if now < valid_until.saturating_sub(timing.kill_after()) {
+                l.announced = true;
+                self.events.push_back(Event::Elected {
+                    term: l.term,
+                    lease_id: l.lease_id.clone(),
+                });
+            } else {
+                l.next_at = now;
+            }
+        } else if was_failing {
+            self.events.push_back(Event::Recovered);
+        }
+    }
+
+    fn lose(&mut self, reason: LossReason) {
+        let announced = matches!(&self.phase, Phase::Leading(l) if l.announced);
+        self.phase = Phase::Ended;
+        self.events.push_back(if announced {
+            Event::Lost(reason)
+        } else {
+            Event::Abandoned
+        });
+    }
+
+    fn fatal(&mut self, e: FatalError) {
+        self.phase = Phase::Ended;
+        self.events.push_back(Event::Fatal(e));
+    }
+}
+
+/// The next instant a leader must look at the world: its next planned request, its
+/// stop point, or the end of its lease.
+fn wake_at(l: &Leader, now: Instant, stop_at: Instant, valid_until: Instant) -> Instant {
+    let mut t = l.next_at.min(valid_until);
+    if l.announced && !l.at_risk && stop_at > now {
+        t = t.min(stop_at);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,512 @@
+//! Unit tests of each transition of the protocol, over the memory store and a manual
+//! instant. `Net` performs requests instantly unless a test scripts a fault for the next
+//! one, which lets each test say exactly which answer the candidate sees.
+
+use super::*;
+use crate::store::memory::MemoryStore;
+use crate::timing::TimingSpec;
+use std::time::Duration;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn at(n_ms: u64) -> Instant {
+    Instant::from_origin(ms(n_ms))
+}
+
+/// lease 30 s, renew 10 s, retry 2 s, kill after 5 s, margin 1 s.
+fn timing() -> Timing {
+    Timing::new(&TimingSpec::default()).unwrap()
+}
+
+#[derive(Clone, Debug)]
+enum Fault {
+    /// The write is applied but its answer is lost.
+    LandedNoAnswer,
+    /// The write is not applied and no answer comes.
+    LostNoAnswer,
+    /// 409 without applying.
+    Conflict,
+    /// The store answers 412 without looking (a quirky store).
+    Spurious412,
+}
+
+struct Net {
+    store: MemoryStore,
+    faults: VecDeque<Option<Fault>>,
+    /// Writes held back: applied later by `deliver_held`.
+    held: Vec<Request>,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            store: MemoryStore::new(),
+            faults: VecDeque::new(),
+            held: Vec::new(),
+        }
+    }
+
+    fn fault_next_write(&mut self, f: Fault) {
+        self.faults.push_back(Some(f));
+    }
+
+    fn apply(&self, req: &Request) -> Reply {
+        match req {
+            Request::Read { known } => Reply::Read(Ok(self.store.read_now(known.as_ref()))),
+            Request::Create { body } => Reply::Write(self.store.create_now(body.clone())),
+            Request::Replace { etag, body } => Reply::Write(self.store.replace_now(etag, body.clone())),
+        }
+    }
+
+    fn perform(&mut self, req: Request) -> Reply {
+        if matches!(req, Request::Read { .. }) {
+            return self.apply(&req);
+        }
+        match self.faults.pop_front().flatten() {
+            None => self.apply(&req),
+            Some(Fault::LandedNoAnswer) => {
+                let _ = self.apply(&req);
+                Reply::Write(Err(StoreError::Ambiguous("timeout".into())))
+            }
+            Some(Fault::LostNoAnswer) => {
+                self.held.push(req);
+                Reply::Write(Err(StoreError::Ambiguous("timeout".into())))
+            }
+            Some(Fault::Conflict) => Reply::Write(Err(StoreError::Conflict)),
+            Some(Fault::Spurious412) => Reply::Write(Err(StoreError::PreconditionFailed)),
+        }
+    }
+
+    fn current(&self) -> LockRecord {
+        LockRecord::decode(&self.store.body().expect("object exists")).unwrap()
+    }
+}
+
+/// Runs `e` at instant `now` until it has nothing to do; returns its events.
+fn run(e: &mut Election, net: &mut Net, now: Instant) -> Vec<Event> {
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        match e.poll(now) {
+            Step::Send(req) => {
+                let reply = net.perform(req);
+                e.handle(reply, now);
+            }
+            Step::Event(ev) => events.push(ev),
+            Step::Wait(t) if t <= now => continue,
+            Step::Wait(_) | Step::Done => return events,
+        }
+    }
+    panic!("election did not settle at {now:?}: {events:?}");
+}
+
+/// Advances from `from` to `to` in `step` increments, collecting events.
+fn run_until(e: &mut Election, net: &mut Net, from: u64, to: u64, step: u64) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut t = from;
+    while t <= to {
+        events.extend(run(e, net, at(t)));
+        t += step;
+    }
+    events
+}
+
+fn elected(events: &[Event]) -> Option<Term> {
+    events.iter().find_map(|e| match e {
+        Event::Elected { term, .. } => Some(*term),
+        _ => None,
+    })
+}
+
+fn candidate(name: &str) -> Election {
+    Election::new(timing(), name)
+}
+
+#[test]
+fn an_absent_record_is_created_with_term_1() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    let ev = run(&mut a, &mut net, at(0));
+    assert_eq!(elected(&ev), Some(Term::FIRST));
+    let r = net.current();
+    assert_eq!(r.term, Term::FIRST);
+    assert_eq!(r.holder, "a");
+    assert_eq!(r.seq, 1);
+    assert_eq!(r.lease_ms, 30_000);
+    assert!(!r.released);
+    assert_eq!(a.valid_until(), Some(at(29_000)));
+    assert_eq!(a.stop_at(), Some(at(24_000)));
+}
+
+#[test]
+fn the_leader_renews_every_renew_interval_and_stays_leader() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    let ev = run_until(&mut a, &mut net, 500, 100_000, 500);
+    assert!(ev.is_empty(), "{ev:?}");
+    assert!(a.is_leader());
+    let r = net.current();
+    assert_eq!(r.seq, 11, "ten renewals in 100 s");
+    assert_eq!(a.valid_until(), Some(at(100_000 + 29_000)));
+}
+
+#[test]
+fn a_follower_waits_the_lease_from_first_seen_then_takes_over_with_term_plus_1() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    // `a` dies silently. `b` first sees its record at t = 5 s.
+    let mut b = candidate("b");
+    let ev = run(&mut b, &mut net, at(5_000));
+    assert!(matches!(ev.as_slice(), [Event::Observed { term, .. }] if *term == Term::FIRST));
+    let ev = run_until(&mut b, &mut net, 5_001, 34_999, 1);
+    assert_eq!(elected(&ev), None, "took over before lease_ms had passed since first_seen");
+    let ev = run(&mut b, &mut net, at(35_000));
+    assert_eq!(elected(&ev), Some(Term::new_for_test(2)));
+    assert_eq!(net.current().holder, "b");
+}
+
+#[test]
+fn a_renewal_restarts_the_followers_wait() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    let mut b = candidate("b");
+    run(&mut a, &mut net, at(0));
+    let mut events = Vec::new();
+    for t in (1..=120_000).step_by(250) {
+        run(&mut a, &mut net, at(t));
+        events.extend(run(&mut b, &mut net, at(t)));
+    }
+    assert_eq!(elected(&events), None, "b took over a live leader: {events:?}");
+    assert!(a.is_leader());
+}
+
+#[test]
+fn followers_honour_the_holders_lease_not_their_own() {
+    let mut net = Net::new();
+    let long = Timing::new(&TimingSpec {
+        lease: Duration::from_secs(120),
+        ..TimingSpec::default()
+    })
+    .unwrap();
+    let mut a = Election::new(long, "a");
+    run(&mut a, &mut net, at(0));
+    assert_eq!(net.current().lease_ms, 120_000);
+    let mut b = candidate("b"); // its own lease is 30 s
+    run(&mut b, &mut net, at(1_000));
+    let ev = run_until(&mut b, &mut net, 1_001, 120_999, 250);
+    assert_eq!(elected(&ev), None, "b used its own 30 s lease");
+    let ev = run(&mut b, &mut net, at(121_000));
+    assert_eq!(elected(&ev), Some(Term::new_for_test(2)));
+}
+
+#[test]
+fn a_released_record_is_taken_over_at_once_with_term_plus_1() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    a.resign();
+    let ev = run(&mut a, &mut net, at(1_000));
+    assert_eq!(ev, vec![Event::Released]);
+    assert!(a.is_ended());
+    let r = net.current();
+    assert!(r.released);
+    assert_eq!(r.term, Term::FIRST, "release keeps the term");
+
+    let mut b = candidate("b");
+    let ev = run(&mut b, &mut net, at(1_001));
+    assert_eq!(elected(&ev), Some(Term::new_for_test(2)));
+}
+
+#[test]
+fn terms_never_decrease_across_release_and_takeover() {
+    let mut net = Net::new();
+    let mut last = 0;
+    let mut t = 0;
+    for round in 0..6 {
+        let mut c = candidate(&format!("c{round}"));
+        let ev = run(&mut c, &mut net, at(t));
+        let term = elected(&ev).expect("elected").get();
+        assert_eq!(term, last + 1);
+        last = term;
+        t += 1_000;
+        if round % 2 == 0 {
+            c.resign();
+            run(&mut c, &mut net, at(t));
+        } else {
+            // Crash: the next candidate waits the lease out.
+            let mut next = candidate("waiter");
+            run(&mut next, &mut net, at(t));
+            t += 30_000;
+            let ev = run(&mut next, &mut net, at(t));
+            last = elected(&ev).expect("takeover").get();
+            assert_eq!(last, term + 1);
+            next.resign();
+            t += 1_000;
+            run(&mut next, &mut net, at(t));
+        }
+        t += 1_000;
+    }
+    assert!(last >= 9);
+}
+
+#[test]
+fn an_ambiguous_renewal_that_landed_is_recognised() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    net.fault_next_write(Fault::LandedNoAnswer);
+    let ev = run(&mut a, &mut net, at(10_000));
+    assert_eq!(ev, vec![Event::Recovered]);
+    assert!(a.is_leader());
+    assert_eq!(net.current().seq, 2, "no second write was needed");
+    // The lease counts from the send of the write that landed.
+    assert_eq!(a.valid_until(), Some(at(10_000 + 29_000)));
+    // Renewing continues from the adopted ETag.
+    run(&mut a, &mut net, at(20_000));
+    assert_eq!(net.current().seq, 3);
+}
+
+#[test]
+fn an_ambiguous_renewal_that_did_not_land_is_retried() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    net.fault_next_write(Fault::LostNoAnswer);
+    run(&mut a, &mut net, at(10_000));
+    assert_eq!(net.current().seq, 1);
+    assert_eq!(a.valid_until(), Some(at(29_000)), "the lease is not extended by a lost write");
+    let ev = run(&mut a, &mut net, at(12_000));
+    assert_eq!(ev, vec![Event::Recovered]);
+    assert_eq!(net.current().seq, 2);
+    assert_eq!(a.valid_until(), Some(at(12_000 + 29_000)));
+}
+
+#[test]
+fn a_lost_write_that_lands_late_counts_from_its_first_send() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    net.fault_next_write(Fault::LostNoAnswer);
+    run(&mut a, &mut net, at(10_000));
+    // The held write lands now, before the retry.
+    for req in std::mem::take(&mut net.held) {
+        net.apply(&req);
+    }
+    assert_eq!(net.current().seq, 2);
+    // The retry fails (412: the ETag moved); the re-read shows our seq.
+    let ev = run(&mut a, &mut net, at(12_000));
+    assert_eq!(ev, vec![Event::Recovered]);
+    assert!(a.is_leader());
+    assert_eq!(a.valid_until(), Some(at(10_000 + 29_000)), "from the earliest send");
+}
+
+#[test]
+fn a_conflict_then_success_keeps_the_lease() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    net.fault_next_write(Fault::Conflict);
+    let ev = run(&mut a, &mut net, at(10_000));
+    assert!(ev.is_empty());
+    assert_eq!(net.current().seq, 1);
+    let ev = run(&mut a, &mut net, at(12_000));
+    assert_eq!(ev, vec![Event::Recovered]);
+    assert_eq!(net.current().seq, 2);
+    assert_eq!(a.valid_until(), Some(at(12_000 + 29_000)));
+}
+
+#[test]
+fn a_spurious_412_with_our_record_still_current_is_not_a_loss() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    net.fault_next_write(Fault::Spurious412);
+    let ev = run(&mut a, &mut net, at(10_000));
+    assert_eq!(ev, vec![Event::Recovered], "re-read, saw our record, rewrote at once");
+    assert!(a.is_leader());
+    assert_eq!(net.current().seq, 2);
+}
+
+#[test]
+fn a_412_with_another_lease_id_is_a_loss() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    let mut thief = net.current();
+    thief.lease_id = LeaseId::from_str_for_test("other");
+    thief.holder = "thief".into();
+    thief.term = thief.term.next();
+    net.store.overwrite(thief.encode());
+    let ev = run(&mut a, &mut net, at(10_000));
+    assert_eq!(
+        ev,
+        vec![Event::Lost(LossReason::TakenOver {
+            holder: "thief".into(),
+            term: Term::new_for_test(2)
+        })]
+    );
+    assert!(a.is_ended());
+}
+
+#[test]
+fn a_deleted_object_is_a_loss() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    net.store = MemoryStore::new();
+    let ev = run(&mut a, &mut net, at(10_000));
+    assert_eq!(ev, vec![Event::Lost(LossReason::Deleted)]);
+}
+
+#[test]
+fn failing_renewals_reach_the_stop_point_then_expire() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    for _ in 0..100 {
+        net.fault_next_write(Fault::LostNoAnswer);
+    }
+    let ev = run_until(&mut a, &mut net, 1, 23_999, 1);
+    assert!(ev.is_empty(), "{ev:?}");
+    let ev = run(&mut a, &mut net, at(24_000));
+    assert_eq!(ev, vec![Event::AtRisk { valid_until: at(29_000) }]);
+    let ev = run_until(&mut a, &mut net, 24_001, 28_999, 1);
+    assert!(ev.is_empty(), "{ev:?}");
+    let ev = run(&mut a, &mut net, at(29_000));
+    assert_eq!(ev, vec![Event::Lost(LossReason::Expired)]);
+    assert!(a.is_ended());
+}
+
+#[test]
+fn the_leader_wakes_for_its_stop_point() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    for _ in 0..100 {
+        net.fault_next_write(Fault::LostNoAnswer);
+    }
+    // Sleep exactly as told: the stop point must be among the wake-ups.
+    let mut now = at(0);
+    let mut woke = Vec::new();
+    for _ in 0..100 {
+        match a.poll(now) {
+            Step::Wait(t) => {
+                woke.push(t);
+                now = t.max(now);
+            }
+            Step::Send(r) => {
+                let reply = net.perform(r);
+                a.handle(reply, now);
+            }
+            Step::Event(Event::AtRisk { .. }) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(now, at(24_000), "woke at {woke:?}");
+}
+
+#[test]
+fn an_ambiguous_takeover_that_landed_is_recognised_by_lease_id() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    a.resign();
+    run(&mut a, &mut net, at(100));
+    let mut b = candidate("b");
+    net.fault_next_write(Fault::LandedNoAnswer);
+    let ev = run(&mut b, &mut net, at(200));
+    assert_eq!(elected(&ev), Some(Term::new_for_test(2)));
+    assert_eq!(b.valid_until(), Some(at(200 + 29_000)));
+}
+
+#[test]
+fn a_create_lost_then_landed_late_is_recognised() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    net.fault_next_write(Fault::LostNoAnswer);
+    let ev = run(&mut a, &mut net, at(0));
+    assert_eq!(elected(&ev), None);
+    for req in std::mem::take(&mut net.held) {
+        net.apply(&req);
+    }
+    let ev = run(&mut a, &mut net, at(2_000));
+    assert_eq!(elected(&ev), Some(Term::FIRST));
+    assert_eq!(a.valid_until(), Some(at(29_000)), "counted from the lost attempt's send");
+}
+
+#[test]
+fn a_lease_recognised_too_late_is_renewed_before_it_is_announced() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    net.fault_next_write(Fault::LostNoAnswer);
+    run(&mut a, &mut net, at(0));
+    for req in std::mem::take(&mut net.held) {
+        net.apply(&req);
+    }
+    // Recognised at 25 s, past the stop point of a lease counted from 0 s.
+    let ev = run(&mut a, &mut net, at(25_000));
+    assert_eq!(elected(&ev), Some(Term::FIRST));
+    assert_eq!(net.current().seq, 2, "renewed before announcing");
+    assert_eq!(a.valid_until(), Some(at(25_000 + 29_000)));
+}
+
+#[test]
+fn two_candidates_with_the_same_name_do_not_share_a_lease() {
+    let mut net = Net::new();
+    let mut a = candidate("web-1");
+    let mut b = candidate("web-1");
+    run(&mut a, &mut net, at(0));
+    let ev = run_until(&mut b, &mut net, 0, 20_000, 500);
+    assert_eq!(elected(&ev), None);
+    assert!(a.is_leader());
+}
+
+#[test]
+fn a_follower_that_resigns_ends_without_writing() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    let mut b = candidate("b");
+    run(&mut b, &mut net, at(10));
+    b.resign();
+    let ev = run(&mut b, &mut net, at(20));
+    assert_eq!(ev, vec![Event::Abandoned]);
+    assert_eq!(net.current().holder, "a");
+}
+
+#[test]
+fn a_malformed_record_is_fatal_for_a_follower() {
+    let mut net = Net::new();
+    net.store.overwrite(b"{\"v\":7}".to_vec());
+    let mut a = candidate("a");
+    let ev = run(&mut a, &mut net, at(0));
+    assert!(matches!(ev.as_slice(), [Event::Fatal(FatalError::Record(m))] if m.contains("version 7")));
+}
+
+#[test]
+fn a_fatal_store_error_ends_the_campaign() {
+    let mut a = candidate("a");
+    assert!(matches!(a.poll(at(0)), Step::Send(Request::Read { .. })));
+    a.handle(
+        Reply::Read(Err(StoreError::Fatal(FatalKind::Permission, "access denied".into()))),
+        at(1),
+    );
+    assert!(matches!(a.poll(at(1)), Step::Event(Event::Fatal(FatalError::Store(FatalKind::Permission, _)))));
+    assert_eq!(a.poll(at(1)), Step::Done);
+}
+
+#[test]
+fn the_follower_reads_conditionally_once_it_knows_the_etag() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    let mut b = candidate("b");
+    run(&mut b, &mut net, at(1));
+    match b.poll(at(2_001)) {
+        Step::Send(Request::Read { known: Some(_) }) => {}
+        other => panic!("expected a conditional read, got {other:?}"),
+    }
+}

@@ -1,0 +1,13 @@
+//! s3lead: run a command only while holding a lease kept in one S3 object.
+//!
+//! The library is what the `s3lead` binary itself uses, so Rust programs can embed the
+//! same election: [`record`] is the lock object, [`store`] where it lives, [`clock`] the
+//! boot-time clock, [`election`] the protocol as a state machine with no I/O, and
+//! [`lease`] the async driver that runs it over a store.
+
+pub mod clock;
+pub mod record;
+pub mod store;
+pub mod election;
+pub mod timing;
+pub mod lease;

@@ -1,0 +1,299 @@
+//! The lock object (DESIGN §2): one small JSON record per lock, its encoding, decoding
+//! and validation. The store moves its bytes; the election decides what they mean.
+//!
+//! Reads are bounded at [`MAX_RECORD_BYTES`] by the stores, which refuse a larger object
+//! without buffering it. A record with a format version this binary does not know is
+//! refused rather than misread; unknown extra fields of a known version are ignored, so
+//! a later minor addition to the format stays readable.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+/// The format version this binary writes and the only one it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The largest lock object s3lead reads. Real records are a few hundred bytes.
+pub const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
+/// The fencing term: it grows by one with every acquisition and never goes down.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Term(u64);
+
+impl Term {
+    /// The term of the first leader of a lock object.
+    pub const FIRST: Term = Term(1);
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The term of the next leader. A lock object would need 2^64 acquisitions to
+    /// exhaust it; saturating keeps the code panic-free regardless.
+    pub fn next(self) -> Term {
+        Term(self.0.saturating_add(1))
+    }
+
+    #[cfg(test)]
+    pub(crate) const fn new_for_test(t: u64) -> Term {
+        Term(t)
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Random per acquisition. Ownership of a lease is its `lease_id`, never the holder's
+/// configured name, so two candidates started with the same `--id` cannot steal from
+/// each other.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseId(String);
+
+impl LeaseId {
+    /// 128 random bits from the OS, hex encoded.
+    pub fn random() -> LeaseId {
+        let mut b = [0u8; 16];
+        // getrandom only fails when the OS has no entropy source at all; a time-and-pid
+        // mix is then still unique per process and acquisition, which is what matters.
+        if getrandom::fill(&mut b).is_err() {
+            let n = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+                ^ (u128::from(std::process::id()) << 64);
+            b = n.to_le_bytes();
+        }
+        LeaseId(b.iter().map(|x| format!("{x:02x}")).collect())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_str_for_test(s: &str) -> LeaseId {
+        LeaseId(s.to_owned())
+    }
+}
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The lock object, format version 1.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    pub v: u32,
+    pub term: Term,
+    pub holder: String,
+    pub lease_id: LeaseId,
+    /// Grows with every write within a lease: a candidate recognises its own write after
+    /// an ambiguous outcome, and every write's bytes (hence its ETag) differ.
+    pub seq: u64,
+    /// The holder's lease duration: followers wait out this, not their own setting.
+    pub lease_ms: u64,
+    /// Wall-clock fields are for people and cron windows; no safety decision uses them.
+    pub acquired_at: String,
+    pub renewed_at: String,
+    pub released: bool,
+}
+
+/// Why the bytes of a lock object are not a record this binary can use.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("the lock object is {size} bytes, larger than the {MAX_RECORD_BYTES}-byte limit of a lock record")]
+    TooLarge { size: u64 },
+    #[error("the lock object is not a valid s3lead record ({0})")]
+    Malformed(String),
+    #[error(
+        "the lock object has format version {found}; this s3lead reads version {FORMAT_VERSION} only (upgrade s3lead)"
+    )]
+    UnsupportedVersion { found: u64 },
+    #[error("the lock object is not a valid s3lead record: {0}")]
+    Invalid(&'static str),
+}
+
+impl LockRecord {
+    /// A fresh acquisition's record: seq 1, not released.
+    pub fn acquired(term: Term, holder: &str, lease_id: LeaseId, lease: Duration) -> LockRecord {
+        let now = wall_clock_now();
+        LockRecord {
+            v: FORMAT_VERSION,
+            term,
+            holder: holder.to_owned(),
+            lease_id,
+            seq: 1,
+            lease_ms: duration_ms(lease),
+            acquired_at: now.clone(),
+            renewed_at: now,
+            released: false,
+        }
+    }
+
+    /// The next write within the same lease: seq + 1, fresh `renewed_at`.
+    pub fn renewed(&self) -> LockRecord {
+        LockRecord {
+            seq: self.seq.saturating_add(1),
+            renewed_at: wall_clock_now(),
+            ..self.clone()
+        }
+    }
+
+    /// The release write: keeps the term so the next leader takes term + 1.
+    pub fn released(&self) -> LockRecord {
+        LockRecord {
+            released: true,
+            ..self.renewed()
+        }
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising a struct of strings and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<LockRecord, RecordError> {
+        if bytes.len() as u64 > MAX_RECORD_BYTES {
+            return Err(RecordError::TooLarge {
+                size: bytes.len() as u64,
+            });
+        }
+        #[derive(Deserialize)]
+        struct Version {
+            v: Option<serde_json::Value>,
+        }
+        let version: Version = serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        match version.v {
+            None => return Err(RecordError::Invalid("no format version field \"v\"")),
+            Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(FORMAT_VERSION)) => {}
+            Some(serde_json::Value::Number(n)) => match n.as_u64() {
+                Some(found) => return Err(RecordError::UnsupportedVersion { found }),
+                None => return Err(RecordError::Invalid("format version \"v\" is not a whole number")),
+            },
+            Some(_) => return Err(RecordError::Invalid("format version \"v\" is not a number")),
+        }
+        let record: LockRecord = serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        if record.term.0 == 0 {
+            return Err(RecordError::Invalid("term is 0; terms start at 1"));
+        }
+        if record.lease_ms == 0 {
+            return Err(RecordError::Invalid("lease_ms is 0"));
+        }
+        if record.lease_id.0.is_empty() {
+            return Err(RecordError::Invalid("lease_id is empty"));
+        }
+        Ok(record)
+    }
+}
+
+/// Milliseconds, rounded up so a sub-millisecond lease never becomes 0.
+pub fn duration_ms(d: Duration) -> u64 {
+    let ms = d.as_millis();
+    let ms = if Duration::from_millis(ms as u64) < d { ms + 1 } else { ms };
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+fn wall_clock_now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> LockRecord {
+        LockRecord::acquired(Term(42), "web-3 (pid 8123)", LeaseId::random(), Duration::from_secs(30))
+    }
+
+    #[test]
+    fn round_trips() {
+        let r = sample();
+        assert_eq!(LockRecord::decode(&r.encode()).unwrap(), r);
+    }
+
+    #[test]
+    fn decodes_the_design_example() {
+        let json = br#"{"v":1,"term":42,"holder":"web-3 (pid 8123)","lease_id":"9f1c","seq":17,
+ "lease_ms":30000,"acquired_at":"2026-11-25T21:00:00Z","renewed_at":"2026-11-25T21:02:50Z",
+ "released":false}"#;
+        let r = LockRecord::decode(json).unwrap();
+        assert_eq!(r.term.get(), 42);
+        assert_eq!(r.seq, 17);
+        assert_eq!(r.lease(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn every_write_changes_the_bytes() {
+        let r = sample();
+        let r2 = r.renewed();
+        let r3 = r2.released();
+        assert_eq!(r2.seq, r.seq + 1);
+        assert_eq!(r3.seq, r2.seq + 1);
+        assert_ne!(r.encode(), r2.encode());
+        assert_ne!(r2.encode(), r3.encode());
+        assert!(r3.released);
+        assert_eq!(r3.term, r.term, "release keeps the term");
+    }
+
+    #[test]
+    fn ignores_unknown_fields() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+        v["last_run"] = serde_json::json!("2026-11-25T00:00:00Z");
+        let r = LockRecord::decode(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(r.term.get(), 42);
+    }
+
+    #[test]
+    fn refuses_a_newer_format_version() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+        v["v"] = serde_json::json!(2);
+        let err = LockRecord::decode(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(matches!(err, RecordError::UnsupportedVersion { found: 2 }), "{err}");
+        assert!(err.to_string().contains("version 2"));
+    }
+
+    #[test]
+    fn refuses_malformed_and_oversized_objects() {
+        assert!(matches!(LockRecord::decode(b"not json"), Err(RecordError::Malformed(_))));
+        assert!(matches!(LockRecord::decode(b"{}"), Err(RecordError::Invalid(_))));
+        assert!(matches!(
+            LockRecord::decode(br#"{"v":1,"term":0}"#),
+            Err(RecordError::Malformed(_))
+        ));
+        let big = vec![b' '; MAX_RECORD_BYTES as usize + 1];
+        assert!(matches!(LockRecord::decode(&big), Err(RecordError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn refuses_term_zero() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+        v["term"] = serde_json::json!(0);
+        assert!(matches!(
+            LockRecord::decode(&serde_json::to_vec(&v).unwrap()),
+            Err(RecordError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn lease_ids_are_random() {
+        assert_ne!(LeaseId::random(), LeaseId::random());
+        assert_eq!(LeaseId::random().as_str().len(), 32);
+    }
+
+    #[test]
+    fn terms_only_go_up() {
+        assert_eq!(Term::FIRST.next().get(), 2);
+        assert_eq!(Term(u64::MAX).next().get(), u64::MAX);
+    }
+}

@@ -1,0 +1,936 @@
+//! The S3 store: one lock object in an S3 bucket, or in any store that keeps S3's
+//! conditional-write contract (MinIO, R2, Ceph RGW, LocalStack, moto …).
+//!
+//! This room turns the SDK's answers into the few outcomes the protocol tells apart
+//! ([`StoreError`]), and absorbs what differs between providers:
+//!
+//! - **No SDK retries.** The protocol retries and reconciles ambiguous writes itself; a
+//!   hidden retry of a conditional PUT could turn our own landed write into a 412.
+//! - **Classification from the raw status and the S3 error code**, never from display
+//!   text. A conditional GET answered 304 comes back from aws-sdk-s3 as a service error
+//!   with no code at all.
+//! - **A 5xx or a timeout on a write is ambiguous**: the write may have landed (Ceph RGW
+//!   answers most losers of an `If-Match` race with 500). Only refusals that certainly
+//!   had no effect (throttling, a refused connection) are reported as unavailable.
+//! - **Ceph RGW (and reportedly Hetzner) accept `If-Match` only with the ETag unquoted**,
+//!   and answer the quoted ETag they themselves returned with 412. On a 412 we re-read
+//!   the ETag; if it is the one we sent, we switch to unquoted `If-Match` for the life of
+//!   the store and retry once. RGW also answers `If-Match` on a missing key with 412
+//!   instead of 404; the re-read tells that case apart too.
+//! - **Checksums only when required.** Recent SDKs send flexible checksums by default,
+//!   and some S3-compatible stores reject them.
+//! - **Custom endpoints** (`--endpoint-url`, `AWS_ENDPOINT_URL[_S3]`, a profile's
+//!   `endpoint_url`) get path-style addressing, and default to `us-east-1` when no region
+//!   is configured, so a machine with static keys never waits on the instance metadata
+//!   service just to learn a region that a MinIO or RGW endpoint ignores.
+//! - **Bounded reads.** A lock object larger than [`MAX_RECORD_BYTES`] is refused from its
+//!   `Content-Length` without reading the body, and a body that grows past the limit is
+//!   abandoned as soon as it does.
+
+use super::{Etag, FatalKind, LockStore, MAX_RECORD_BYTES, ReadReply, StoreError};
+use aws_config::BehaviorVersion;
+use aws_config::environment::EnvironmentVariableRegionProvider;
+use aws_config::imds::region::ImdsRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileRegionProvider;
+use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{
+    Credentials, ProvideCredentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    SharedCredentialsProvider,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The region used with a custom endpoint when none is configured. S3-compatible
+/// stores accept any region in the signature, or expect this one.
+const FALLBACK_REGION: &str = "us-east-1";
+
+/// How to reach the store. Explicit options override the environment and profile.
+#[derive(Clone, Debug)]
+pub struct S3Options {
+    /// A custom endpoint (MinIO, RGW, R2 …). `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`
+    /// are honoured when this is `None`.
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    /// A profile of the shared config files, instead of `AWS_PROFILE` / `default`.
+    pub profile: Option<String>,
+    /// Path-style addressing. Always on when a custom endpoint is configured.
+    pub path_style: bool,
+    /// The bound on each request, from the first byte sent to the last byte read.
+    pub request_timeout: Duration,
+}
+
+/// One lock object in one bucket.
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    key: String,
+    /// `s3://bucket/key`, for messages.
+    location: String,
+    request_timeout: Duration,
+    /// Set once the store has shown that it wants `If-Match` unquoted (Ceph RGW).
+    /// Shared between clones: it is a property of the store, not of one handle.
+    unquoted_if_match: Arc<AtomicBool>,
+}
+
+impl S3Store {
+    /// Builds the client (no request is sent). `bucket`/`key` name the lock object.
+    ///
+    /// Reads the standard AWS configuration (environment, shared config and credentials
+    /// files, SSO, instance metadata). Credentials are resolved lazily, at the first
+    /// request; a failure to find them is reported then, as [`FatalKind::Permission`].
+    pub async fn connect(bucket: &str, key: &str, opts: &S3Options) -> Result<S3Store, StoreError> {
+        S3Store::connect_inner(bucket, key, opts, None).await
+    }
+
+    /// As [`S3Store::connect`], with these credentials instead of the credential chain:
+    /// for programs that embed the election and hold their own keys, and for tests,
+    /// which must not change the process environment.
+    pub async fn connect_with_credentials(
+        bucket: &str,
+        key: &str,
+        opts: &S3Options,
+        credentials: Credentials,
+    ) -> Result<S3Store, StoreError> {
+        S3Store::connect_inner(bucket, key, opts, Some(credentials)).await
+    }
+
+    async fn connect_inner(
+        bucket: &str,
+        key: &str,
+        opts: &S3Options,
+        credentials: Option<Credentials>,
+    ) -> Result<S3Store, StoreError> {
+        let location = format!("s3://{bucket}/{key}");
+        let fatal = |msg: String| StoreError::Fatal(FatalKind::Other, format!("{location}: {msg}"));
+        if bucket.is_empty() {
+            return Err(fatal("no bucket name".into()));
+        }
+        if key.is_empty() {
+            return Err(fatal("no object key (the lock needs a key inside the bucket)".into()));
+        }
+        if opts.request_timeout.is_zero() {
+            return Err(fatal("the request timeout must be positive".into()));
+        }
+        if let Some(url) = &opts.endpoint_url {
+            // Checked here because the SDK reports a bad endpoint only per request, as a
+            // dispatch failure that looks like a network error.
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(fatal(format!(
+                    "the endpoint URL {url:?} must start with http:// or https://"
+                )));
+            }
+        }
+
+        let endpoint_known_early = opts.endpoint_url.is_some() || endpoint_from_env().is_some();
+        let mut region = match &opts.region {
+            Some(r) => Some(Region::new(r.clone())),
+            None => static_region(opts.profile.as_deref()).await,
+        };
+        if region.is_none() && endpoint_known_early {
+            region = Some(Region::new(FALLBACK_REGION));
+        }
+        let mut sdk_config = config_loader(opts, region.clone(), credentials.clone()).load().await;
+        // A profile's `endpoint_url` is only known once the profile has been loaded.
+        let custom_endpoint = endpoint_known_early || sdk_config.endpoint_url().is_some();
+        if region.is_none() {
+            region = if custom_endpoint {
+                Some(Region::new(FALLBACK_REGION))
+            } else {
+                // Only now, with no endpoint and no configured region, is it worth asking
+                // the instance metadata service (this is how EC2 hosts learn it).
+                ImdsRegionProvider::builder().build().region().await
+            };
+            if region.is_some() {
+                // Reload so that credential providers that need a region (STS, SSO) see it.
+                sdk_config = config_loader(opts, region.clone(), credentials.clone()).load().await;
+            }
+        }
+        let Some(region) = region else {
+            return Err(fatal(
+                "no AWS region configured (pass --region, or set AWS_REGION)".into(),
+            ));
+        };
+
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(opts.request_timeout)
+            .operation_attempt_timeout(opts.request_timeout)
+            .operation_timeout(opts.request_timeout)
+            .build();
+        let conf = aws_sdk_s3::config::Builder::from(&sdk_config)
+            .region(region)
+            .force_path_style(opts.path_style || custom_endpoint)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // Lock objects are tiny; the protection only adds failure modes.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            .build();
+        Ok(S3Store::from_conf(bucket, key, conf, opts.request_timeout))
+    }
+
+    /// A store over an already built client configuration.
+    fn from_conf(bucket: &str, key: &str, conf: aws_sdk_s3::Config, request_timeout: Duration) -> S3Store {
+        S3Store {
+            client: Client::from_conf(conf),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            location: format!("s3://{bucket}/{key}"),
+            request_timeout,
+            unquoted_if_match: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn classify<E>(&self, op: Op, err: &SdkError<E, HttpResponse>) -> StoreError
+    where
+        E: ProvideErrorMetadata + StdError + 'static,
+    {
+        let failure = Failure::from_sdk(err);
+        tracing::debug!(location = %self.location, ?op, ?failure, "S3 request failed");
+        classify(&self.location, &self.bucket, op, failure)
+    }
+
+    /// `If-Match` with the ETag in the form this store accepts.
+    async fn put_if_match(&self, if_match: &str, body: Vec<u8>) -> Result<Etag, StoreError> {
+        let reply = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type("application/json")
+            .if_match(if_match)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.classify(Op::Write, &e))?;
+        self.written_etag(reply.e_tag())
+    }
+
+    fn written_etag(&self, etag: Option<&str>) -> Result<Etag, StoreError> {
+        match etag {
+            Some(e) if !e.trim().is_empty() => Ok(Etag::new(e)),
+            _ => Err(self.no_etag()),
+        }
+    }
+
+    fn no_etag(&self) -> StoreError {
+        StoreError::Fatal(
+            FatalKind::Unsupported,
+            format!(
+                "{}: the store returned no ETag, which conditional writes need",
+                self.location
+            ),
+        )
+    }
+
+    /// The object's current ETag (`None`: it does not exist), by HeadObject.
+    async fn current_etag(&self) -> Result<Option<Etag>, StoreError> {
+        match self.client.head_object().bucket(&self.bucket).key(&self.key).send().await {
+            Ok(head) => self.written_etag(head.e_tag()).map(Some),
+            Err(err) => match self.classify(Op::Read, &err) {
+                StoreError::Missing => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// A replace was answered 412 with the ETag as the store returned it. Either someone
+    /// else wrote, or the object is missing (RGW answers 412 there), or the store wants
+    /// the ETag unquoted (RGW): a re-read tells which.
+    async fn after_quoted_412(&self, etag: &Etag, body: Vec<u8>) -> Result<Etag, StoreError> {
+        let current = match self.current_etag().await {
+            Ok(Some(current)) => current,
+            Ok(None) => return Err(StoreError::Missing),
+            Err(err) if err.is_fatal() => return Err(err),
+            // The 412 itself was definite: the write did not land, so a retry is safe.
+            Err(err) => {
+                return Err(StoreError::Unavailable(format!(
+                    "{}: the store refused If-Match and re-reading the ETag failed ({err})",
+                    self.location
+                )));
+            }
+        };
+        if current != *etag {
+            return Err(StoreError::PreconditionFailed);
+        }
+        if !self.unquoted_if_match.swap(true, Ordering::SeqCst) {
+            tracing::info!(
+                location = %self.location,
+                "the store refuses its own quoted ETag in If-Match (Ceph RGW does); sending it unquoted from now on"
+            );
+        }
+        self.put_if_match(etag.normalized(), body).await
+    }
+}
+
+impl LockStore for S3Store {
+    async fn read(&self, known: Option<&Etag>) -> Result<ReadReply, StoreError> {
+        let deadline = Instant::now() + self.request_timeout;
+        let mut request = self.client.get_object().bucket(&self.bucket).key(&self.key);
+        if let Some(known) = known {
+            request = request.if_none_match(known.raw());
+        }
+        let reply = match request.send().await {
+            Ok(reply) => reply,
+            Err(err) => {
+                if let SdkError::ServiceError(service) = &err {
+                    if is_not_modified(service.raw().status().as_u16(), known.is_some()) {
+                        return Ok(ReadReply::NotModified);
+                    }
+                }
+                return match self.classify(Op::Read, &err) {
+                    StoreError::Missing => Ok(ReadReply::Missing),
+                    other => Err(other),
+                };
+            }
+        };
+        let etag = match reply.e_tag() {
+            Some(e) if !e.trim().is_empty() => Etag::new(e),
+            _ => return Err(self.no_etag()),
+        };
+        // Some stores ignore If-None-Match on GET (s3s-fs): the ETag still tells.
+        if known == Some(&etag) {
+            return Ok(ReadReply::NotModified);
+        }
+        if let Some(len) = reply.content_length() {
+            if len > 0 && len as u64 > MAX_RECORD_BYTES {
+                // Dropping the reply abandons the body unread.
+                return Err(self.too_large(Some(len as u64)));
+            }
+        }
+        // The SDK's operation timeout ends when the headers arrive; the body is ours.
+        let body = tokio::time::timeout_at(deadline, self.read_bounded(reply.body))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "{}: timed out reading the lock object",
+                    self.location
+                ))
+            })??;
+        Ok(ReadReply::Found { etag, body })
+    }
+
+    async fn create(&self, body: Vec<u8>) -> Result<Etag, StoreError> {
+        let reply = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type("application/json")
+            .if_none_match("*")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.classify(Op::Write, &e))?;
+        self.written_etag(reply.e_tag())
+    }
+
+    async fn replace(&self, etag: &Etag, body: Vec<u8>) -> Result<Etag, StoreError> {
+        let unquoted = self.unquoted_if_match.load(Ordering::SeqCst);
+        let sent = if_match_value(etag, unquoted);
+        // Kept for the one unquoted retry; a record is at most 64 KiB.
+        let retry_body = body.clone();
+        match self.put_if_match(&sent, body).await {
+            Err(StoreError::PreconditionFailed) if sent != etag.normalized() => {
+                self.after_quoted_412(etag, retry_body).await
+            }
+            outcome => outcome,
+        }
+    }
+}
+
+impl S3Store {
+    /// Reads a body of unknown length, giving up as soon as it passes the limit.
+    async fn read_bounded(&self, mut body: ByteStream) -> Result<Vec<u8>, StoreError> {
+        let mut buf = Vec::new();
+        loop {
+            match body.try_next().await {
+                Ok(Some(chunk)) => {
+                    if (buf.len() + chunk.len()) as u64 > MAX_RECORD_BYTES {
+                        return Err(self.too_large(None));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(buf),
+                Err(err) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "{}: reading the lock object failed: {}",
+                        self.location,
+                        error_chain(&err)
+                    )));
+                }
+            }
+        }
+    }
+
+    /// `size`: from `Content-Length`, when the store sent it.
+    fn too_large(&self, size: Option<u64>) -> StoreError {
+        let size = match size {
+            Some(n) => format!("{n} bytes, "),
+            None => String::new(),
+        };
+        StoreError::Fatal(
+            FatalKind::TooLarge,
+            format!(
+                "{}: the object is {size}larger than a lock record can be ({MAX_RECORD_BYTES} bytes at most); is this the right key?",
+                self.location
+            ),
+        )
+    }
+}
+
+/// `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`, as the SDK would read them.
+fn endpoint_from_env() -> Option<String> {
+    let ignore = std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        .map(|v| v.eq_ignore_ascii_case("true"))
+        .unwrap_or(false);
+    if ignore {
+        return None;
+    }
+    ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|v| !v.trim().is_empty())
+}
+
+/// The region from the environment or the profile: the default chain without its last
+/// link, the instance metadata service, which can take seconds to time out off EC2.
+async fn static_region(profile: Option<&str>) -> Option<Region> {
+    let mut from_profile = ProfileFileRegionProvider::builder();
+    if let Some(profile) = profile {
+        from_profile = from_profile.profile_name(profile);
+    }
+    RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+        .or_else(from_profile.build())
+        .region()
+        .await
+}
+
+fn config_loader(
+    opts: &S3Options,
+    region: Option<Region>,
+    credentials: Option<Credentials>,
+) -> aws_config::ConfigLoader {
+    // Always give a region provider: without one the loader runs the default chain,
+    // instance metadata included.
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
+    if let Some(profile) = &opts.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(url) = &opts.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(credentials) = credentials {
+        loader = loader.credentials_provider(credentials);
+    }
+    loader
+}
+
+/// The `If-Match` value to send: as the store returned it, or unquoted for stores that
+/// refuse the quoted form.
+fn if_match_value(etag: &Etag, unquoted: bool) -> String {
+    if unquoted {
+        etag.normalized().to_owned()
+    } else {
+        etag.raw().to_owned()
+    }
+}
+
+/// A conditional GET whose ETag is still current: 304 (HTTP's answer to a matching
+/// `If-None-Match` on GET), or 412 from stores that answer it as for a write.
+fn is_not_modified(status: u16, conditional: bool) -> bool {
+    conditional && (status == 304 || status == 412)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+}
+
+/// A failed request, reduced to what its classification depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Failure {
+    /// The store answered with an error status.
+    Http {
+        status: u16,
+        code: Option<String>,
+        message: Option<String>,
+        /// `x-amz-bucket-region`, sent with wrong-region answers.
+        bucket_region: Option<String>,
+    },
+    /// The credential providers found no usable credentials.
+    NoCredentials(String),
+    /// No answer within the request timeout.
+    Timeout(String),
+    /// The connection was refused: nothing was sent.
+    Refused(String),
+    /// The request may have been sent, and no (readable) answer came.
+    Transport(String),
+    /// The request could not be built.
+    Construction(String),
+}
+
+impl Failure {
+    fn from_sdk<E>(err: &SdkError<E, HttpResponse>) -> Failure
+    where
+        E: ProvideErrorMetadata + StdError + 'static,
+    {
+        let chain = || error_chain(err);
+        match err {
+            SdkError::ServiceError(service) => {
+                let raw = service.raw();
+                Failure::Http {
+                    status: raw.status().as_u16(),
+                    code: service.err().code().map(str::to_owned),
+                    message: service.err().message().map(str::to_owned),
+                    bucket_region: raw.headers().get("x-amz-bucket-region").map(str::to_owned),
+                }
+            }
+            _ if has_credentials_error(err) => Failure::NoCredentials(chain()),
+            SdkError::TimeoutError(_) => Failure::Timeout(chain()),
+            SdkError::DispatchFailure(dispatch) if dispatch.is_timeout() => Failure::Timeout(chain()),
+            SdkError::DispatchFailure(_) if was_refused(err) => Failure::Refused(chain()),
+            SdkError::ConstructionFailure(_) => Failure::Construction(chain()),
+            _ => Failure::Transport(chain()),
+        }
+    }
+}
+
+/// Maps a failure to what the protocol needs to know. `location` is `s3://bucket/key`.
+fn classify(location: &str, bucket: &str, op: Op, failure: Failure) -> StoreError {
+    let fatal = |kind, msg: &str| StoreError::Fatal(kind, format!("{location}: {msg}"));
+    // No answer, or an answer that says nothing definite: a write may have landed.
+    let unsure = |what: String| match op {
+        Op::Read => StoreError::Unavailable(format!("{location}: {what}")),
+        Op::Write => StoreError::Ambiguous(format!("{location}: {what}")),
+    };
+    let (status, code, message, bucket_region) = match failure {
+        Failure::Http {
+            status,
+            code,
+            message,
+            bucket_region,
+        } => (status, code, message, bucket_region),
+        Failure::NoCredentials(detail) => {
+            return fatal(
+                FatalKind::Permission,
+                &format!(
+                    "no usable AWS credentials ({detail}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                     pick a profile with --profile or AWS_PROFILE, or run `aws sso login`"
+                ),
+            );
+        }
+        Failure::Timeout(_) => return unsure("no answer within the request timeout".into()),
+        Failure::Refused(detail) => {
+            return StoreError::Unavailable(format!("{location}: cannot connect ({detail})"));
+        }
+        Failure::Transport(detail) => return unsure(format!("no answer ({detail})")),
+        Failure::Construction(detail) => {
+            return fatal(FatalKind::Other, &format!("cannot build the request ({detail})"));
+        }
+    };
+    let code = code.as_deref().unwrap_or("");
+    let said = || {
+        let mut s = format!("HTTP {status}");
+        if !code.is_empty() {
+            s.push_str(&format!(" {code}"));
+        }
+        if let Some(m) = message.as_deref().filter(|m| !m.is_empty()) {
+            s.push_str(&format!(": {m}"));
+        }
+        s
+    };
+    match (status, code) {
+        (412, _) => StoreError::PreconditionFailed,
+        (404, "NoSuchBucket") => fatal(
+            FatalKind::NoSuchBucket,
+            &format!("the bucket {bucket:?} does not exist"),
+        ),
+        (404, _) => StoreError::Missing,
+        (409, _) => match op {
+            Op::Write => StoreError::Conflict,
+            Op::Read => StoreError::Unavailable(format!("{location}: {}", said())),
+        },
+        (_, "RequestTimeTooSkewed") => fatal(
+            FatalKind::Other,
+            "the local clock is too far from the store's (fix the system clock)",
+        ),
+        (_, "ExpiredToken" | "TokenRefreshRequired" | "InvalidToken") => fatal(
+            FatalKind::Permission,
+            "the session credentials have expired or are invalid (renew them)",
+        ),
+        (_, "InvalidAccessKeyId") => fatal(
+            FatalKind::Permission,
+            "the store does not know this access key (check the credentials)",
+        ),
+        (_, "SignatureDoesNotMatch") => fatal(
+            FatalKind::Permission,
+            "the request signature does not match (check the secret key)",
+        ),
+        (403, _) | (_, "AccessDenied") => fatal(
+            FatalKind::Permission,
+            "access denied (check the credentials and the bucket policy)",
+        ),
+        (301 | 307, _)
+        | (_, "PermanentRedirect" | "TemporaryRedirect" | "AuthorizationHeaderMalformed")
+        | (_, "IllegalLocationConstraintException") => {
+            let hint = match bucket_region.as_deref().filter(|r| !r.is_empty()) {
+                Some(region) => format!("pass --region {region}"),
+                None => "pass --region".to_owned(),
+            };
+            fatal(
+                FatalKind::Other,
+                &format!("the bucket is in another region ({hint})"),
+            )
+        }
+        // The store gave up waiting for the request: nothing was written.
+        (400, "RequestTimeout") | (408, _) => {
+            StoreError::Unavailable(format!("{location}: {}", said()))
+        }
+        (501, _) => fatal(
+            FatalKind::Unsupported,
+            match op {
+                Op::Write => "the store does not support conditional writes",
+                Op::Read => "the store does not support conditional reads",
+            },
+        ),
+        // Throttled: refused before anything was done.
+        (429, _) | (503, "SlowDown") => {
+            StoreError::Unavailable(format!("{location}: throttled ({})", said()))
+        }
+        (500..=599, _) => unsure(said()),
+        (400..=499, _) => fatal(
+            FatalKind::Other,
+            &format!("the store refused the request ({})", said()),
+        ),
+        _ => unsure(format!("unexpected answer ({})", said())),
+    }
+}
+
+/// Whether a credential provider's failure is somewhere in the chain.
+///
+/// The SDK reports it as a dispatch failure (identity resolution runs just before
+/// sending), indistinguishable from a network error except by the error's type.
+/// `CredentialsError` lives in `aws-credential-types`, which is not a direct
+/// dependency; its type is recovered from the signature of
+/// [`ProvideCredentials::provide_credentials`] instead, without calling it.
+fn has_credentials_error(err: &(dyn StdError + 'static)) -> bool {
+    fn checker<F, T, E>(_: fn(&'static SharedCredentialsProvider) -> F) -> fn(&(dyn StdError + 'static)) -> bool
+    where
+        F: Future<Output = Result<T, E>>,
+        E: StdError + 'static,
+    {
+        |e| e.is::<E>()
+    }
+    let is_credentials_error =
+        checker(<SharedCredentialsProvider as ProvideCredentials>::provide_credentials);
+    sources(err).any(is_credentials_error)
+}
+
+/// Whether the connection was refused, so that nothing was sent.
+fn was_refused(err: &(dyn StdError + 'static)) -> bool {
+    sources(err).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+}
+
+fn sources<'a>(err: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(err), |e: &&'a (dyn StdError + 'static)| (*e).source())
+}
+
+/// The messages of an error and its sources, joined, for a one-line explanation.
+fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in sources(err) {
+        let msg = e.to_string();
+        if !msg.is_empty() && !parts.iter().any(|p| p.contains(&msg)) {
+            parts.push(msg);
+        }
+    }
+    let mut line = parts.join(": ");
+    if line.len() > 300 {
+        let mut cut = 300;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push('…');
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOC: &str = "s3://lease/locks/nightly";
+
+    fn http(status: u16, code: Option<&str>) -> Failure {
+        Failure::Http {
+            status,
+            code: code.map(str::to_owned),
+            message: None,
+            bucket_region: None,
+        }
+    }
+
+    fn write(failure: Failure) -> StoreError {
+        classify(LOC, "lease", Op::Write, failure)
+    }
+
+    fn read(failure: Failure) -> StoreError {
+        classify(LOC, "lease", Op::Read, failure)
+    }
+
+    fn fatal_kind(e: &StoreError) -> Option<FatalKind> {
+        match e {
+            StoreError::Fatal(kind, _) => Some(*kind),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn conditions_and_missing_objects() {
+        assert_eq!(write(http(412, Some("PreconditionFailed"))), StoreError::PreconditionFailed);
+        assert_eq!(write(http(404, Some("NoSuchKey"))), StoreError::Missing);
+        assert_eq!(read(http(404, Some("NoSuchKey"))), StoreError::Missing);
+        // HeadObject errors have no body, hence no code.
+        assert_eq!(read(http(404, None)), StoreError::Missing);
+        assert_eq!(write(http(409, Some("ConditionalRequestConflict"))), StoreError::Conflict);
+        assert!(matches!(read(http(409, Some("OperationAborted"))), StoreError::Unavailable(_)));
+    }
+
+    #[test]
+    fn not_modified_only_for_conditional_reads() {
+        assert!(is_not_modified(304, true));
+        assert!(is_not_modified(412, true));
+        assert!(!is_not_modified(304, false));
+        assert!(!is_not_modified(200, true));
+        assert!(!is_not_modified(404, true));
+    }
+
+    #[test]
+    fn missing_bucket_names_the_bucket() {
+        let e = write(http(404, Some("NoSuchBucket")));
+        assert_eq!(fatal_kind(&e), Some(FatalKind::NoSuchBucket));
+        assert!(e.to_string().contains("\"lease\""), "{e}");
+        assert!(e.to_string().starts_with(LOC), "{e}");
+    }
+
+    #[test]
+    fn permission_failures() {
+        for (status, code) in [
+            (403, Some("AccessDenied")),
+            (403, None),
+            (403, Some("InvalidAccessKeyId")),
+            (403, Some("SignatureDoesNotMatch")),
+            (400, Some("ExpiredToken")),
+        ] {
+            for e in [read(http(status, code)), write(http(status, code))] {
+                assert_eq!(fatal_kind(&e), Some(FatalKind::Permission), "{status} {code:?}: {e}");
+                assert!(e.to_string().starts_with(LOC), "{e}");
+            }
+        }
+        let e = read(http(403, Some("AccessDenied")));
+        assert_eq!(
+            e.to_string(),
+            format!("{LOC}: access denied (check the credentials and the bucket policy)")
+        );
+        let e = read(http(403, Some("RequestTimeTooSkewed")));
+        assert_eq!(fatal_kind(&e), Some(FatalKind::Other));
+        assert!(e.to_string().contains("clock"), "{e}");
+    }
+
+    #[test]
+    fn no_credentials_is_a_permission_failure() {
+        let e = write(Failure::NoCredentials("no providers in chain provided credentials".into()));
+        assert_eq!(fatal_kind(&e), Some(FatalKind::Permission));
+        assert!(e.to_string().contains("AWS_ACCESS_KEY_ID"), "{e}");
+    }
+
+    #[test]
+    fn wrong_region_says_to_pass_region() {
+        for (status, code) in [
+            (301, Some("PermanentRedirect")),
+            (301, None),
+            (400, Some("AuthorizationHeaderMalformed")),
+        ] {
+            let e = read(http(status, code));
+            assert_eq!(fatal_kind(&e), Some(FatalKind::Other), "{e}");
+            assert!(e.to_string().contains("--region"), "{e}");
+        }
+        let e = read(Failure::Http {
+            status: 301,
+            code: Some("PermanentRedirect".into()),
+            message: None,
+            bucket_region: Some("eu-west-3".into()),
+        });
+        assert!(e.to_string().contains("--region eu-west-3"), "{e}");
+    }
+
+    #[test]
+    fn not_implemented_is_unsupported() {
+        let e = write(http(501, Some("NotImplemented")));
+        assert_eq!(fatal_kind(&e), Some(FatalKind::Unsupported));
+        assert!(e.to_string().contains("does not support conditional writes"), "{e}");
+        assert_eq!(fatal_kind(&read(http(501, None))), Some(FatalKind::Unsupported));
+    }
+
+    #[test]
+    fn throttling_is_unavailable_for_reads_and_writes() {
+        for f in [http(429, None), http(503, Some("SlowDown"))] {
+            assert!(matches!(read(f.clone()), StoreError::Unavailable(_)));
+            assert!(matches!(write(f), StoreError::Unavailable(_)));
+        }
+        assert!(matches!(write(http(400, Some("RequestTimeout"))), StoreError::Unavailable(_)));
+    }
+
+    #[test]
+    fn server_errors_are_ambiguous_for_writes_only() {
+        // Ceph RGW answers most losers of an If-Match race with 500: it may have landed.
+        for f in [
+            http(500, Some("UnknownError")),
+            http(500, Some("InternalError")),
+            http(502, None),
+            http(503, Some("ServiceUnavailable")),
+            http(504, None),
+        ] {
+            assert!(matches!(write(f.clone()), StoreError::Ambiguous(_)), "{f:?}");
+            assert!(matches!(read(f.clone()), StoreError::Unavailable(_)), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn transport_failures() {
+        let timeout = Failure::Timeout("timeout".into());
+        assert!(matches!(write(timeout.clone()), StoreError::Ambiguous(_)));
+        assert!(matches!(read(timeout), StoreError::Unavailable(_)));
+        let lost = Failure::Transport("connection reset".into());
+        assert!(matches!(write(lost.clone()), StoreError::Ambiguous(_)));
+        assert!(matches!(read(lost), StoreError::Unavailable(_)));
+        // A refused connection sent nothing: even a write certainly had no effect.
+        let refused = Failure::Refused("connection refused".into());
+        assert!(matches!(write(refused.clone()), StoreError::Unavailable(_)));
+        assert!(matches!(read(refused), StoreError::Unavailable(_)));
+        let built = Failure::Construction("bad input".into());
+        assert_eq!(fatal_kind(&write(built)), Some(FatalKind::Other));
+    }
+
+    #[test]
+    fn other_client_errors_are_fatal_with_the_store_s_words() {
+        let e = write(Failure::Http {
+            status: 400,
+            code: Some("InvalidArgument".into()),
+            message: Some("bad header".into()),
+            bucket_region: None,
+        });
+        assert_eq!(fatal_kind(&e), Some(FatalKind::Other));
+        assert!(e.to_string().contains("HTTP 400 InvalidArgument: bad header"), "{e}");
+    }
+
+    #[test]
+    fn if_match_quoting() {
+        let quoted = Etag::new("\"9b2cf535f27731c974343645a3985328\"");
+        assert_eq!(if_match_value(&quoted, false), "\"9b2cf535f27731c974343645a3985328\"");
+        assert_eq!(if_match_value(&quoted, true), "9b2cf535f27731c974343645a3985328");
+        let bare = Etag::new("9b2c");
+        assert_eq!(if_match_value(&bare, false), "9b2c");
+        assert_eq!(if_match_value(&bare, true), "9b2c");
+        // A bare ETag has no quoted form to retry without: replace() retries only when
+        // what it sent differs from the normalised form.
+        assert_eq!(if_match_value(&bare, false), bare.normalized());
+        assert_ne!(if_match_value(&quoted, false), quoted.normalized());
+    }
+
+    #[test]
+    fn error_chain_is_one_short_line() {
+        let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let e = std::io::Error::other(inner);
+        let line = error_chain(&e);
+        assert!(line.contains("Connection refused"), "{line}");
+        assert!(was_refused(&e));
+        let long = std::io::Error::other("x".repeat(1000));
+        assert!(error_chain(&long).chars().count() <= 301);
+    }
+
+    fn store_with(conf: aws_sdk_s3::config::Builder) -> S3Store {
+        let conf = conf
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .force_path_style(true)
+            .retry_config(RetryConfig::disabled())
+            .build();
+        S3Store::from_conf("lease", "locks/nightly", conf, Duration::from_secs(2))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn missing_credentials_are_a_permission_failure() {
+        use aws_config::profile::ProfileFileCredentialsProvider;
+        // A provider that certainly finds nothing, without touching the environment: a
+        // profile that no config file defines.
+        let provider = ProfileFileCredentialsProvider::builder()
+            .profile_name("s3lead-test-profile-that-does-not-exist")
+            .build();
+        // Nothing listens on port 9 (discard); the request must fail before sending.
+        let store = store_with(
+            aws_sdk_s3::config::Builder::new()
+                .endpoint_url("http://127.0.0.1:9")
+                .credentials_provider(provider),
+        );
+        for result in [
+            store.read(None).await.map(|_| ()),
+            store.create(b"{}".to_vec()).await.map(|_| ()),
+            store.replace(&Etag::new("\"x\""), b"{}".to_vec()).await.map(|_| ()),
+        ] {
+            let e = result.expect_err("no credentials");
+            assert_eq!(fatal_kind(&e), Some(FatalKind::Permission), "{e}");
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connect_refuses_bad_options_before_any_request() {
+        let opts = S3Options {
+            endpoint_url: Some("localhost:9000".into()),
+            region: None,
+            profile: None,
+            path_style: false,
+            request_timeout: Duration::from_secs(1),
+        };
+        let e = S3Store::connect("lease", "k", &opts).await.expect_err("bad URL");
+        assert_eq!(fatal_kind(&e), Some(FatalKind::Other));
+        let opts = S3Options {
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            ..opts
+        };
+        let e = S3Store::connect("lease", "", &opts).await.expect_err("no key");
+        assert_eq!(fatal_kind(&e), Some(FatalKind::Other));
+        // No region anywhere (unless the environment has one): a custom endpoint
+        // falls back to us-east-1 rather than asking the instance metadata service.
+        let store = S3Store::connect("lease", "locks/a", &opts).await.expect("connect");
+        assert_eq!(store.bucket(), "lease");
+        assert_eq!(store.key(), "locks/a");
+        assert!(store.client.config().region().is_some());
+    }
+}

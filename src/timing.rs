@@ -1,0 +1,243 @@
+//! The lease's timing, validated once before any request (DESIGN §3 "Validation").
+//!
+//! A [`Timing`] cannot be built with settings that break the promise: the leader must be
+//! able to renew, retry once, stop its child with the full kill grace, and still be
+//! inside its lease minus the clock-rate margin, all before any follower may take over.
+
+use std::fmt;
+use std::time::Duration;
+
+/// What the user asked for; `None` fields take their documented defaults.
+#[derive(Clone, Debug)]
+pub struct TimingSpec {
+    pub lease: Duration,
+    pub renew_every: Duration,
+    pub retry_period: Duration,
+    pub kill_after: Duration,
+    /// Default: `max(1 s, 2 % of the lease)`.
+    pub margin: Option<Duration>,
+    /// Default: `min(5 s, renew_every / 2)`.
+    pub request_timeout: Option<Duration>,
+}
+
+impl Default for TimingSpec {
+    fn default() -> Self {
+        TimingSpec {
+            lease: Duration::from_secs(30),
+            renew_every: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+            kill_after: Duration::from_secs(5),
+            margin: None,
+            request_timeout: None,
+        }
+    }
+}
+
+/// Validated timing: every field positive and
+/// `renew_every + retry_period + kill_after + margin ≤ lease`,
+/// `request_timeout < renew_every`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    lease: Duration,
+    renew_every: Duration,
+    retry_period: Duration,
+    kill_after: Duration,
+    margin: Duration,
+    request_timeout: Duration,
+}
+
+/// The relative clock-rate difference between two hosts that the default margin
+/// covers: a holder whose clock runs up to 2 % slower than a follower's still stops
+/// before the follower takes over.
+pub const DOCUMENTED_RATE_BOUND: f64 = 0.02;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unsafe timing: {0}")]
+pub struct TimingError(String);
+
+impl Timing {
+    pub fn new(spec: &TimingSpec) -> Result<Timing, TimingError> {
+        let margin = spec.margin.unwrap_or_else(|| default_margin(spec.lease));
+        let request_timeout = spec
+            .request_timeout
+            .unwrap_or_else(|| (spec.renew_every / 2).min(Duration::from_secs(5)));
+        for (name, d) in [
+            ("--lease-duration", spec.lease),
+            ("--renew-every", spec.renew_every),
+            ("--retry-period", spec.retry_period),
+            ("--kill-after", spec.kill_after),
+            ("the safety margin", margin),
+            ("--request-timeout", request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(TimingError(format!("{name} must be positive")));
+            }
+        }
+        let needed = spec.renew_every + spec.retry_period + spec.kill_after + margin;
+        if needed > spec.lease {
+            return Err(TimingError(format!(
+                "--renew-every ({}) + --retry-period ({}) + --kill-after ({}) + safety margin ({}) = {} \
+                 exceeds --lease-duration ({}); the leader could not renew, retry and stop its \
+                 command before a follower takes over (lengthen the lease or shorten the others)",
+                Dur(spec.renew_every),
+                Dur(spec.retry_period),
+                Dur(spec.kill_after),
+                Dur(margin),
+                Dur(needed),
+                Dur(spec.lease)
+            )));
+        }
+        if request_timeout >= spec.renew_every {
+            return Err(TimingError(format!(
+                "--request-timeout ({}) must be shorter than --renew-every ({})",
+                Dur(request_timeout),
+                Dur(spec.renew_every)
+            )));
+        }
+        Ok(Timing {
+            lease: spec.lease,
+            renew_every: spec.renew_every,
+            retry_period: spec.retry_period,
+            kill_after: spec.kill_after,
+            margin,
+            request_timeout,
+        })
+    }
+
+    /// Builds a timing without validation, so that tests can show what an unsafe one
+    /// breaks (the simulation's "checker has teeth" test).
+    #[doc(hidden)]
+    pub fn unchecked(spec: &TimingSpec) -> Timing {
+        Timing {
+            lease: spec.lease,
+            renew_every: spec.renew_every,
+            retry_period: spec.retry_period,
+            kill_after: spec.kill_after,
+            margin: spec.margin.unwrap_or_else(|| default_margin(spec.lease)),
+            request_timeout: spec.request_timeout.unwrap_or(spec.renew_every / 2),
+        }
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+    pub fn renew_every(&self) -> Duration {
+        self.renew_every
+    }
+    pub fn retry_period(&self) -> Duration {
+        self.retry_period
+    }
+    pub fn kill_after(&self) -> Duration {
+        self.kill_after
+    }
+    pub fn margin(&self) -> Duration {
+        self.margin
+    }
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+}
+
+/// `max(1 s, 2 % of the lease)`.
+pub fn default_margin(lease: Duration) -> Duration {
+    (lease / 50).max(Duration::from_secs(1))
+}
+
+/// A duration printed the way the user typed it: `250ms`, `30s`, `1m 30s`.
+pub struct Dur(pub Duration);
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h`, `1m30s` and bare seconds (`30`, `0.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return t
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && *x >= 0.0 && *x < 1e12)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| format!("invalid duration {s:?} (examples: 250ms, 30s, 5m, 1h)"));
+    }
+    humantime::parse_duration(t).map_err(|_| format!("invalid duration {s:?} (examples: 250ms, 30s, 5m, 1h)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let t = Timing::new(&TimingSpec::default()).unwrap();
+        assert_eq!(t.margin(), secs(1));
+        assert_eq!(t.request_timeout(), secs(5));
+    }
+
+    #[test]
+    fn margin_is_two_percent_of_long_leases() {
+        assert_eq!(default_margin(secs(300)), secs(6));
+        assert_eq!(default_margin(secs(10)), secs(1));
+    }
+
+    #[test]
+    fn refuses_a_renewal_slower_than_the_lease() {
+        let spec = TimingSpec {
+            lease: secs(5),
+            renew_every: secs(10),
+            ..TimingSpec::default()
+        };
+        let err = Timing::new(&spec).unwrap_err().to_string();
+        assert!(err.contains("--renew-every (10s)"), "{err}");
+        assert!(err.contains("exceeds --lease-duration (5s)"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_sum_just_over_the_lease_and_accepts_it_exactly() {
+        // 10 + 2 + 5 + 1 = 18
+        let mut spec = TimingSpec {
+            lease: Duration::from_millis(17_999),
+            ..TimingSpec::default()
+        };
+        assert!(Timing::new(&spec).is_err());
+        spec.lease = secs(18);
+        assert!(Timing::new(&spec).is_ok());
+    }
+
+    #[test]
+    fn refuses_zero_durations() {
+        let spec = TimingSpec {
+            kill_after: Duration::ZERO,
+            ..TimingSpec::default()
+        };
+        assert!(Timing::new(&spec).unwrap_err().to_string().contains("--kill-after must be positive"));
+    }
+
+    #[test]
+    fn refuses_request_timeouts_not_shorter_than_the_renewal() {
+        let spec = TimingSpec {
+            request_timeout: Some(secs(10)),
+            ..TimingSpec::default()
+        };
+        assert!(Timing::new(&spec).unwrap_err().to_string().contains("--request-timeout"));
+    }
+
+    #[test]
+    fn parses_durations_as_documented() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("30s").unwrap(), secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), secs(3600));
+        assert_eq!(parse_duration("45").unwrap(), secs(45));
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-3s").is_err());
+    }
+}
