@@ -322,7 +322,11 @@ impl Election {
         if let Some(e) = self.events.pop_front() {
             return Step::Event(e);
         }
-        debug_assert_eq!(self.in_flight, InFlight::None, "poll while a request is in flight");
+        debug_assert_eq!(
+            self.in_flight,
+            InFlight::None,
+            "poll while a request is in flight"
+        );
         let step = match &mut self.phase {
             Phase::Ended => return Step::Done,
             Phase::Following(_) => self.poll_follower(now),
@@ -363,7 +367,12 @@ impl Election {
             }
             let attempt = f.attempt.get_or_insert_with(|| {
                 let term = f.max_term.map_or(Term::FIRST, Term::next);
-                let record = LockRecord::acquired(term, &self.holder, LeaseId::random(), self.timing.lease());
+                let record = LockRecord::acquired(
+                    term,
+                    &self.holder,
+                    LeaseId::random(),
+                    self.timing.lease(),
+                );
                 Write::new(record, Condition::Absent, now)
             });
             attempt.resend(now);
@@ -374,8 +383,17 @@ impl Election {
             let condition = Condition::Matches(obs.etag.clone());
             let reuse = matches!(&f.attempt, Some(a) if a.condition == condition);
             if !reuse {
-                let term = obs.record.term.max(f.max_term.unwrap_or(obs.record.term)).next();
-                let record = LockRecord::acquired(term, &self.holder, LeaseId::random(), self.timing.lease());
+                let term = obs
+                    .record
+                    .term
+                    .max(f.max_term.unwrap_or(obs.record.term))
+                    .next();
+                let record = LockRecord::acquired(
+                    term,
+                    &self.holder,
+                    LeaseId::random(),
+                    self.timing.lease(),
+                );
                 f.attempt = Some(Write::new(record, condition, now));
             }
             if let Some(a) = f.attempt.as_mut() {
@@ -491,7 +509,8 @@ impl Election {
                         let (a, first) = (a.clone(), a.first_sent);
                         return self.become_leader(a, etag, record, first, now);
                     }
-                    let still_possible = matches!(&a.condition, Condition::Matches(e) if *e == etag);
+                    let still_possible =
+                        matches!(&a.condition, Condition::Matches(e) if *e == etag);
                     if !still_possible {
                         f.attempt = None;
                     }
@@ -557,7 +576,14 @@ impl Election {
         }
     }
 
-    fn become_leader(&mut self, w: Write, etag: Etag, record: LockRecord, valid_from: Instant, now: Instant) {
+    fn become_leader(
+        &mut self,
+        w: Write,
+        etag: Etag,
+        record: LockRecord,
+        valid_from: Instant,
+        now: Instant,
+    ) {
         let timing = self.timing;
         let mut l = Leader {
             term: record.term,
@@ -608,7 +634,11 @@ impl Election {
                     StoreError::PreconditionFailed | StoreError::Missing | StoreError::Conflict => {
                         // Did an earlier attempt land, or did someone take over? Ask.
                         l.reconcile = true;
-                        l.next_at = if e == StoreError::Conflict { retry } else { now };
+                        l.next_at = if e == StoreError::Conflict {
+                            retry
+                        } else {
+                            now
+                        };
                     }
                     StoreError::Ambiguous(_) => {
                         if let Some(w) = l.pending.as_mut() {

@@ -48,7 +48,12 @@ pub struct Candidate<S: LockStore> {
 
 impl<S: LockStore> Candidate<S> {
     /// `lock` is the lock's name as the user wrote it, for logs and messages.
-    pub fn new(store: S, timing: Timing, holder: impl Into<String>, lock: impl Into<String>) -> Self {
+    pub fn new(
+        store: S,
+        timing: Timing,
+        holder: impl Into<String>,
+        lock: impl Into<String>,
+    ) -> Self {
         Candidate {
             store: Arc::new(store),
             election: Election::new(timing, holder),
@@ -269,11 +274,11 @@ impl Leadership {
     }
 
     /// Waits until the lease's status changes (a renewal moved `valid_until`, the stop
-    /// point passed, the lease was lost), and returns it.
-    pub async fn changed(&mut self) -> LeaseStatus {
-        // An error means the renewal task ended; its last status stands.
-        let _ = self.status.changed().await;
-        self.status.borrow_and_update().clone()
+    /// point passed, the lease was lost), and returns it; `None` once the renewal task
+    /// has ended and nothing will change any more.
+    pub async fn changed(&mut self) -> Option<LeaseStatus> {
+        self.status.changed().await.ok()?;
+        Some(self.status.borrow_and_update().clone())
     }
 
     /// Releases the lease (the child must be gone) and waits for the outcome: Released,

@@ -6,8 +6,11 @@
 //! [`lease`] the async driver that runs it over a store.
 
 pub mod clock;
+pub mod election;
+pub mod exit;
+pub mod lease;
 pub mod record;
 pub mod store;
-pub mod election;
+pub mod supervise;
 pub mod timing;
-pub mod lease;
+pub mod cli;

@@ -108,7 +108,9 @@ pub struct LockRecord {
 /// Why the bytes of a lock object are not a record this binary can use.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("the lock object is {size} bytes, larger than the {MAX_RECORD_BYTES}-byte limit of a lock record")]
+    #[error(
+        "the lock object is {size} bytes, larger than the {MAX_RECORD_BYTES}-byte limit of a lock record"
+    )]
     TooLarge { size: u64 },
     #[error("the lock object is not a valid s3lead record ({0})")]
     Malformed(String),
@@ -173,17 +175,24 @@ impl LockRecord {
         struct Version {
             v: Option<serde_json::Value>,
         }
-        let version: Version = serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        let version: Version =
+            serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
         match version.v {
             None => return Err(RecordError::Invalid("no format version field \"v\"")),
-            Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(FORMAT_VERSION)) => {}
+            Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(FORMAT_VERSION)) => {
+            }
             Some(serde_json::Value::Number(n)) => match n.as_u64() {
                 Some(found) => return Err(RecordError::UnsupportedVersion { found }),
-                None => return Err(RecordError::Invalid("format version \"v\" is not a whole number")),
+                None => {
+                    return Err(RecordError::Invalid(
+                        "format version \"v\" is not a whole number",
+                    ));
+                }
             },
             Some(_) => return Err(RecordError::Invalid("format version \"v\" is not a number")),
         }
-        let record: LockRecord = serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        let record: LockRecord =
+            serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
         if record.term.0 == 0 {
             return Err(RecordError::Invalid("term is 0; terms start at 1"));
         }
@@ -200,7 +209,11 @@ impl LockRecord {
 /// Milliseconds, rounded up so a sub-millisecond lease never becomes 0.
 pub fn duration_ms(d: Duration) -> u64 {
     let ms = d.as_millis();
-    let ms = if Duration::from_millis(ms as u64) < d { ms + 1 } else { ms };
+    let ms = if Duration::from_millis(ms as u64) < d {
+        ms + 1
+    } else {
+        ms
+    };
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
@@ -213,7 +226,12 @@ mod tests {
     use super::*;
 
     fn sample() -> LockRecord {
-        LockRecord::acquired(Term(42), "web-3 (pid 8123)", LeaseId::random(), Duration::from_secs(30))
+        LockRecord::acquired(
+            Term(42),
+            "web-3 (pid 8123)",
+            LeaseId::random(),
+            Duration::from_secs(30),
+        )
     }
 
     #[test]
@@ -259,20 +277,32 @@ mod tests {
         let mut v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
         v["v"] = serde_json::json!(2);
         let err = LockRecord::decode(&serde_json::to_vec(&v).unwrap()).unwrap_err();
-        assert!(matches!(err, RecordError::UnsupportedVersion { found: 2 }), "{err}");
+        assert!(
+            matches!(err, RecordError::UnsupportedVersion { found: 2 }),
+            "{err}"
+        );
         assert!(err.to_string().contains("version 2"));
     }
 
     #[test]
     fn refuses_malformed_and_oversized_objects() {
-        assert!(matches!(LockRecord::decode(b"not json"), Err(RecordError::Malformed(_))));
-        assert!(matches!(LockRecord::decode(b"{}"), Err(RecordError::Invalid(_))));
+        assert!(matches!(
+            LockRecord::decode(b"not json"),
+            Err(RecordError::Malformed(_))
+        ));
+        assert!(matches!(
+            LockRecord::decode(b"{}"),
+            Err(RecordError::Invalid(_))
+        ));
         assert!(matches!(
             LockRecord::decode(br#"{"v":1,"term":0}"#),
             Err(RecordError::Malformed(_))
         ));
         let big = vec![b' '; MAX_RECORD_BYTES as usize + 1];
-        assert!(matches!(LockRecord::decode(&big), Err(RecordError::TooLarge { .. })));
+        assert!(matches!(
+            LockRecord::decode(&big),
+            Err(RecordError::TooLarge { .. })
+        ));
     }
 
     #[test]

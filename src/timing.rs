@@ -163,7 +163,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .map(Duration::from_secs_f64)
             .ok_or_else(|| format!("invalid duration {s:?} (examples: 250ms, 30s, 5m, 1h)"));
     }
-    humantime::parse_duration(t).map_err(|_| format!("invalid duration {s:?} (examples: 250ms, 30s, 5m, 1h)"))
+    humantime::parse_duration(t)
+        .map_err(|_| format!("invalid duration {s:?} (examples: 250ms, 30s, 5m, 1h)"))
 }
 
 #[cfg(test)]
@@ -217,7 +218,12 @@ mod tests {
             kill_after: Duration::ZERO,
             ..TimingSpec::default()
         };
-        assert!(Timing::new(&spec).unwrap_err().to_string().contains("--kill-after must be positive"));
+        assert!(
+            Timing::new(&spec)
+                .unwrap_err()
+                .to_string()
+                .contains("--kill-after must be positive")
+        );
     }
 
     #[test]
@@ -226,7 +232,12 @@ mod tests {
             request_timeout: Some(secs(10)),
             ..TimingSpec::default()
         };
-        assert!(Timing::new(&spec).unwrap_err().to_string().contains("--request-timeout"));
+        assert!(
+            Timing::new(&spec)
+                .unwrap_err()
+                .to_string()
+                .contains("--request-timeout")
+        );
     }
 
     #[test]

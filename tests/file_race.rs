@@ -162,8 +162,10 @@ fn round(
     for w in &mut workers.0 {
         assert_eq!(w.recv(), ["ready", &n.to_string()]);
     }
-    for w in &mut workers.0 {
-        w.send("go");
+    // Start each round's writes in a different order, so no worker is always first.
+    let count = workers.0.len();
+    for k in 0..count {
+        workers.0[(n + k) % count].send("go");
     }
     let mut winners = Vec::new();
     for (i, w) in workers.0.iter_mut().enumerate() {

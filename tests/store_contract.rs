@@ -76,7 +76,10 @@ async fn contract<S: LockStore>(store: &S) {
     );
     assert_eq!(found(store, None).await, (e1.clone(), body(1)), "unchanged");
 
-    let e2 = store.replace(&e1, body(2)).await.expect("replace with the current ETag");
+    let e2 = store
+        .replace(&e1, body(2))
+        .await
+        .expect("replace with the current ETag");
     assert_ne!(e2, e1, "a replace gives a new ETag");
     assert_eq!(found(store, None).await, (e2.clone(), body(2)));
     assert_eq!(
@@ -94,7 +97,10 @@ async fn contract<S: LockStore>(store: &S) {
     assert_eq!(found(store, None).await, (e2.clone(), body(2)), "unchanged");
 
     let e3 = store.replace(&e2, body(3)).await.expect("a second replace");
-    assert!(e3 != e2 && e3 != e1, "ETags never repeat here: {e1} {e2} {e3}");
+    assert!(
+        e3 != e2 && e3 != e1,
+        "ETags never repeat here: {e1} {e2} {e3}"
+    );
     assert_eq!(found(store, None).await, (e3.clone(), body(3)));
     assert_eq!(
         store.create(body(4)).await,
@@ -115,7 +121,11 @@ where
     let limit = usize::try_from(MAX_RECORD_BYTES).expect("the limit fits in memory");
     write_raw(vec![b' '; limit]).await;
     let (etag, got) = found(store, None).await;
-    assert_eq!(got.len(), limit, "an object of exactly the limit is readable");
+    assert_eq!(
+        got.len(),
+        limit,
+        "an object of exactly the limit is readable"
+    );
 
     write_raw(vec![b'x'; limit + 1]).await;
     for known in [None, Some(&etag), Some(&foreign_etag())] {
@@ -226,7 +236,10 @@ async fn s3_store_reports_a_missing_bucket_on_s3() {
     ] {
         let e = result.expect_err("no such bucket");
         assert_eq!(fatal_kind(&e), Some(FatalKind::NoSuchBucket), "{e}");
-        assert!(e.to_string().contains(bucket), "the message names the bucket: {e}");
+        assert!(
+            e.to_string().contains(bucket),
+            "the message names the bucket: {e}"
+        );
     }
 }
 
@@ -253,7 +266,10 @@ async fn s3_store_reports_a_wrong_secret_key_on_s3() {
     ] {
         let e = result.expect_err("wrong secret key");
         assert_eq!(fatal_kind(&e), Some(FatalKind::Permission), "{e}");
-        assert!(e.to_string().contains(store.key()), "the message names the key: {e}");
+        assert!(
+            e.to_string().contains(store.key()),
+            "the message names the key: {e}"
+        );
     }
 }
 
@@ -263,10 +279,17 @@ async fn s3_store_replace_on_a_missing_key_on_s3() {
     // AWS, MinIO and moto answer 404 NoSuchKey; Ceph RGW answers 412.
     let outcome = store.replace(&foreign_etag(), body(1)).await;
     assert!(
-        matches!(outcome, Err(StoreError::Missing | StoreError::PreconditionFailed)),
+        matches!(
+            outcome,
+            Err(StoreError::Missing | StoreError::PreconditionFailed)
+        ),
         "{outcome:?}"
     );
-    assert_eq!(store.read(None).await, Ok(ReadReply::Missing), "nothing was written");
+    assert_eq!(
+        store.read(None).await,
+        Ok(ReadReply::Missing),
+        "nothing was written"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -281,7 +304,10 @@ async fn s3_store_send_if_match_in_the_form_the_store_accepts_on_s3() {
     }
     // A clone shares what the store learned.
     let clone = store.clone();
-    etag = clone.replace(&etag, body(4)).await.expect("replace by a clone");
+    etag = clone
+        .replace(&etag, body(4))
+        .await
+        .expect("replace by a clone");
     assert_eq!(
         store.replace(&foreign_etag(), body(5)).await,
         Err(StoreError::PreconditionFailed)
@@ -325,12 +351,18 @@ async fn s3_store_with_nothing_listening_is_unavailable() {
     assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
     let create = bounded("create", store.create(body(1))).await;
     assert!(
-        matches!(create, Err(StoreError::Unavailable(_) | StoreError::Ambiguous(_))),
+        matches!(
+            create,
+            Err(StoreError::Unavailable(_) | StoreError::Ambiguous(_))
+        ),
         "{create:?}"
     );
     let replace = bounded("replace", store.replace(&foreign_etag(), body(1))).await;
     assert!(
-        matches!(replace, Err(StoreError::Unavailable(_) | StoreError::Ambiguous(_))),
+        matches!(
+            replace,
+            Err(StoreError::Unavailable(_) | StoreError::Ambiguous(_))
+        ),
         "{replace:?}"
     );
 }
@@ -344,9 +376,15 @@ async fn s3_store_times_out_on_a_silent_server() {
     assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
     // The request was sent: the write may have landed.
     let create = bounded("create", store.create(body(1))).await;
-    assert!(matches!(create, Err(StoreError::Ambiguous(_))), "{create:?}");
+    assert!(
+        matches!(create, Err(StoreError::Ambiguous(_))),
+        "{create:?}"
+    );
     let replace = bounded("replace", store.replace(&foreign_etag(), body(1))).await;
-    assert!(matches!(replace, Err(StoreError::Ambiguous(_))), "{replace:?}");
+    assert!(
+        matches!(replace, Err(StoreError::Ambiguous(_))),
+        "{replace:?}"
+    );
     assert_eq!(server.requests().len(), 3, "no SDK retries");
 }
 
@@ -363,7 +401,10 @@ async fn s3_store_maps_answers_from_the_raw_status_and_code() {
         (Reply::error(404, "NoSuchKey"), "missing"),
         (Reply::error(404, "NoSuchBucket"), "fatal NoSuchBucket"),
         (Reply::error(403, "AccessDenied"), "fatal Permission"),
-        (Reply::error(403, "SignatureDoesNotMatch"), "fatal Permission"),
+        (
+            Reply::error(403, "SignatureDoesNotMatch"),
+            "fatal Permission",
+        ),
         (Reply::error(301, "PermanentRedirect"), "fatal Other"),
         (Reply::error(501, "NotImplemented"), "fatal Unsupported"),
     ];
@@ -458,7 +499,9 @@ async fn s3_store_stops_reading_a_body_that_grows_past_the_limit() {
         total: 4 * 1024 * 1024,
     });
     let store = store_at(&server.endpoint, REQUEST_TIMEOUT).await;
-    let e = bounded("read", store.read(None)).await.expect_err("too large");
+    let e = bounded("read", store.read(None))
+        .await
+        .expect_err("too large");
     assert_eq!(fatal_kind(&e), Some(FatalKind::TooLarge), "{e}");
 }
 
@@ -512,7 +555,10 @@ async fn s3_store_retries_unquoted_when_the_store_refuses_its_own_quoted_etag() 
         .expect("retried unquoted");
     assert_eq!(e1, Etag::new("etag1"));
     let log: Vec<String> = server.requests().iter().map(|r| r.summary()).collect();
-    assert_eq!(log, ["PUT If-Match \"etag0\"", "HEAD", "PUT If-Match etag0"]);
+    assert_eq!(
+        log,
+        ["PUT If-Match \"etag0\"", "HEAD", "PUT If-Match etag0"]
+    );
 
     // From now on the store sends unquoted at once.
     let e2 = store.replace(&e1, body(2)).await.expect("replace");

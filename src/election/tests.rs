@@ -56,7 +56,9 @@ impl Net {
         match req {
             Request::Read { known } => Reply::Read(Ok(self.store.read_now(known.as_ref()))),
             Request::Create { body } => Reply::Write(self.store.create_now(body.clone())),
-            Request::Replace { etag, body } => Reply::Write(self.store.replace_now(etag, body.clone())),
+            Request::Replace { etag, body } => {
+                Reply::Write(self.store.replace_now(etag, body.clone()))
+            }
         }
     }
 
@@ -162,7 +164,11 @@ fn a_follower_waits_the_lease_from_first_seen_then_takes_over_with_term_plus_1()
     let ev = run(&mut b, &mut net, at(5_000));
     assert!(matches!(ev.as_slice(), [Event::Observed { term, .. }] if *term == Term::FIRST));
     let ev = run_until(&mut b, &mut net, 5_001, 34_999, 1);
-    assert_eq!(elected(&ev), None, "took over before lease_ms had passed since first_seen");
+    assert_eq!(
+        elected(&ev),
+        None,
+        "took over before lease_ms had passed since first_seen"
+    );
     let ev = run(&mut b, &mut net, at(35_000));
     assert_eq!(elected(&ev), Some(Term::new_for_test(2)));
     assert_eq!(net.current().holder, "b");
@@ -179,7 +185,11 @@ fn a_renewal_restarts_the_followers_wait() {
         run(&mut a, &mut net, at(t));
         events.extend(run(&mut b, &mut net, at(t)));
     }
-    assert_eq!(elected(&events), None, "b took over a live leader: {events:?}");
+    assert_eq!(
+        elected(&events),
+        None,
+        "b took over a live leader: {events:?}"
+    );
     assert!(a.is_leader());
 }
 
@@ -277,7 +287,11 @@ fn an_ambiguous_renewal_that_did_not_land_is_retried() {
     net.fault_next_write(Fault::LostNoAnswer);
     run(&mut a, &mut net, at(10_000));
     assert_eq!(net.current().seq, 1);
-    assert_eq!(a.valid_until(), Some(at(29_000)), "the lease is not extended by a lost write");
+    assert_eq!(
+        a.valid_until(),
+        Some(at(29_000)),
+        "the lease is not extended by a lost write"
+    );
     let ev = run(&mut a, &mut net, at(12_000));
     assert_eq!(ev, vec![Event::Recovered]);
     assert_eq!(net.current().seq, 2);
@@ -300,7 +314,11 @@ fn a_lost_write_that_lands_late_counts_from_its_first_send() {
     let ev = run(&mut a, &mut net, at(12_000));
     assert_eq!(ev, vec![Event::Recovered]);
     assert!(a.is_leader());
-    assert_eq!(a.valid_until(), Some(at(10_000 + 29_000)), "from the earliest send");
+    assert_eq!(
+        a.valid_until(),
+        Some(at(10_000 + 29_000)),
+        "from the earliest send"
+    );
 }
 
 #[test]
@@ -325,7 +343,11 @@ fn a_spurious_412_with_our_record_still_current_is_not_a_loss() {
     run(&mut a, &mut net, at(0));
     net.fault_next_write(Fault::Spurious412);
     let ev = run(&mut a, &mut net, at(10_000));
-    assert_eq!(ev, vec![Event::Recovered], "re-read, saw our record, rewrote at once");
+    assert_eq!(
+        ev,
+        vec![Event::Recovered],
+        "re-read, saw our record, rewrote at once"
+    );
     assert!(a.is_leader());
     assert_eq!(net.current().seq, 2);
 }
@@ -372,7 +394,12 @@ fn failing_renewals_reach_the_stop_point_then_expire() {
     let ev = run_until(&mut a, &mut net, 1, 23_999, 1);
     assert!(ev.is_empty(), "{ev:?}");
     let ev = run(&mut a, &mut net, at(24_000));
-    assert_eq!(ev, vec![Event::AtRisk { valid_until: at(29_000) }]);
+    assert_eq!(
+        ev,
+        vec![Event::AtRisk {
+            valid_until: at(29_000)
+        }]
+    );
     let ev = run_until(&mut a, &mut net, 24_001, 28_999, 1);
     assert!(ev.is_empty(), "{ev:?}");
     let ev = run(&mut a, &mut net, at(29_000));
@@ -434,7 +461,11 @@ fn a_create_lost_then_landed_late_is_recognised() {
     }
     let ev = run(&mut a, &mut net, at(2_000));
     assert_eq!(elected(&ev), Some(Term::FIRST));
-    assert_eq!(a.valid_until(), Some(at(29_000)), "counted from the lost attempt's send");
+    assert_eq!(
+        a.valid_until(),
+        Some(at(29_000)),
+        "counted from the lost attempt's send"
+    );
 }
 
 #[test]
@@ -483,7 +514,9 @@ fn a_malformed_record_is_fatal_for_a_follower() {
     net.store.overwrite(b"{\"v\":7}".to_vec());
     let mut a = candidate("a");
     let ev = run(&mut a, &mut net, at(0));
-    assert!(matches!(ev.as_slice(), [Event::Fatal(FatalError::Record(m))] if m.contains("version 7")));
+    assert!(
+        matches!(ev.as_slice(), [Event::Fatal(FatalError::Record(m))] if m.contains("version 7"))
+    );
 }
 
 #[test]
@@ -491,10 +524,16 @@ fn a_fatal_store_error_ends_the_campaign() {
     let mut a = candidate("a");
     assert!(matches!(a.poll(at(0)), Step::Send(Request::Read { .. })));
     a.handle(
-        Reply::Read(Err(StoreError::Fatal(FatalKind::Permission, "access denied".into()))),
+        Reply::Read(Err(StoreError::Fatal(
+            FatalKind::Permission,
+            "access denied".into(),
+        ))),
         at(1),
     );
-    assert!(matches!(a.poll(at(1)), Step::Event(Event::Fatal(FatalError::Store(FatalKind::Permission, _)))));
+    assert!(matches!(
+        a.poll(at(1)),
+        Step::Event(Event::Fatal(FatalError::Store(FatalKind::Permission, _)))
+    ));
     assert_eq!(a.poll(at(1)), Step::Done);
 }
 

@@ -223,6 +223,8 @@ fn etag_of(bytes: &[u8]) -> Etag {
 }
 
 impl Paths {
+    /// No lock: the data file is only ever replaced whole by a rename, so whichever
+    /// inode `open` finds is a complete record (see the module doc).
     fn read(&self, known: Option<&Etag>) -> Result<ReadReply, StoreError> {
         let Some((file, meta)) = self.open_current()? else {
             return Ok(ReadReply::Missing);
@@ -377,8 +379,10 @@ impl Paths {
                 Err(self.io_error(&format!("cannot create {}", self.sidecar.display()), &err))
             }
             // Someone else's sidecar, readable but not writable: flock needs no write.
-            io::ErrorKind::PermissionDenied => File::open(&self.sidecar)
-                .map_err(|e| self.io_error(&format!("cannot open {}", self.sidecar.display()), &e)),
+            // If that fails too, the first error is the one that explains.
+            io::ErrorKind::PermissionDenied => File::open(&self.sidecar).map_err(|_| {
+                self.io_error(&format!("cannot open {}", self.sidecar.display()), &err)
+            }),
             _ => Err(self.io_error(&format!("cannot open {}", self.sidecar.display()), &err)),
         }
     }

@@ -73,7 +73,10 @@ impl fmt::Display for Etag {
 /// What a read found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadReply {
-    Found { etag: Etag, body: Vec<u8> },
+    Found {
+        etag: Etag,
+        body: Vec<u8>,
+    },
     /// A conditional read whose ETag is still current (HTTP 304).
     NotModified,
     Missing,
@@ -128,18 +131,132 @@ impl StoreError {
 pub trait LockStore: Send + Sync + 'static {
     /// Reads the object. With `known`, answers [`ReadReply::NotModified`] while the
     /// object's ETag is still `known` (a conditional GET, cheap on S3).
-    fn read(&self, known: Option<&Etag>) -> impl Future<Output = Result<ReadReply, StoreError>> + Send;
+    fn read(
+        &self,
+        known: Option<&Etag>,
+    ) -> impl Future<Output = Result<ReadReply, StoreError>> + Send;
 
     /// Writes `body` only if the object does not exist (`If-None-Match: *`).
     fn create(&self, body: Vec<u8>) -> impl Future<Output = Result<Etag, StoreError>> + Send;
 
     /// Writes `body` only if the object's current ETag is `etag` (`If-Match`).
-    fn replace(&self, etag: &Etag, body: Vec<u8>) -> impl Future<Output = Result<Etag, StoreError>> + Send;
+    fn replace(
+        &self,
+        etag: &Etag,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<Etag, StoreError>> + Send;
+}
+
+/// Where a lock lives, as the user names it: `s3://bucket/key`, `file:///abs/path`, or
+/// a plain path (the file store).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockUrl {
+    S3 { bucket: String, key: String },
+    File(String),
+}
+
+impl LockUrl {
+    /// Parses the lock argument. The message names the lock and the expected forms.
+    pub fn parse(s: &str) -> Result<LockUrl, String> {
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() || key.is_empty() || key.ends_with('/') {
+                return Err(format!(
+                    "{s}: an S3 lock is s3://BUCKET/KEY, with a key naming one object (e.g. s3://my-bucket/locks/nightly)"
+                ));
+            }
+            return Ok(LockUrl::S3 {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        if s.contains("://") && !s.starts_with("file://") {
+            return Err(format!(
+                "{s}: unknown lock scheme; use s3://BUCKET/KEY, file:///ABS/PATH or a local path"
+            ));
+        }
+        if s.is_empty() || s.ends_with('/') {
+            return Err(format!(
+                "{s:?}: a lock path must name a file, not a directory"
+            ));
+        }
+        Ok(LockUrl::File(s.to_owned()))
+    }
+
+    /// Opens the store. No request is sent: the first request reports what is wrong.
+    pub async fn open(&self, s3: &s3::S3Options) -> Result<AnyStore, StoreError> {
+        Ok(match self {
+            LockUrl::S3 { bucket, key } => {
+                AnyStore::S3(s3::S3Store::connect(bucket, key, s3).await?)
+            }
+            LockUrl::File(p) if p.starts_with("file://") => {
+                AnyStore::File(file::FileStore::from_url(p)?)
+            }
+            LockUrl::File(p) => AnyStore::File(file::FileStore::open(std::path::Path::new(p))?),
+        })
+    }
+}
+
+/// The store a lock URL names.
+pub enum AnyStore {
+    S3(s3::S3Store),
+    File(file::FileStore),
+}
+
+impl LockStore for AnyStore {
+    async fn read(&self, known: Option<&Etag>) -> Result<ReadReply, StoreError> {
+        match self {
+            AnyStore::S3(s) => s.read(known).await,
+            AnyStore::File(s) => s.read(known).await,
+        }
+    }
+
+    async fn create(&self, body: Vec<u8>) -> Result<Etag, StoreError> {
+        match self {
+            AnyStore::S3(s) => s.create(body).await,
+            AnyStore::File(s) => s.create(body).await,
+        }
+    }
+
+    async fn replace(&self, etag: &Etag, body: Vec<u8>) -> Result<Etag, StoreError> {
+        match self {
+            AnyStore::S3(s) => s.replace(etag, body).await,
+            AnyStore::File(s) => s.replace(etag, body).await,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_lock_urls() {
+        assert_eq!(
+            LockUrl::parse("s3://b/locks/nightly"),
+            Ok(LockUrl::S3 {
+                bucket: "b".into(),
+                key: "locks/nightly".into()
+            })
+        );
+        assert!(LockUrl::parse("s3://b").is_err());
+        assert!(LockUrl::parse("s3://b/").is_err());
+        assert!(LockUrl::parse("s3:///k").is_err());
+        assert!(
+            LockUrl::parse("gs://b/k")
+                .unwrap_err()
+                .contains("unknown lock scheme")
+        );
+        assert_eq!(
+            LockUrl::parse("./demo.lock"),
+            Ok(LockUrl::File("./demo.lock".into()))
+        );
+        assert_eq!(
+            LockUrl::parse("file:///tmp/x.lock"),
+            Ok(LockUrl::File("file:///tmp/x.lock".into()))
+        );
+        assert!(LockUrl::parse("dir/").is_err());
+    }
 
     #[test]
     fn etags_compare_with_quotes_normalised() {

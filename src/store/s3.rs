@@ -39,8 +39,8 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{
-    Credentials, ProvideCredentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    SharedCredentialsProvider,
+    Credentials, ProvideCredentials, Region, RequestChecksumCalculation,
+    ResponseChecksumValidation, SharedCredentialsProvider,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -118,7 +118,9 @@ impl S3Store {
             return Err(fatal("no bucket name".into()));
         }
         if key.is_empty() {
-            return Err(fatal("no object key (the lock needs a key inside the bucket)".into()));
+            return Err(fatal(
+                "no object key (the lock needs a key inside the bucket)".into(),
+            ));
         }
         if opts.request_timeout.is_zero() {
             return Err(fatal("the request timeout must be positive".into()));
@@ -141,7 +143,9 @@ impl S3Store {
         if region.is_none() && endpoint_known_early {
             region = Some(Region::new(FALLBACK_REGION));
         }
-        let mut sdk_config = config_loader(opts, region.clone(), credentials.clone()).load().await;
+        let mut sdk_config = config_loader(opts, region.clone(), credentials.clone())
+            .load()
+            .await;
         // A profile's `endpoint_url` is only known once the profile has been loaded.
         let custom_endpoint = endpoint_known_early || sdk_config.endpoint_url().is_some();
         if region.is_none() {
@@ -154,7 +158,9 @@ impl S3Store {
             };
             if region.is_some() {
                 // Reload so that credential providers that need a region (STS, SSO) see it.
-                sdk_config = config_loader(opts, region.clone(), credentials.clone()).load().await;
+                sdk_config = config_loader(opts, region.clone(), credentials.clone())
+                    .load()
+                    .await;
             }
         }
         let Some(region) = region else {
@@ -182,7 +188,12 @@ impl S3Store {
     }
 
     /// A store over an already built client configuration.
-    fn from_conf(bucket: &str, key: &str, conf: aws_sdk_s3::Config, request_timeout: Duration) -> S3Store {
+    fn from_conf(
+        bucket: &str,
+        key: &str,
+        conf: aws_sdk_s3::Config,
+        request_timeout: Duration,
+    ) -> S3Store {
         S3Store {
             client: Client::from_conf(conf),
             bucket: bucket.to_owned(),
@@ -245,7 +256,14 @@ impl S3Store {
 
     /// The object's current ETag (`None`: it does not exist), by HeadObject.
     async fn current_etag(&self) -> Result<Option<Etag>, StoreError> {
-        match self.client.head_object().bucket(&self.bucket).key(&self.key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .send()
+            .await
+        {
             Ok(head) => self.written_etag(head.e_tag()).map(Some),
             Err(err) => match self.classify(Op::Read, &err) {
                 StoreError::Missing => Ok(None),
@@ -509,7 +527,9 @@ impl Failure {
             }
             _ if has_credentials_error(err) => Failure::NoCredentials(chain()),
             SdkError::TimeoutError(_) => Failure::Timeout(chain()),
-            SdkError::DispatchFailure(dispatch) if dispatch.is_timeout() => Failure::Timeout(chain()),
+            SdkError::DispatchFailure(dispatch) if dispatch.is_timeout() => {
+                Failure::Timeout(chain())
+            }
             SdkError::DispatchFailure(_) if was_refused(err) => Failure::Refused(chain()),
             SdkError::ConstructionFailure(_) => Failure::Construction(chain()),
             _ => Failure::Transport(chain()),
@@ -547,7 +567,10 @@ fn classify(location: &str, bucket: &str, op: Op, failure: Failure) -> StoreErro
         }
         Failure::Transport(detail) => return unsure(format!("no answer ({detail})")),
         Failure::Construction(detail) => {
-            return fatal(FatalKind::Other, &format!("cannot build the request ({detail})"));
+            return fatal(
+                FatalKind::Other,
+                &format!("cannot build the request ({detail})"),
+            );
         }
     };
     let code = code.as_deref().unwrap_or("");
@@ -636,7 +659,9 @@ fn classify(location: &str, bucket: &str, op: Op, failure: Failure) -> StoreErro
 /// dependency; its type is recovered from the signature of
 /// [`ProvideCredentials::provide_credentials`] instead, without calling it.
 fn has_credentials_error(err: &(dyn StdError + 'static)) -> bool {
-    fn checker<F, T, E>(_: fn(&'static SharedCredentialsProvider) -> F) -> fn(&(dyn StdError + 'static)) -> bool
+    fn checker<F, T, E>(
+        _: fn(&'static SharedCredentialsProvider) -> F,
+    ) -> fn(&(dyn StdError + 'static)) -> bool
     where
         F: Future<Output = Result<T, E>>,
         E: StdError + 'static,
@@ -656,7 +681,9 @@ fn was_refused(err: &(dyn StdError + 'static)) -> bool {
     })
 }
 
-fn sources<'a>(err: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+fn sources<'a>(
+    err: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
     std::iter::successors(Some(err), |e: &&'a (dyn StdError + 'static)| (*e).source())
 }
 
@@ -713,13 +740,22 @@ mod tests {
 
     #[test]
     fn conditions_and_missing_objects() {
-        assert_eq!(write(http(412, Some("PreconditionFailed"))), StoreError::PreconditionFailed);
+        assert_eq!(
+            write(http(412, Some("PreconditionFailed"))),
+            StoreError::PreconditionFailed
+        );
         assert_eq!(write(http(404, Some("NoSuchKey"))), StoreError::Missing);
         assert_eq!(read(http(404, Some("NoSuchKey"))), StoreError::Missing);
         // HeadObject errors have no body, hence no code.
         assert_eq!(read(http(404, None)), StoreError::Missing);
-        assert_eq!(write(http(409, Some("ConditionalRequestConflict"))), StoreError::Conflict);
-        assert!(matches!(read(http(409, Some("OperationAborted"))), StoreError::Unavailable(_)));
+        assert_eq!(
+            write(http(409, Some("ConditionalRequestConflict"))),
+            StoreError::Conflict
+        );
+        assert!(matches!(
+            read(http(409, Some("OperationAborted"))),
+            StoreError::Unavailable(_)
+        ));
     }
 
     #[test]
@@ -749,7 +785,11 @@ mod tests {
             (400, Some("ExpiredToken")),
         ] {
             for e in [read(http(status, code)), write(http(status, code))] {
-                assert_eq!(fatal_kind(&e), Some(FatalKind::Permission), "{status} {code:?}: {e}");
+                assert_eq!(
+                    fatal_kind(&e),
+                    Some(FatalKind::Permission),
+                    "{status} {code:?}: {e}"
+                );
                 assert!(e.to_string().starts_with(LOC), "{e}");
             }
         }
@@ -765,7 +805,9 @@ mod tests {
 
     #[test]
     fn no_credentials_is_a_permission_failure() {
-        let e = write(Failure::NoCredentials("no providers in chain provided credentials".into()));
+        let e = write(Failure::NoCredentials(
+            "no providers in chain provided credentials".into(),
+        ));
         assert_eq!(fatal_kind(&e), Some(FatalKind::Permission));
         assert!(e.to_string().contains("AWS_ACCESS_KEY_ID"), "{e}");
     }
@@ -794,8 +836,15 @@ mod tests {
     fn not_implemented_is_unsupported() {
         let e = write(http(501, Some("NotImplemented")));
         assert_eq!(fatal_kind(&e), Some(FatalKind::Unsupported));
-        assert!(e.to_string().contains("does not support conditional writes"), "{e}");
-        assert_eq!(fatal_kind(&read(http(501, None))), Some(FatalKind::Unsupported));
+        assert!(
+            e.to_string()
+                .contains("does not support conditional writes"),
+            "{e}"
+        );
+        assert_eq!(
+            fatal_kind(&read(http(501, None))),
+            Some(FatalKind::Unsupported)
+        );
     }
 
     #[test]
@@ -804,7 +853,10 @@ mod tests {
             assert!(matches!(read(f.clone()), StoreError::Unavailable(_)));
             assert!(matches!(write(f), StoreError::Unavailable(_)));
         }
-        assert!(matches!(write(http(400, Some("RequestTimeout"))), StoreError::Unavailable(_)));
+        assert!(matches!(
+            write(http(400, Some("RequestTimeout"))),
+            StoreError::Unavailable(_)
+        ));
     }
 
     #[test]
@@ -817,8 +869,14 @@ mod tests {
             http(503, Some("ServiceUnavailable")),
             http(504, None),
         ] {
-            assert!(matches!(write(f.clone()), StoreError::Ambiguous(_)), "{f:?}");
-            assert!(matches!(read(f.clone()), StoreError::Unavailable(_)), "{f:?}");
+            assert!(
+                matches!(write(f.clone()), StoreError::Ambiguous(_)),
+                "{f:?}"
+            );
+            assert!(
+                matches!(read(f.clone()), StoreError::Unavailable(_)),
+                "{f:?}"
+            );
         }
     }
 
@@ -847,14 +905,24 @@ mod tests {
             bucket_region: None,
         });
         assert_eq!(fatal_kind(&e), Some(FatalKind::Other));
-        assert!(e.to_string().contains("HTTP 400 InvalidArgument: bad header"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("HTTP 400 InvalidArgument: bad header"),
+            "{e}"
+        );
     }
 
     #[test]
     fn if_match_quoting() {
         let quoted = Etag::new("\"9b2cf535f27731c974343645a3985328\"");
-        assert_eq!(if_match_value(&quoted, false), "\"9b2cf535f27731c974343645a3985328\"");
-        assert_eq!(if_match_value(&quoted, true), "9b2cf535f27731c974343645a3985328");
+        assert_eq!(
+            if_match_value(&quoted, false),
+            "\"9b2cf535f27731c974343645a3985328\""
+        );
+        assert_eq!(
+            if_match_value(&quoted, true),
+            "9b2cf535f27731c974343645a3985328"
+        );
         let bare = Etag::new("9b2c");
         assert_eq!(if_match_value(&bare, false), "9b2c");
         assert_eq!(if_match_value(&bare, true), "9b2c");
@@ -866,7 +934,8 @@ mod tests {
 
     #[test]
     fn error_chain_is_one_short_line() {
-        let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let inner =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
         let e = std::io::Error::other(inner);
         let line = error_chain(&e);
         assert!(line.contains("Connection refused"), "{line}");
@@ -902,7 +971,10 @@ mod tests {
         for result in [
             store.read(None).await.map(|_| ()),
             store.create(b"{}".to_vec()).await.map(|_| ()),
-            store.replace(&Etag::new("\"x\""), b"{}".to_vec()).await.map(|_| ()),
+            store
+                .replace(&Etag::new("\"x\""), b"{}".to_vec())
+                .await
+                .map(|_| ()),
         ] {
             let e = result.expect_err("no credentials");
             assert_eq!(fatal_kind(&e), Some(FatalKind::Permission), "{e}");
@@ -918,17 +990,23 @@ mod tests {
             path_style: false,
             request_timeout: Duration::from_secs(1),
         };
-        let e = S3Store::connect("lease", "k", &opts).await.expect_err("bad URL");
+        let e = S3Store::connect("lease", "k", &opts)
+            .await
+            .expect_err("bad URL");
         assert_eq!(fatal_kind(&e), Some(FatalKind::Other));
         let opts = S3Options {
             endpoint_url: Some("http://127.0.0.1:9".into()),
             ..opts
         };
-        let e = S3Store::connect("lease", "", &opts).await.expect_err("no key");
+        let e = S3Store::connect("lease", "", &opts)
+            .await
+            .expect_err("no key");
         assert_eq!(fatal_kind(&e), Some(FatalKind::Other));
         // No region anywhere (unless the environment has one): a custom endpoint
         // falls back to us-east-1 rather than asking the instance metadata service.
-        let store = S3Store::connect("lease", "locks/a", &opts).await.expect("connect");
+        let store = S3Store::connect("lease", "locks/a", &opts)
+            .await
+            .expect("connect");
         assert_eq!(store.bucket(), "lease");
         assert_eq!(store.key(), "locks/a");
         assert!(store.client.config().region().is_some());

@@ -1,0 +1,203 @@
+//! The command line, defined once with clap's derive: `--help`, the man pages in `man/`
+//! and the shell completions in `completions/` are all generated from these types (see
+//! `tests/generated_docs.rs`, which fails when the committed files are stale).
+//!
+//! One file per subcommand holds what it does; this file holds only the definitions and
+//! the error type every subcommand reports through.
+
+pub mod run;
+
+use crate::store::s3::S3Options;
+use crate::supervise::parse_signal;
+use crate::timing::parse_duration;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use nix::sys::signal::Signal;
+use std::ffi::OsString;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "s3lead",
+    version,
+    about = "Run a command only while holding a lease kept in one S3 object",
+    long_about = "Run a command only while holding a lease kept in one S3 object (or a local file). \
+Two copies of the command never run at once, and every leader gets a fencing term \
+(S3LEAD_TERM) larger than the one before.",
+    after_long_help = crate::exit::EXIT_STATUS_TEXT,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// More logging on stderr (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "S3LEAD_LOG_FORMAT", global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Campaign for the lock; run the command only while the lease is held.
+    #[command(
+        after_long_help = crate::exit::EXIT_STATUS_TEXT,
+        override_usage = "s3lead run [OPTIONS] <LOCK> -- <COMMAND> [ARGS]...\n       s3lead run [OPTIONS] <LOCK> -c '<shell command>'"
+    )]
+    Run(RunArgs),
+    /// Kill a supervised process group if s3lead dies (internal).
+    #[command(name = "__guard", hide = true)]
+    Guard,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The lock: s3://BUCKET/KEY, file:///ABS/PATH, or a local path (the file store).
+    pub lock: String,
+
+    /// Holder identity shown to operators [default: HOSTNAME (pid N)]. Ownership is a
+    /// random lease id, so two holders with the same id never share a lease.
+    #[arg(long, env = "S3LEAD_ID")]
+    pub id: Option<String>,
+
+    /// How long followers wait after last seeing the record change.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "S3LEAD_LEASE_DURATION")]
+    pub lease_duration: Duration,
+
+    /// The leader's renewal interval.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "S3LEAD_RENEW_EVERY")]
+    pub renew_every: Duration,
+
+    /// Retry interval for failed requests, and the followers' polling period.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "S3LEAD_RETRY_PERIOD")]
+    pub retry_period: Duration,
+
+    /// Grace between the stop signal and SIGKILL.
+    #[arg(short = 'k', long, default_value = "5s", value_parser = parse_duration, env = "S3LEAD_KILL_AFTER")]
+    pub kill_after: Duration,
+
+    /// Bound on each request to the store [default: the shorter of 5s and half of
+    /// --renew-every].
+    #[arg(long, value_parser = parse_duration, env = "S3LEAD_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<Duration>,
+
+    /// The stop signal (name or number).
+    #[arg(short = 's', long, default_value = "TERM", value_parser = parse_signal, env = "S3LEAD_SIGNAL")]
+    pub signal: Signal,
+
+    /// If another holder leads, exit at once without running the command.
+    #[arg(short = 'n', long)]
+    pub nonblock: bool,
+
+    /// Give up campaigning after this long.
+    #[arg(short = 'w', long, value_parser = parse_duration, env = "S3LEAD_TIMEOUT")]
+    pub timeout: Option<Duration>,
+
+    /// Exit status when the lock is busy (-n) or the wait timed out (-w).
+    #[arg(short = 'E', long, default_value_t = crate::exit::CONFLICT as u8, env = "S3LEAD_CONFLICT_EXIT_CODE")]
+    pub conflict_exit_code: u8,
+
+    /// Exit status when the lease was lost and the command stopped.
+    #[arg(long, default_value_t = crate::exit::LOST as u8, env = "S3LEAD_LOST_EXIT_CODE")]
+    pub lost_exit_code: u8,
+
+    /// Run STRING with $SHELL -c (default /bin/sh) instead of a command after `--`.
+    #[arg(short = 'c', long = "command", value_name = "STRING", conflicts_with = "argv")]
+    pub shell_command: Option<String>,
+
+    #[command(flatten)]
+    pub s3: S3Args,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND", required_unless_present = "shell_command")]
+    pub argv: Vec<OsString>,
+}
+
+/// S3 settings; the standard AWS environment and config files apply underneath.
+#[derive(Debug, Args, Clone, Default)]
+pub struct S3Args {
+    /// S3-compatible endpoint (MinIO, Ceph RGW, R2 …) [env: AWS_ENDPOINT_URL_S3,
+    /// AWS_ENDPOINT_URL].
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// AWS region [env: AWS_REGION, AWS_DEFAULT_REGION].
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// Profile of the shared AWS config files [env: AWS_PROFILE].
+    #[arg(long)]
+    pub profile: Option<String>,
+
+    /// Path-style addressing (always on with a custom endpoint).
+    #[arg(long)]
+    pub path_style: bool,
+}
+
+impl S3Args {
+    pub fn options(&self, request_timeout: Duration) -> S3Options {
+        S3Options {
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            path_style: self.path_style,
+            request_timeout,
+        }
+    }
+}
+
+/// A failure to report as one line on stderr, with its exit status.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: i32, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_argv_after_double_dash() {
+        let cli = Cli::try_parse_from(["s3lead", "run", "./x.lock", "--", "echo", "-n", "hi"]).unwrap();
+        let Command::Run(r) = cli.command else { panic!() };
+        assert_eq!(r.argv, ["echo", "-n", "hi"]);
+        assert_eq!(r.lease_duration, Duration::from_secs(30));
+        assert_eq!(r.signal, Signal::SIGTERM);
+        assert_eq!(r.conflict_exit_code, 75);
+    }
+
+    #[test]
+    fn run_refuses_both_a_shell_command_and_argv() {
+        assert!(Cli::try_parse_from(["s3lead", "run", "x", "-c", "true", "--", "true"]).is_err());
+        assert!(Cli::try_parse_from(["s3lead", "run", "x"]).is_err());
+        assert!(Cli::try_parse_from(["s3lead", "run", "x", "-c", "true"]).is_ok());
+    }
+}

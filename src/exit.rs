@@ -1,0 +1,39 @@
+//! s3lead's exit statuses, in one place so that the man page's EXIT STATUS section, the
+//! code and the tests agree. The values follow sysexits(3) where one fits, so that
+//! scripts and systemd's `RestartPreventExitStatus=` can tell them apart.
+//!
+//! | status | meaning |
+//! |---|---|
+//! | the child's | the command ran and exited; 128+N if signal N killed it |
+//! | 126 / 127 | the command could not be run / was not found |
+//! | 64 | usage: a bad flag, a bad lock name, an unsafe timing |
+//! | 65 | the lock object is not a record this s3lead can read |
+//! | 69 | the store is unreachable or unusable (no such bucket, missing directory, store without conditional writes) |
+//! | 70 | internal error |
+//! | 71 | the operating system refused to set up supervision |
+//! | 75 | lock busy (`-n`) or wait timed out (`-w`); change with `-E` |
+//! | 76 | the lease was lost and the command was stopped; change with `--lost-exit-code` |
+//! | 77 | permission denied (credentials, bucket policy, file permissions) |
+//! | 128+N | s3lead itself was stopped by signal N while waiting for the lock |
+
+pub const USAGE: i32 = 64;
+pub const BAD_RECORD: i32 = 65;
+pub const UNAVAILABLE: i32 = 69;
+pub const INTERNAL: i32 = 70;
+pub const OS_ERROR: i32 = 71;
+pub const CONFLICT: i32 = 75;
+pub const LOST: i32 = 76;
+pub const PERMISSION: i32 = 77;
+
+/// The EXIT STATUS section of the man page, generated from the same table.
+pub const EXIT_STATUS_TEXT: &str = "\
+The child's exit status, or 128+N if signal N killed it.
+126: the command could not be run; 127: it was not found.
+64: usage error (bad flag, bad lock name, unsafe timing); nothing was run.
+65: the lock object is not a record this s3lead can read.
+69: the store is unusable (no such bucket or directory, no conditional writes).
+70: internal error. 71: the operating system refused to set up supervision.
+75: the lock is busy (-n) or the wait timed out (-w); set with -E.
+76: the lease was lost and the command was stopped; set with --lost-exit-code.
+77: permission denied (credentials, bucket policy, file permissions).
+128+N: s3lead was stopped by signal N while waiting for the lock.";
