@@ -17,7 +17,7 @@
 # Python 3.12; 4.13.1 runs on the machine's 3.11).
 set -euo pipefail
 
-CACHE_DIR=${S3LEAD_CACHE_DIR:-$HOME/.cache/s3lead}
+CACHE_DIR=${S3LEAD_CACHE_DIR:-~/.cache/s3lead}  # ~, not $HOME: works with HOME unset
 LOCALSTACK_VERSION=4.13.1
 # Exactly the tested pin set: newer cbor2/pyopenssl/cryptography break LocalStack 4.13.1.
 LOCALSTACK_PIP=("localstack-core[runtime]==$LOCALSTACK_VERSION" "cbor2<5.7" "pyopenssl==24.2.1" "cryptography==43.0.3" service_identity)

@@ -27,16 +27,18 @@
 #
 # Exit status: 0 ready; 1 failed to start (logs printed); 2 usage; 3 not installed (the
 # message says what to run: scripts/install-test-servers.sh).
-# Tunables: S3LEAD_TEST_START_TIMEOUT (seconds to become ready, default 180),
+# Tunables: S3LEAD_TEST_START_TIMEOUT (seconds to become ready, all of up to 3 attempts
+# together, default 180),
 # S3LEAD_CACHE_DIR (where install-test-servers.sh put the venvs).
 set -euo pipefail
 
 SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-CACHE_DIR=${S3LEAD_CACHE_DIR:-$HOME/.cache/s3lead}
+CACHE_DIR=${S3LEAD_CACHE_DIR:-~/.cache/s3lead}  # ~, not $HOME: works with HOME unset
 # Keep these two in step with install-test-servers.sh.
 LOCALSTACK_VENV=$CACHE_DIR/localstack-4.13.1
 MOTO_VENV=$CACHE_DIR/moto-5.2.5
 START_TIMEOUT=${S3LEAD_TEST_START_TIMEOUT:-180}
+START_ATTEMPTS=3
 BUCKET=lease
 REGION=us-east-1
 # How long a stopping process gets between SIGTERM and SIGKILL.
@@ -86,14 +88,14 @@ print(*[s.getsockname()[1] for s in ss])' "$1"
 
 PIDS_LAST=()   # stopped last (RGW's monitor: the OSD and radosgw hang without it)
 PIDS_FIRST=()  # stopped first
-READY=false
-CRASHED=false  # a server process exited on its own: keep its logs
+KEEP_LOGS=false  # the start failed or a server process died on its own
 
 log() { echo "[$(date +%T)] $*"; }
 
-# Fails the start: the reason goes where the starting script looks for it.
+# Fails the start for good: the reason goes where the starting script looks for it.
 fail() {
   log "start failed: $*"
+  KEEP_LOGS=true
   echo "$*" >"$DIR/failed"
   exit 1
 }
@@ -129,7 +131,7 @@ stop_pids() {
 }
 
 # Every other process of this wrapper's process group: leftovers such as the stdin
-# watcher's `cat`, a step that was running when a signal came, or a server's helpers.
+# watcher, a step that was running when a signal came, or a server's own helpers.
 group_leftovers() {
   local p stat rest
   for p in /proc/[0-9]*; do
@@ -143,19 +145,25 @@ group_leftovers() {
   return 0
 }
 
+stop_server() {
+  stop_pids "${PIDS_FIRST[@]}"
+  stop_pids "${PIDS_LAST[@]}"
+  PIDS_FIRST=() PIDS_LAST=()
+}
+
 cleanup() {
   local status=$?
   trap '' TERM INT HUP
   log "stopping (status $status)"
-  stop_pids "${PIDS_FIRST[@]}"
-  stop_pids "${PIDS_LAST[@]}"
+  stop_server
   # Under set -e a failing command here would end the trap early: guard each one.
   local left
   left=$(group_leftovers) || true
   # shellcheck disable=SC2086 # a list of pids
   if [[ -n $left ]]; then kill -KILL $left 2>/dev/null || true; fi
   wait 2>/dev/null || true
-  if $READY && ! $CRASHED && [[ ${S3LEAD_KEEP_SERVER_LOGS:-0} != 1 ]]; then
+  # A stop request (signal, stdin EOF) during the start is no failure either.
+  if ! $KEEP_LOGS && [[ ${S3LEAD_KEEP_SERVER_LOGS:-0} != 1 ]]; then
     rm -rf "$DIR"
   else
     rm -rf "$DIR/data"
@@ -164,8 +172,9 @@ cleanup() {
   fi
 }
 
-# Sets ENDPOINT, ACCESS_KEY, SECRET_KEY and the pid lists, and returns once the server
-# serves S3 with the bucket made.
+# start_KIND: sets ENDPOINT, ACCESS_KEY, SECRET_KEY and the pid lists, and returns 0 once
+# the server serves S3 with the bucket made, or 1 with the reason in START_ERROR. They
+# run with errexit off (called from `if`), hence the explicit `|| { ...; return 1; }`.
 start_localstack() {
   local port
   port=$(free_ports 1)
@@ -232,36 +241,47 @@ rgw enable usage log = false
 CONF
   # Every ceph command is bounded: a client waits forever for a monitor that is not up.
   timeout 30 ceph-authtool --create-keyring "$d/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null \
-    || fail "ceph-authtool failed"
+    || { START_ERROR="ceph-authtool failed"; return 1; }
   timeout 30 monmaptool --create --fsid "$fsid" --addv a "[v1:127.0.0.1:$monp]" "$d/monmap" >/dev/null \
-    || fail "monmaptool failed"
+    || { START_ERROR="monmaptool failed"; return 1; }
   run timeout 60 ceph-mon -c "$c" --mkfs -i a --monmap "$d/monmap" --keyring "$d/keyring" \
-    >"$DIR/log/mon-mkfs.out" 2>&1 || fail "ceph-mon --mkfs failed"
+    >"$DIR/log/mon-mkfs.out" 2>&1 || { START_ERROR="ceph-mon --mkfs failed"; return 1; }
   ceph-mon -c "$c" -i a -f </dev/null >"$DIR/log/mon.out" 2>&1 &
   PIDS_LAST=($!)
-  osdid=$(timeout 60 ceph -c "$c" osd create 2>>"$DIR/log/ceph-cli.out") || fail "ceph osd create failed"
-  run timeout 60 ceph-osd -c "$c" -i "$osdid" --mkfs >"$DIR/log/osd-mkfs.out" 2>&1 || fail "ceph-osd --mkfs failed"
+  osdid=$(timeout 60 ceph -c "$c" osd create 2>>"$DIR/log/ceph-cli.out") \
+    || { START_ERROR="ceph osd create failed"; return 1; }
+  run timeout 60 ceph-osd -c "$c" -i "$osdid" --mkfs >"$DIR/log/osd-mkfs.out" 2>&1 \
+    || { START_ERROR="ceph-osd --mkfs failed"; return 1; }
+  # Now and then (1 start in 5 here) the OSD sends its first command before it knows
+  # the cluster's fsid, the monitor answers 'wrong fsid' and the OSD exits: the retry
+  # in serve() starts a fresh cluster then.
   ceph-osd -c "$c" -i "$osdid" -f </dev/null >"$DIR/log/osd.out" 2>&1 &
   PIDS_FIRST=($!)
   radosgw -c "$c" -n client.rgw -f </dev/null >"$DIR/log/rgw.out" 2>&1 &
   PIDS_FIRST=("$!" "${PIDS_FIRST[@]}")
   # As in the tested recipe: the user is made once radosgw listens (it has then made
   # the pools radosgw-admin needs).
-  run python3 "$SCRIPTS_DIR/s3-ready.py" --listen-only --endpoint "$ENDPOINT" --timeout "$START_TIMEOUT" \
-    "${PIDS_FIRST[@]/#/--alive-pid=}" "--alive-pid=${PIDS_LAST[0]}" || fail "radosgw did not start listening"
+  run python3 "$SCRIPTS_DIR/s3-ready.py" --listen-only --endpoint "$ENDPOINT" --timeout "$(time_left)" \
+    "${PIDS_FIRST[@]/#/--alive-pid=}" "--alive-pid=${PIDS_LAST[0]}" \
+    || { START_ERROR="radosgw did not start listening"; return 1; }
   run timeout 60 radosgw-admin -c "$c" user create --uid=ci --display-name=ci \
     --access-key="$ACCESS_KEY" --secret-key="$SECRET_KEY" >"$DIR/log/user-create.out" 2>&1 \
-    || fail "radosgw-admin user create failed"
+    || { START_ERROR="radosgw-admin user create failed"; return 1; }
   wait_s3 "${PIDS_FIRST[@]}" "${PIDS_LAST[@]}"
 }
 
-# Until CreateBucket and an object round trip succeed (see s3-ready.py), or fails.
+# Seconds left of the START_TIMEOUT budget, which all attempts share.
+time_left() {
+  echo $((START_DEADLINE - SECONDS > 1 ? START_DEADLINE - SECONDS : 1))
+}
+
+# Until CreateBucket and an object round trip succeed (see s3-ready.py), or returns 1.
 wait_s3() {
   local p alive=()
   for p in "$@"; do alive+=("--alive-pid=$p"); done
   run python3 "$SCRIPTS_DIR/s3-ready.py" --endpoint "$ENDPOINT" --bucket "$BUCKET" \
     --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" --region "$REGION" \
-    --timeout "$START_TIMEOUT" "${alive[@]}" || fail "$KIND did not become ready"
+    --timeout "$(time_left)" "${alive[@]}" || { START_ERROR="$KIND did not become ready"; return 1; }
 }
 
 serve() {
@@ -279,9 +299,23 @@ serve() {
     (while IFS= read -r _; do :; done; log "stdin closed: stopping"; kill -TERM $$) <&0 &
     exec </dev/null
   fi
-  log "starting $KIND in $DIR"
-  "start_$KIND"
-  READY=true
+  # Up to START_ATTEMPTS fresh starts (new ports, new data) within the one time budget:
+  # a start can lose a race (RGW's OSD, above; a free port taken before it is bound).
+  START_DEADLINE=$((SECONDS + START_TIMEOUT))
+  local attempt=1
+  while log "starting $KIND in $DIR (attempt $attempt)"; ! "start_$KIND"; do
+    log "attempt $attempt failed: $START_ERROR"
+    stop_server
+    if ((attempt >= START_ATTEMPTS || SECONDS >= START_DEADLINE)); then
+      fail "$START_ERROR"
+    fi
+    # Keep the failed attempt's logs beside the new ones.
+    mkdir -p "$DIR/log/attempt-$attempt"
+    find "$DIR/log" -maxdepth 1 -type f -exec mv -t "$DIR/log/attempt-$attempt" {} +
+    rm -rf "$DIR/data"
+    mkdir -p "$DIR/data"
+    attempt=$((attempt + 1))
+  done
   log "$KIND ready at $ENDPOINT after $((SECONDS - t0)) s"
   echo "S3LEAD_TEST_ENDPOINT=$ENDPOINT S3LEAD_TEST_ACCESS_KEY=$ACCESS_KEY" \
     "S3LEAD_TEST_SECRET_KEY=$SECRET_KEY S3LEAD_TEST_REGION=$REGION S3LEAD_TEST_BUCKET=$BUCKET" \
@@ -293,7 +327,7 @@ serve() {
   wait -n -p exited || true
   if [[ " ${PIDS_FIRST[*]} ${PIDS_LAST[*]} " == *" $exited "* ]]; then
     log "server process $exited exited on its own"
-    CRASHED=true
+    KEEP_LOGS=true
     exit 1
   fi
   exit 0
@@ -345,17 +379,19 @@ while true; do
     cat "$dir/ready"
     exit 0
   fi
-  if [[ -f "$dir/failed" || -f "$dir/stopped" ]] || ((SECONDS > deadline)); then
+  # No dir: the wrapper was told to stop before it was ready, and cleaned up.
+  if [[ -f "$dir/failed" || -f "$dir/stopped" || ! -d "$dir" ]] || ((SECONDS > deadline)); then
     # Let the wrapper finish stopping so the logs are complete.
-    for _ in $(seq 1 $((STOP_GRACE * 10 + 50))); do [[ -f "$dir/stopped" ]] && break; sleep 0.1; done
+    for _ in $(seq 1 $((STOP_GRACE * 10 + 50))); do [[ -f "$dir/stopped" || ! -d "$dir" ]] && break; sleep 0.1; done
     {
-      echo "start-s3-server.sh: $kind failed to start: $(cat "$dir/failed" 2>/dev/null || echo "timed out or died")"
+      reason=$(cat "$dir/failed" 2>/dev/null) || reason="timed out, or stopped before it was ready"
+      echo "start-s3-server.sh: $kind failed to start: $reason"
       for f in "$dir/wrapper.log" "$dir"/log/*; do
         [[ -f $f ]] || continue
         echo "----- $f (last 60 lines)"
         tail -n 60 "$f"
       done
-      echo "----- logs kept in $dir"
+      [[ -d $dir ]] && echo "----- logs kept in $dir"
     } >&2
     exit 1
   fi

@@ -219,8 +219,16 @@ impl Leadership {
                         failures = 0;
                         info!(lock = %lock, %term, "renewed after trouble");
                     }
-                    Step::Event(Event::AtRisk { .. }) => {
-                        warn!(lock = %lock, %term, "lease at risk: renewals failed up to the stop point");
+                    Step::Event(Event::AtRisk { valid_until }) => {
+                        // Boot-clock instants in the log let an operator (and the tests)
+                        // check that the stop came before the lease ended.
+                        warn!(
+                            lock = %lock,
+                            %term,
+                            valid_until_ms = valid_until.since_origin().as_millis() as u64,
+                            now_ms = boot_now().since_origin().as_millis() as u64,
+                            "lease at risk: renewals failed up to the stop point"
+                        );
                         tx.send_modify(|st| st.state = LeaseState::AtRisk);
                     }
                     Step::Event(Event::Lost(reason)) => {

@@ -221,13 +221,26 @@ impl Supervision<'_> {
             return;
         }
         self.child.signal_group(sig);
-        let kill_at = boot_now() + self.kill_after;
+        let now = boot_now();
+        let st = self.leadership.status();
+        let kill_at = (now + self.kill_after).min(st.valid_until);
         self.stopping = Some(Stopping { kill_at, killed: false });
-        info!(lock = self.lock, "sent {sig}; SIGKILL in {} at the latest", Dur(self.kill_after));
+        info!(
+            lock = self.lock,
+            now_ms = ms(now),
+            valid_until_ms = ms(st.valid_until),
+            "sent {sig} to the command; SIGKILL in {} at the latest",
+            Dur(kill_at - now)
+        );
     }
 
     fn kill(&mut self) {
-        warn!(lock = self.lock, "sending SIGKILL to the command's process group");
+        warn!(
+            lock = self.lock,
+            now_ms = ms(boot_now()),
+            valid_until_ms = ms(self.leadership.status().valid_until),
+            "sending SIGKILL to the command's process group"
+        );
         self.child.signal_group(Signal::SIGKILL);
         match &mut self.stopping {
             Some(s) => s.killed = true,
@@ -273,6 +286,11 @@ impl Signals {
             _ = self.usr2.recv() => Signal::SIGUSR2,
         }
     }
+}
+
+/// A boot-clock instant in milliseconds, for log lines.
+fn ms(t: Instant) -> u64 {
+    u64::try_from(t.since_origin().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `HOSTNAME (pid N)`.

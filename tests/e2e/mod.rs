@@ -1,0 +1,241 @@
+//! Helpers for end-to-end tests of the built `s3lead` binary: a lock on either store
+//! (a temporary file, or a fresh key on the test S3 server), the command line to run it,
+//! polling helpers with bounded waits, and a fault-injecting TCP proxy.
+//!
+//! Waits are bounded and poll for what a user would look for (a line in a file, a pid
+//! gone); nothing asserts how long anything took.
+
+#![allow(dead_code)] // each test binary uses only part of this module
+
+pub mod proxy;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Short timings that keep the promise (`Timing::new` accepts them) and keep tests quick:
+/// renew 1 s + retry 500 ms + kill-after 1 s + margin 1 s ≤ lease 4 s.
+pub const FAST: &[&str] = &[
+    "--lease-duration",
+    "4s",
+    "--renew-every",
+    "1s",
+    "--retry-period",
+    "500ms",
+    "--kill-after",
+    "1s",
+    "--request-timeout",
+    "900ms",
+];
+
+/// A lock to campaign for, and a scratch directory for the test's files.
+pub struct Lock {
+    pub url: String,
+    pub env: Vec<(String, String)>,
+    pub dir: tempfile::TempDir,
+    /// For the file store: the lock file.
+    pub file: Option<PathBuf>,
+    /// For S3: bucket and key.
+    pub s3: Option<(String, String)>,
+}
+
+impl Lock {
+    pub fn file() -> Lock {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("test.lock");
+        Lock {
+            url: path.to_string_lossy().into_owned(),
+            env: Vec::new(),
+            dir,
+            file: Some(path),
+            s3: None,
+        }
+    }
+
+    pub fn s3(name: &str) -> Lock {
+        let server = crate::support::s3_server();
+        let key = crate::support::unique_key(name);
+        Lock {
+            url: format!("s3://{}/{}", server.bucket, key),
+            env: crate::support::s3_env(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            file: None,
+            s3: Some((server.bucket.clone(), key)),
+        }
+    }
+
+    /// `s3lead run <FAST timings> <extra> <lock>`; the caller adds `-- cmd` or `-c`.
+    pub fn run(&self, extra: &[&str]) -> Command {
+        self.run_timed(FAST, extra)
+    }
+
+    /// `s3lead run <timings> <extra> <lock>`.
+    pub fn run_timed(&self, timings: &[&str], extra: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_s3lead"));
+        c.arg("run").args(timings).args(extra).arg(&self.url);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.env("S3LEAD_LOG_FORMAT", "json");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The lock object's JSON as stored now.
+    pub fn record(&self) -> serde_json::Value {
+        let bytes = match (&self.file, &self.s3) {
+            (Some(p), _) => std::fs::read(p).expect("lock file"),
+            (None, Some((bucket, key))) => block_on(async {
+                let c = crate::support::s3_client().await;
+                let o = c.get_object().bucket(bucket).key(key).send().await.expect("get lock object");
+                o.body.collect().await.expect("body").into_bytes().to_vec()
+            }),
+            (None, None) => unreachable!(),
+        };
+        serde_json::from_slice(&bytes).expect("lock object is JSON")
+    }
+
+    /// Writes `json` as the lock object behind s3lead's back (unconditionally), as an
+    /// operator or a broken peer would.
+    pub fn overwrite(&self, json: &serde_json::Value) {
+        let bytes = serde_json::to_vec(json).expect("json");
+        match (&self.file, &self.s3) {
+            (Some(p), _) => {
+                let tmp = p.with_extension("overwrite.tmp");
+                std::fs::write(&tmp, &bytes).expect("write");
+                std::fs::rename(&tmp, p).expect("rename");
+            }
+            (None, Some((bucket, key))) => block_on(async {
+                let c = crate::support::s3_client().await;
+                c.put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(bytes.into())
+                    .send()
+                    .await
+                    .expect("overwrite lock object");
+            }),
+            (None, None) => unreachable!(),
+        }
+    }
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// Polls `f` every 50 ms for up to `limit`; panics with `what` if it never holds.
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("gave up after {limit:?} waiting for: {what}");
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Waits for a child process with a bound; kills it and panics if it does not exit.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("s3lead did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Output of a finished run, with its stderr split into parsed JSON log lines.
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn logs(&self) -> Vec<serde_json::Value> {
+        self.stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The first log line whose message contains `needle`.
+    pub fn log(&self, needle: &str) -> Option<serde_json::Value> {
+        self.logs().into_iter().find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle))
+        })
+    }
+}
+
+/// Runs to completion with a bound.
+pub fn finish(mut cmd: impl std::borrow::BorrowMut<Command>, limit: Duration) -> Finished {
+    let mut child = cmd
+        .borrow_mut()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn s3lead");
+    let out_pipe = child.stdout.take();
+    let err_pipe = child.stderr.take();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut p) = out_pipe {
+            let _ = std::io::Read::read_to_string(&mut p, &mut s);
+        }
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut p) = err_pipe {
+            let _ = std::io::Read::read_to_string(&mut p, &mut s);
+        }
+        s
+    });
+    let status = wait_exit(&mut child, limit);
+    Finished {
+        code: status.code(),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Is a process with this pid alive (and not a zombie)?
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+pub fn send_signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(st.success(), "kill -{sig} {pid}");
+}
