@@ -1,0 +1,66 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_s3lead_global_optspecs
+    string join \n v/verbose q/quiet log-format= h/help V/version
+end
+
+function __fish_s3lead_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_s3lead_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_s3lead_using_subcommand
+    set -l cmd (__fish_s3lead_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c s3lead -n "__fish_s3lead_needs_command" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
+json\t''"
+complete -c s3lead -n "__fish_s3lead_needs_command" -s v -l verbose -d 'More logging on stderr (-v: debug, -vv: trace)'
+complete -c s3lead -n "__fish_s3lead_needs_command" -s q -l quiet -d 'Only errors on stderr'
+complete -c s3lead -n "__fish_s3lead_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c s3lead -n "__fish_s3lead_needs_command" -s V -l version -d 'Print version'
+complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "run" -d 'Campaign for the lock; run the command only while the lease is held'
+complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "__guard" -d 'Kill a supervised process group if s3lead dies (internal)'
+complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l id -d 'Holder identity shown to operators [default: HOSTNAME (pid N)]. Ownership is a random lease id, so two holders with the same id never share a lease' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l lease-duration -d 'How long followers wait after last seeing the record change' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l renew-every -d 'The leader\'s renewal interval' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l retry-period -d 'Retry interval for failed requests, and the followers\' polling period' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s k -l kill-after -d 'Grace between the stop signal and SIGKILL' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l request-timeout -d 'Bound on each request to the store [default: the shorter of 5s and half of --renew-every]' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s s -l signal -d 'The stop signal (name or number)' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s w -l timeout -d 'Give up campaigning after this long' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s E -l conflict-exit-code -d 'Exit status when the lock is busy (-n) or the wait timed out (-w)' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l lost-exit-code -d 'Exit status when the lease was lost and the command stopped' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s c -l command -d 'Run STRING with $SHELL -c (default /bin/sh) instead of a command after `--`' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l endpoint-url -d 'S3-compatible endpoint (MinIO, Ceph RGW, R2 …) [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l region -d 'AWS region [env: AWS_REGION, AWS_DEFAULT_REGION]' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l profile -d 'Profile of the shared AWS config files [env: AWS_PROFILE]' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
+json\t''"
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s n -l nonblock -d 'If another holder leads, exit at once without running the command'
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l path-style -d 'Path-style addressing (always on with a custom endpoint)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s v -l verbose -d 'More logging on stderr (-v: debug, -vv: trace)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s q -l quiet -d 'Only errors on stderr'
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s V -l version -d 'Print version'
+complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
+json\t''"
+complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s v -l verbose -d 'More logging on stderr (-v: debug, -vv: trace)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s q -l quiet -d 'Only errors on stderr'
+complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s h -l help -d 'Print help'
+complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s V -l version -d 'Print version'
+complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run __guard help" -f -a "run" -d 'Campaign for the lock; run the command only while the lease is held'
+complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run __guard help" -f -a "__guard" -d 'Kill a supervised process group if s3lead dies (internal)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run __guard help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
