@@ -293,7 +293,7 @@ async fn s3_store_replace_on_a_missing_key_on_s3() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn s3_store_send_if_match_in_the_form_the_store_accepts_on_s3() {
+async fn s3_store_sends_if_match_in_the_form_the_store_accepts_on_s3() {
     // Several replaces with ETags as the store returned them: on Ceph RGW the first
     // one switches the store to unquoted If-Match, the later ones must keep working.
     let store = s3_store("if-match-form").await;
