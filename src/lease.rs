@@ -65,6 +65,9 @@ impl<S: LockStore> Candidate<S> {
     pub async fn campaign(mut self, opts: CampaignOptions) -> Result<Leadership, CampaignError> {
         let timing = *self.election.timing();
         let mut holder: Option<(String, Term)> = None;
+        // `-n` waiting out a record that looks abandoned: any further change means a
+        // live writer, and the lock is busy after all.
+        let mut waiting_out = false;
         loop {
             let now = boot_now();
             if let Some(deadline) = opts.give_up_at {
@@ -93,9 +96,19 @@ impl<S: LockStore> Candidate<S> {
                     if released {
                         debug!(lock = %self.lock, %term, "released by {h}");
                     } else {
-                        info!(lock = %self.lock, %term, "held by {h}; waiting");
                         if opts.nonblock {
-                            return Err(CampaignError::Busy { holder: h, term });
+                            let abandoned = self.election.observed().is_some_and(looks_abandoned);
+                            if waiting_out || !abandoned {
+                                return Err(CampaignError::Busy { holder: h, term });
+                            }
+                            waiting_out = true;
+                            info!(
+                                lock = %self.lock,
+                                %term,
+                                "held by {h}, but not renewed for long by the wall clock; waiting out its lease"
+                            );
+                        } else {
+                            info!(lock = %self.lock, %term, "held by {h}; waiting");
                         }
                     }
                     holder = Some((h, term));
@@ -118,6 +131,22 @@ impl<S: LockStore> Candidate<S> {
             }
         }
     }
+}
+
+/// Does the record look abandoned (its holder crashed without releasing)? Judged from
+/// the holder's wall-clock `renewed_at` with a minute of slack for clock offsets.
+///
+/// This only decides whether `-n` *waits*; the takeover itself still happens by the
+/// observed-time rule, so a wrong clock can cost a wait, never safety. Without it, a
+/// holder that crashed would make every later `-n` run busy forever.
+fn looks_abandoned(record: &crate::record::LockRecord) -> bool {
+    let Ok(renewed) = humantime::parse_rfc3339(&record.renewed_at) else {
+        return false;
+    };
+    let stale_after = record.lease() + Duration::from_secs(60);
+    std::time::SystemTime::now()
+        .duration_since(renewed)
+        .is_ok_and(|age| age > stale_after)
 }
 
 /// Performs one request, bounded by the request timeout.

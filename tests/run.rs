@@ -405,3 +405,19 @@ fn a_malformed_lock_object_is_refused_and_left_alone() {
     assert!(f.stderr.contains("version 2"), "{}", f.stderr);
     assert_eq!(lock.record()["v"], 2, "never overwritten");
 }
+
+/// A holder that crashed without releasing: `-n` must not report busy forever. Its record
+/// is old by the wall clock, so `-n` waits its lease out (by observed time) and runs.
+#[test]
+fn nonblock_waits_out_an_abandoned_record() {
+    let lock = Lock::file();
+    std::fs::write(
+        lock.file.as_ref().unwrap(),
+        br#"{"v":1,"term":41,"holder":"crashed (pid 1)","lease_id":"dead","seq":9,"lease_ms":2000,
+            "acquired_at":"2020-01-01T00:00:00Z","renewed_at":"2020-01-01T00:00:00Z","released":false}"#,
+    )
+    .unwrap();
+    let f = finish(lock.run(&["-n", "-c", &log_term(&lock)]), LIMIT);
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    assert_eq!(read(&lock.path("terms")).trim(), "42");
+}
