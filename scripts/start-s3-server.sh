@@ -335,8 +335,7 @@ serve() {
 
 if [[ ${1:-} == __serve ]]; then
   shift
-  serve "$@"
-  exit
+  serve "$@" # never returns: it exits through cleanup
 fi
 
 # ---------------------------------------------------------------------------------------

@@ -546,7 +546,7 @@ impl Election {
                     let record = a.record.clone();
                     // This attempt landed, so none before it did: count from its send.
                     let sent = a.sent;
-                    return self.become_leader(a, etag, record, sent, now);
+                    self.become_leader(a, etag, record, sent, now);
                 }
             }
             Reply::Write(Err(e)) => match e {

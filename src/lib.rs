@@ -5,6 +5,7 @@
 //! boot-time clock, [`election`] the protocol as a state machine with no I/O, and
 //! [`lease`] the async driver that runs it over a store.
 
+pub mod cli;
 pub mod clock;
 pub mod election;
 pub mod exit;
@@ -13,4 +14,3 @@ pub mod record;
 pub mod store;
 pub mod supervise;
 pub mod timing;
-pub mod cli;

@@ -22,7 +22,10 @@ fn main() {
         std::process::exit(s3lead::supervise::guard_main());
     }
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("s3lead: cannot start the async runtime: {e}");
@@ -31,7 +34,7 @@ fn main() {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => s3lead::cli::run::run(args).await,
+            Command::Run(args) => s3lead::cli::run::run(*args).await,
             Command::Guard => Ok(0),
         }
     });

@@ -14,7 +14,9 @@ fn root() -> PathBuf {
 /// A man page: clap_mangen's sections, with the exit statuses as a proper EXIT STATUS
 /// section (clap_mangen would title the after-help text "EXTRA").
 fn man_page(cmd: clap::Command) -> String {
-    let man = clap_mangen::Man::new(cmd.clone()).date("2026-11-25").source(format!("s3lead {}", env!("CARGO_PKG_VERSION")));
+    let man = clap_mangen::Man::new(cmd.clone())
+        .date("2026-11-25")
+        .source(format!("s3lead {}", env!("CARGO_PKG_VERSION")));
     let mut out = Vec::new();
     man.render_title(&mut out).unwrap();
     man.render_name_section(&mut out).unwrap();
@@ -50,7 +52,12 @@ fn check(path: &Path, fresh: &str, stale: &mut Vec<String>) {
     }
     let committed = std::fs::read_to_string(path).unwrap_or_default();
     if committed != fresh {
-        stale.push(path.strip_prefix(root()).unwrap_or(path).display().to_string());
+        stale.push(
+            path.strip_prefix(root())
+                .unwrap_or(path)
+                .display()
+                .to_string(),
+        );
     }
 }
 
@@ -58,7 +65,11 @@ fn check(path: &Path, fresh: &str, stale: &mut Vec<String>) {
 fn man_pages_and_completions_match_the_command_line() {
     let mut stale = Vec::new();
     let cli = Cli::command();
-    check(&root().join("man/s3lead.1"), &man_page(cli.clone()), &mut stale);
+    check(
+        &root().join("man/s3lead.1"),
+        &man_page(cli.clone()),
+        &mut stale,
+    );
     for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("s3lead-{}", sub.get_name());
         let static_name: &'static str = Box::leak(name.clone().into_boxed_str());
@@ -70,7 +81,11 @@ fn man_pages_and_completions_match_the_command_line() {
         (clap_complete::Shell::Zsh, "_s3lead"),
         (clap_complete::Shell::Fish, "s3lead.fish"),
     ] {
-        check(&root().join("completions").join(file), &completions(shell), &mut stale);
+        check(
+            &root().join("completions").join(file),
+            &completions(shell),
+            &mut stale,
+        );
     }
     assert!(
         stale.is_empty(),
@@ -80,12 +95,23 @@ fn man_pages_and_completions_match_the_command_line() {
 
 #[test]
 fn the_run_man_page_documents_every_exit_status() {
-    let page = man_page(Cli::command().find_subcommand("run").unwrap().clone().name("s3lead-run"));
+    let page = man_page(
+        Cli::command()
+            .find_subcommand("run")
+            .unwrap()
+            .clone()
+            .name("s3lead-run"),
+    );
     assert!(page.contains(".SH \"EXIT STATUS\""));
     for code in ["126", "127", "64", "65", "69", "75", "76", "77", "128+N"] {
         assert!(page.contains(code), "exit status {code} is not documented");
     }
-    for flag in ["\\-\\-lease\\-duration", "\\-\\-kill\\-after", "\\-\\-nonblock", "\\-\\-lost\\-exit\\-code"] {
+    for flag in [
+        "\\-\\-lease\\-duration",
+        "\\-\\-kill\\-after",
+        "\\-\\-nonblock",
+        "\\-\\-lost\\-exit\\-code",
+    ] {
         assert!(page.contains(flag), "{flag} missing from the man page");
     }
 }

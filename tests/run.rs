@@ -31,7 +31,11 @@ fn term_grows_by_one_per_acquisition(lock: Lock) {
         .lines()
         .map(|l| l.parse().expect("a number"))
         .collect();
-    assert_eq!(terms, vec![1, 2, 3], "inherited S3LEAD_TERM=999 must not reach the child");
+    assert_eq!(
+        terms,
+        vec![1, 2, 3],
+        "inherited S3LEAD_TERM=999 must not reach the child"
+    );
     let rec = lock.record();
     assert_eq!(rec["term"], 3);
     assert_eq!(rec["released"], true);
@@ -52,16 +56,28 @@ fn the_child_sees_its_lease_in_the_environment() {
     let lock = Lock::file();
     let env_file = lock.path("env");
     let f = finish(
-        lock.run(&["--id", "worker-7", "-c", &format!("env | grep ^S3LEAD_ | sort > {}", env_file.display())]),
+        lock.run(&[
+            "--id",
+            "worker-7",
+            "-c",
+            &format!("env | grep ^S3LEAD_ | sort > {}", env_file.display()),
+        ]),
         LIMIT,
     );
     assert_eq!(f.code, Some(0), "{}", f.stderr);
     let env = read(&env_file);
     assert!(env.contains("S3LEAD_TERM=1\n"), "{env}");
-    assert!(env.contains(&format!("S3LEAD_LOCK={}\n", lock.url)), "{env}");
+    assert!(
+        env.contains(&format!("S3LEAD_LOCK={}\n", lock.url)),
+        "{env}"
+    );
     assert!(env.contains("S3LEAD_HOLDER=worker-7\n"), "{env}");
     assert!(env.contains("S3LEAD_LEASE_ID="), "{env}");
-    assert_eq!(env.lines().count(), 4, "no other S3LEAD_ variable leaks to the child: {env}");
+    assert_eq!(
+        env.lines().count(),
+        4,
+        "no other S3LEAD_ variable leaks to the child: {env}"
+    );
 }
 
 // ---- busy: -n, -E, -w ------------------------------------------------------------------
@@ -73,7 +89,9 @@ fn busy_lock_is_refused(lock: Lock) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn holder");
-    wait_for("the first run to start its command", LIMIT, || ready.exists());
+    wait_for("the first run to start its command", LIMIT, || {
+        ready.exists()
+    });
 
     let ran = lock.path("ran");
     let touch = format!("touch {}", ran.display());
@@ -87,7 +105,11 @@ fn busy_lock_is_refused(lock: Lock) {
 
     send_signal(holder.id(), "TERM");
     let st = wait_exit(&mut holder, LIMIT);
-    assert_eq!(st.code(), Some(143), "sleep killed by the forwarded SIGTERM");
+    assert_eq!(
+        st.code(),
+        Some(143),
+        "sleep killed by the forwarded SIGTERM"
+    );
 }
 
 #[test]
@@ -111,7 +133,11 @@ fn exit_status_passes_through() {
     }
     let f = finish(lock.run(&[]).args(["--", "/nonexistent/command"]), LIMIT);
     assert_eq!(f.code, Some(127), "{}", f.stderr);
-    assert!(f.stderr.contains("/nonexistent/command: command not found"), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("/nonexistent/command: command not found"),
+        "{}",
+        f.stderr
+    );
     let not_exec = lock.path("not-executable");
     std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
     let f = finish(lock.run(&[]).arg("--").arg(&not_exec), LIMIT);
@@ -129,8 +155,14 @@ fn sigterm_is_forwarded_and_the_lock_released(lock: Lock) {
         "trap 'echo got-TERM >> {o}; exit 7' TERM; echo started >> {o}; while :; do sleep 0.1; done",
         o = out.display()
     );
-    let mut s = lock.run(&["-c", &script]).stderr(Stdio::null()).spawn().expect("spawn");
-    wait_for("the command to start", LIMIT, || read(&out).contains("started"));
+    let mut s = lock
+        .run(&["-c", &script])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for("the command to start", LIMIT, || {
+        read(&out).contains("started")
+    });
     send_signal(s.id(), "TERM");
     let st = wait_exit(&mut s, LIMIT);
     assert!(read(&out).contains("got-TERM"), "the child saw SIGTERM");
@@ -158,14 +190,19 @@ fn sigterm_is_forwarded_and_the_lock_released_on_s3() {
 fn a_child_ignoring_sigterm_is_killed_after_kill_after_on_shutdown() {
     let lock = Lock::file();
     let out = lock.path("out");
-    let script = format!("trap '' TERM; echo started >> {}; while :; do sleep 0.1; done", out.display());
+    let script = format!(
+        "trap '' TERM; echo started >> {}; while :; do sleep 0.1; done",
+        out.display()
+    );
     let mut s = lock
         .run(&["-c", &script])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    wait_for("the command to start", LIMIT, || read(&out).contains("started"));
+    wait_for("the command to start", LIMIT, || {
+        read(&out).contains("started")
+    });
     send_signal(s.id(), "TERM");
     let st = wait_exit(&mut s, LIMIT);
     assert_eq!(st.code(), Some(137), "killed by SIGKILL after --kill-after");
@@ -176,14 +213,22 @@ fn a_child_ignoring_sigterm_is_killed_after_kill_after_on_shutdown() {
 fn a_second_sigint_kills_at_once() {
     let lock = Lock::file();
     let out = lock.path("out");
-    let script = format!("trap '' INT TERM; echo started >> {}; while :; do sleep 0.1; done", out.display());
+    let script = format!(
+        "trap '' INT TERM; echo started >> {}; while :; do sleep 0.1; done",
+        out.display()
+    );
     // A long kill grace: only the second signal can end this quickly enough to pass.
     let mut s = lock
-        .run_timed(&["--lease-duration", "120s", "-k", "100s"], &["-c", &script])
+        .run_timed(
+            &["--lease-duration", "120s", "-k", "100s"],
+            &["-c", &script],
+        )
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    wait_for("the command to start", LIMIT, || read(&out).contains("started"));
+    wait_for("the command to start", LIMIT, || {
+        read(&out).contains("started")
+    });
     send_signal(s.id(), "INT");
     std::thread::sleep(Duration::from_millis(200));
     send_signal(s.id(), "INT");
@@ -199,12 +244,22 @@ fn hup_and_usr1_are_forwarded() {
         "trap 'echo HUP >> {o}' HUP; trap 'echo USR1 >> {o}' USR1; trap 'exit 0' TERM; echo started >> {o}; while :; do sleep 0.1; done",
         o = out.display()
     );
-    let mut s = lock.run(&["-c", &script]).stderr(Stdio::null()).spawn().expect("spawn");
-    wait_for("the command to start", LIMIT, || read(&out).contains("started"));
+    let mut s = lock
+        .run(&["-c", &script])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for("the command to start", LIMIT, || {
+        read(&out).contains("started")
+    });
     send_signal(s.id(), "HUP");
-    wait_for("HUP to reach the command", LIMIT, || read(&out).contains("HUP"));
+    wait_for("HUP to reach the command", LIMIT, || {
+        read(&out).contains("HUP")
+    });
     send_signal(s.id(), "USR1");
-    wait_for("USR1 to reach the command", LIMIT, || read(&out).contains("USR1"));
+    wait_for("USR1 to reach the command", LIMIT, || {
+        read(&out).contains("USR1")
+    });
     send_signal(s.id(), "TERM");
     assert_eq!(wait_exit(&mut s, LIMIT).code(), Some(0));
 }
@@ -242,10 +297,15 @@ fn a_lost_lease_stops_the_child(lock: Lock, ignore_term: bool) {
     } else {
         format!("trap 'echo got-TERM >> {}; exit 0' TERM;", out.display())
     };
-    let script = format!("{trap} echo started >> {o}; while :; do sleep 0.1; done", o = out.display());
+    let script = format!(
+        "{trap} echo started >> {o}; while :; do sleep 0.1; done",
+        o = out.display()
+    );
     let s = lock.run(&["-c", &script]);
     let handle = std::thread::spawn(move || finish(s, LIMIT));
-    wait_for("the command to start", LIMIT, || read(&out).contains("started"));
+    wait_for("the command to start", LIMIT, || {
+        read(&out).contains("started")
+    });
     let mut thief = lock.record();
     thief["lease_id"] = "someone-else".into();
     thief["holder"] = "thief".into();
@@ -253,7 +313,10 @@ fn a_lost_lease_stops_the_child(lock: Lock, ignore_term: bool) {
     lock.overwrite(&thief);
     let f = handle.join().expect("run thread");
     assert_eq!(f.code, Some(76), "the lost code: {}", f.stderr);
-    assert!(read(&out).contains("got-TERM"), "the child got the stop signal first");
+    assert!(
+        read(&out).contains("got-TERM"),
+        "the child got the stop signal first"
+    );
     assert!(f.stderr.contains("taken over by thief"), "{}", f.stderr);
     if ignore_term {
         assert!(f.log("SIGKILL").is_some(), "{}", f.stderr);
@@ -292,15 +355,24 @@ fn failing_renewals_stop_the_child_before_the_lease_ends_on_s3() {
     let mut cmd = lock.run(&["-c", &script]);
     cmd.env("AWS_ENDPOINT_URL", proxy.endpoint());
     let handle = std::thread::spawn(move || finish(cmd, LIMIT));
-    wait_for("the command to start", LIMIT, || read(&out).contains("started"));
+    wait_for("the command to start", LIMIT, || {
+        read(&out).contains("started")
+    });
     proxy.set(Mode::Refuse);
     let f = handle.join().expect("run thread");
     assert_eq!(f.code, Some(76), "{}", f.stderr);
     assert!(read(&out).contains("got-TERM"));
-    let stop = f.log("to the command; SIGKILL").unwrap_or_else(|| panic!("no stop line: {}", f.stderr));
+    let stop = f
+        .log("to the command; SIGKILL")
+        .unwrap_or_else(|| panic!("no stop line: {}", f.stderr));
     let now = stop["fields"]["now_ms"].as_u64().expect("now_ms");
-    let valid_until = stop["fields"]["valid_until_ms"].as_u64().expect("valid_until_ms");
-    assert!(now < valid_until, "stopped at {now} ms, lease valid until {valid_until} ms");
+    let valid_until = stop["fields"]["valid_until_ms"]
+        .as_u64()
+        .expect("valid_until_ms");
+    assert!(
+        now < valid_until,
+        "stopped at {now} ms, lease valid until {valid_until} ms"
+    );
     let risk = f.log("lease at risk").expect("at-risk line");
     assert_eq!(risk["fields"]["valid_until_ms"].as_u64(), Some(valid_until));
 }
@@ -312,16 +384,31 @@ fn kill_9_of_s3lead_takes_the_child_and_grandchild_with_it() {
     let lock = Lock::file();
     let pids = lock.path("pids");
     // The shell forks a grandchild (sleep in the background) and waits.
-    let script = format!("sleep 300 & echo $$ $! > {}.tmp && mv {p}.tmp {p}; wait", pids.display(), p = pids.display());
-    let mut s = lock.run(&["-c", &script]).stderr(Stdio::null()).spawn().expect("spawn");
-    wait_for("the pids file", LIMIT, || read(&pids).split_whitespace().count() == 2);
-    let ids: Vec<i32> = read(&pids).split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let script = format!(
+        "sleep 300 & echo $$ $! > {}.tmp && mv {p}.tmp {p}; wait",
+        pids.display(),
+        p = pids.display()
+    );
+    let mut s = lock
+        .run(&["-c", &script])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for("the pids file", LIMIT, || {
+        read(&pids).split_whitespace().count() == 2
+    });
+    let ids: Vec<i32> = read(&pids)
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
     assert!(ids.iter().all(|&p| alive(p)));
     send_signal(s.id(), "KILL");
     let _ = s.wait();
-    wait_for("the child and the grandchild to be gone", Duration::from_secs(20), || {
-        ids.iter().all(|&p| !alive(p))
-    });
+    wait_for(
+        "the child and the grandchild to be gone",
+        Duration::from_secs(20),
+        || ids.iter().all(|&p| !alive(p)),
+    );
 }
 
 // ---- refused before any request -----------------------------------------------------------
@@ -332,18 +419,35 @@ fn unsafe_timing_is_refused_before_any_request() {
     let f = finish(
         {
             let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_s3lead"));
-            c.args(["run", "--lease-duration", "5s", "--renew-every", "10s", "s3://bucket/key", "--", "true"])
-                .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-                .env("AWS_ACCESS_KEY_ID", "x")
-                .env("AWS_SECRET_ACCESS_KEY", "y");
+            c.args([
+                "run",
+                "--lease-duration",
+                "5s",
+                "--renew-every",
+                "10s",
+                "s3://bucket/key",
+                "--",
+                "true",
+            ])
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "y");
             c
         },
         LIMIT,
     );
     assert_eq!(f.code, Some(64), "{}", f.stderr);
     assert_eq!(f.stderr.lines().count(), 1, "one line: {}", f.stderr);
-    assert!(f.stderr.contains("s3://bucket/key"), "names the lock: {}", f.stderr);
-    assert!(f.stderr.contains("exceeds --lease-duration (5s)"), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("s3://bucket/key"),
+        "names the lock: {}",
+        f.stderr
+    );
+    assert!(
+        f.stderr.contains("exceeds --lease-duration (5s)"),
+        "{}",
+        f.stderr
+    );
 }
 
 #[test]
@@ -376,7 +480,10 @@ fn a_missing_bucket_is_one_clear_line_on_s3() {
     let f = finish(c, LIMIT);
     assert_eq!(f.code, Some(69), "{}", f.stderr);
     let last = f.stderr.lines().last().unwrap_or_default();
-    assert!(last.contains(&lock) || last.contains("no-such-bucket"), "{last}");
+    assert!(
+        last.contains(&lock) || last.contains("no-such-bucket"),
+        "{last}"
+    );
     assert!(last.to_lowercase().contains("bucket"), "{last}");
     let _ = server;
 }

@@ -56,7 +56,7 @@ pub enum Command {
         after_long_help = crate::exit::EXIT_STATUS_TEXT,
         override_usage = "s3lead run [OPTIONS] <LOCK> -- <COMMAND> [ARGS]...\n       s3lead run [OPTIONS] <LOCK> -c '<shell command>'"
     )]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Kill a supervised process group if s3lead dies (internal).
     #[command(name = "__guard", hide = true)]
     Guard,
@@ -114,14 +114,23 @@ pub struct RunArgs {
     pub lost_exit_code: u8,
 
     /// Run STRING with $SHELL -c (default /bin/sh) instead of a command after `--`.
-    #[arg(short = 'c', long = "command", value_name = "STRING", conflicts_with = "argv")]
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "STRING",
+        conflicts_with = "argv"
+    )]
     pub shell_command: Option<String>,
 
     #[command(flatten)]
     pub s3: S3Args,
 
     /// The command and its arguments, after `--`.
-    #[arg(last = true, value_name = "COMMAND", required_unless_present = "shell_command")]
+    #[arg(
+        last = true,
+        value_name = "COMMAND",
+        required_unless_present = "shell_command"
+    )]
     pub argv: Vec<OsString>,
 }
 
@@ -186,8 +195,11 @@ mod tests {
 
     #[test]
     fn run_takes_argv_after_double_dash() {
-        let cli = Cli::try_parse_from(["s3lead", "run", "./x.lock", "--", "echo", "-n", "hi"]).unwrap();
-        let Command::Run(r) = cli.command else { panic!() };
+        let cli =
+            Cli::try_parse_from(["s3lead", "run", "./x.lock", "--", "echo", "-n", "hi"]).unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!()
+        };
         assert_eq!(r.argv, ["echo", "-n", "hi"]);
         assert_eq!(r.lease_duration, Duration::from_secs(30));
         assert_eq!(r.signal, Signal::SIGTERM);

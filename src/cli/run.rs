@@ -10,7 +10,7 @@ use super::{Failure, RunArgs};
 use crate::clock::{Instant, boot_now, sleep_until};
 use crate::election::FatalError;
 use crate::exit;
-use crate::lease::{CampaignError, CampaignOptions, Candidate, LeaseState, Leadership};
+use crate::lease::{CampaignError, CampaignOptions, Candidate, Leadership, LeaseState};
 use crate::store::{FatalKind, LockUrl, StoreError};
 use crate::supervise::{Child, ChildExit, Program, become_subreaper};
 use crate::timing::{Dur, Timing, TimingSpec};
@@ -43,7 +43,8 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         .map_err(|e| store_failure(lock, &e))?;
     // Signals are caught from here on: a stop request while waiting for the lock ends
     // the wait at once (consul lock ignores them there, and `systemctl stop` hangs).
-    let mut signals = Signals::new().map_err(|e| Failure::new(exit::OS_ERROR, format!("{lock}: {e}")))?;
+    let mut signals =
+        Signals::new().map_err(|e| Failure::new(exit::OS_ERROR, format!("{lock}: {e}")))?;
 
     let campaign = Candidate::new(store, timing, holder.clone(), lock).campaign(CampaignOptions {
         nonblock: args.nonblock,
@@ -71,7 +72,10 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         ("S3LEAD_TERM".to_owned(), term.to_string()),
         ("S3LEAD_LOCK".to_owned(), lock.to_owned()),
         ("S3LEAD_HOLDER".to_owned(), holder),
-        ("S3LEAD_LEASE_ID".to_owned(), leadership.lease_id().to_string()),
+        (
+            "S3LEAD_LEASE_ID".to_owned(),
+            leadership.lease_id().to_string(),
+        ),
     ];
     let spawned = become_subreaper().and_then(|()| Child::spawn(&program, &env));
     let child = match spawned {
@@ -153,7 +157,10 @@ impl Supervision<'_> {
         // Phase 2: the child is gone; what is left of its group is stopped too, and the
         // lease is kept (renewing) until no process of the group remains.
         if self.child.group_alive() {
-            warn!(lock, "the command exited but left processes in its group; stopping them");
+            warn!(
+                lock,
+                "the command exited but left processes in its group; stopping them"
+            );
             self.begin_stop(self.stop_signal);
             while self.child.group_alive() {
                 let st = self.leadership.status();
@@ -178,7 +185,10 @@ impl Supervision<'_> {
         }
         match self.leadership.release().await {
             LeaseState::Released => {}
-            other => warn!(lock, "release did not complete ({other:?}); the lease will expire"),
+            other => warn!(
+                lock,
+                "release did not complete ({other:?}); the lease will expire"
+            ),
         }
         Ok(exit.code())
     }
@@ -195,7 +205,10 @@ impl Supervision<'_> {
         let shutdown = matches!(sig, Signal::SIGTERM | Signal::SIGINT);
         if shutdown && self.stopping.is_some() {
             // A second TERM/INT: the user means it.
-            info!(lock = self.lock, "second {sig}: killing the command's process group");
+            info!(
+                lock = self.lock,
+                "second {sig}: killing the command's process group"
+            );
             self.kill();
             return;
         }
@@ -211,7 +224,10 @@ impl Supervision<'_> {
     fn lose(&mut self) {
         if !self.lost {
             self.lost = true;
-            warn!(lock = self.lock, "stopping the command: the lease is no longer safe to hold");
+            warn!(
+                lock = self.lock,
+                "stopping the command: the lease is no longer safe to hold"
+            );
         }
         self.begin_stop(self.stop_signal);
     }
@@ -224,7 +240,10 @@ impl Supervision<'_> {
         let now = boot_now();
         let st = self.leadership.status();
         let kill_at = (now + self.kill_after).min(st.valid_until);
-        self.stopping = Some(Stopping { kill_at, killed: false });
+        self.stopping = Some(Stopping {
+            kill_at,
+            killed: false,
+        });
         info!(
             lock = self.lock,
             now_ms = ms(now),
@@ -306,23 +325,33 @@ fn campaign_failure(lock: &str, args: &RunArgs, e: CampaignError) -> Result<i32,
     let busy = i32::from(args.conflict_exit_code);
     match e {
         CampaignError::Busy { holder, term } => {
-            info!(lock, "held by {holder} (term {term}); not running the command (-n)");
+            info!(
+                lock,
+                "held by {holder} (term {term}); not running the command (-n)"
+            );
             Ok(busy)
         }
         CampaignError::TimedOut { holder, term } => {
-            info!(lock, "still held by {holder} (term {term}) after waiting; not running the command (-w)");
+            info!(
+                lock,
+                "still held by {holder} (term {term}) after waiting; not running the command (-w)"
+            );
             Ok(busy)
         }
         CampaignError::TimedOutUnreachable => Err(Failure::new(
             busy,
-            format!("{lock}: the wait timed out before the store answered (check the endpoint and the network)"),
+            format!(
+                "{lock}: the wait timed out before the store answered (check the endpoint and the network)"
+            ),
         )),
         CampaignError::Fatal(FatalError::Store(kind, msg)) => {
             Err(store_failure(lock, &StoreError::Fatal(kind, msg)))
         }
         CampaignError::Fatal(FatalError::Record(msg)) => Err(Failure::new(
             exit::BAD_RECORD,
-            format!("{lock}: {msg}; s3lead never overwrites an object it cannot read (move it aside or use another key)"),
+            format!(
+                "{lock}: {msg}; s3lead never overwrites an object it cannot read (move it aside or use another key)"
+            ),
         )),
     }
 }
@@ -334,5 +363,12 @@ fn store_failure(lock: &str, e: &StoreError) -> Failure {
         _ => exit::UNAVAILABLE,
     };
     let msg = e.to_string();
-    Failure::new(code, if msg.contains(lock) { msg } else { format!("{lock}: {msg}") })
+    Failure::new(
+        code,
+        if msg.contains(lock) {
+            msg
+        } else {
+            format!("{lock}: {msg}")
+        },
+    )
 }

@@ -82,6 +82,9 @@ pub struct S3Store {
     /// Set once the store has shown that it wants `If-Match` unquoted (Ceph RGW).
     /// Shared between clones: it is a property of the store, not of one handle.
     unquoted_if_match: Arc<AtomicBool>,
+    /// Set once the store has answered a request, so the credentials worked at least
+    /// once: a later failure to load them is a refresh hiccup, not a missing setup.
+    answered: Arc<AtomicBool>,
 }
 
 impl S3Store {
@@ -201,6 +204,7 @@ impl S3Store {
             location: format!("s3://{bucket}/{key}"),
             request_timeout,
             unquoted_if_match: Arc::new(AtomicBool::new(false)),
+            answered: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -216,9 +220,16 @@ impl S3Store {
     where
         E: ProvideErrorMetadata + StdError + 'static,
     {
-        let failure = Failure::from_sdk(err);
+        if err.raw_response().is_some() {
+            self.mark_answered();
+        }
+        let failure = Failure::from_sdk(err, self.answered.load(Ordering::Relaxed));
         tracing::debug!(location = %self.location, ?op, ?failure, "S3 request failed");
         classify(&self.location, &self.bucket, op, failure)
+    }
+
+    fn mark_answered(&self) {
+        self.answered.store(true, Ordering::Relaxed);
     }
 
     /// `If-Match` with the ETag in the form this store accepts.
@@ -234,10 +245,12 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| self.classify(Op::Write, &e))?;
-        self.written_etag(reply.e_tag())
+        self.mark_answered();
+        self.etag_of(reply.e_tag())
     }
 
-    fn written_etag(&self, etag: Option<&str>) -> Result<Etag, StoreError> {
+    /// The ETag header of a reply; the protocol cannot work without one.
+    fn etag_of(&self, etag: Option<&str>) -> Result<Etag, StoreError> {
         match etag {
             Some(e) if !e.trim().is_empty() => Ok(Etag::new(e)),
             _ => Err(self.no_etag()),
@@ -264,7 +277,10 @@ impl S3Store {
             .send()
             .await
         {
-            Ok(head) => self.written_etag(head.e_tag()).map(Some),
+            Ok(head) => {
+                self.mark_answered();
+                self.etag_of(head.e_tag()).map(Some)
+            }
             Err(err) => match self.classify(Op::Read, &err) {
                 StoreError::Missing => Ok(None),
                 other => Err(other),
@@ -322,18 +338,16 @@ impl LockStore for S3Store {
                 };
             }
         };
-        let etag = match reply.e_tag() {
-            Some(e) if !e.trim().is_empty() => Etag::new(e),
-            _ => return Err(self.no_etag()),
-        };
+        self.mark_answered();
+        let etag = self.etag_of(reply.e_tag())?;
         // Some stores ignore If-None-Match on GET (s3s-fs): the ETag still tells.
         if known == Some(&etag) {
             return Ok(ReadReply::NotModified);
         }
-        if let Some(len) = reply.content_length() {
-            if len > 0 && len as u64 > MAX_RECORD_BYTES {
+        if let Some(len) = reply.content_length().and_then(|n| u64::try_from(n).ok()) {
+            if len > MAX_RECORD_BYTES {
                 // Dropping the reply abandons the body unread.
-                return Err(self.too_large(Some(len as u64)));
+                return Err(self.too_large(Some(len)));
             }
         }
         // The SDK's operation timeout ends when the headers arrive; the body is ours.
@@ -360,7 +374,8 @@ impl LockStore for S3Store {
             .send()
             .await
             .map_err(|e| self.classify(Op::Write, &e))?;
-        self.written_etag(reply.e_tag())
+        self.mark_answered();
+        self.etag_of(reply.e_tag())
     }
 
     async fn replace(&self, etag: &Etag, body: Vec<u8>) -> Result<Etag, StoreError> {
@@ -497,8 +512,9 @@ enum Failure {
         /// `x-amz-bucket-region`, sent with wrong-region answers.
         bucket_region: Option<String>,
     },
-    /// The credential providers found no usable credentials.
-    NoCredentials(String),
+    /// The credential providers gave no credentials, so nothing was sent.
+    /// `worked_before`: the store has answered this process before.
+    NoCredentials { detail: String, worked_before: bool },
     /// No answer within the request timeout.
     Timeout(String),
     /// The connection was refused: nothing was sent.
@@ -510,7 +526,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn from_sdk<E>(err: &SdkError<E, HttpResponse>) -> Failure
+    fn from_sdk<E>(err: &SdkError<E, HttpResponse>, worked_before: bool) -> Failure
     where
         E: ProvideErrorMetadata + StdError + 'static,
     {
@@ -525,7 +541,10 @@ impl Failure {
                     bucket_region: raw.headers().get("x-amz-bucket-region").map(str::to_owned),
                 }
             }
-            _ if has_credentials_error(err) => Failure::NoCredentials(chain()),
+            _ if has_credentials_error(err) => Failure::NoCredentials {
+                detail: chain(),
+                worked_before,
+            },
             SdkError::TimeoutError(_) => Failure::Timeout(chain()),
             SdkError::DispatchFailure(dispatch) if dispatch.is_timeout() => {
                 Failure::Timeout(chain())
@@ -552,7 +571,20 @@ fn classify(location: &str, bucket: &str, op: Op, failure: Failure) -> StoreErro
             message,
             bucket_region,
         } => (status, code, message, bucket_region),
-        Failure::NoCredentials(detail) => {
+        // Refreshing credentials failed (an instance metadata hiccup, STS throttled):
+        // nothing was sent, and the protocol retries until its stop point.
+        Failure::NoCredentials {
+            detail,
+            worked_before: true,
+        } => {
+            return StoreError::Unavailable(format!(
+                "{location}: could not refresh the AWS credentials ({detail})"
+            ));
+        }
+        Failure::NoCredentials {
+            detail,
+            worked_before: false,
+        } => {
             return fatal(
                 FatalKind::Permission,
                 &format!(
@@ -805,11 +837,19 @@ mod tests {
 
     #[test]
     fn no_credentials_is_a_permission_failure() {
-        let e = write(Failure::NoCredentials(
-            "no providers in chain provided credentials".into(),
-        ));
+        let e = write(Failure::NoCredentials {
+            detail: "no providers in chain provided credentials".into(),
+            worked_before: false,
+        });
         assert_eq!(fatal_kind(&e), Some(FatalKind::Permission));
         assert!(e.to_string().contains("AWS_ACCESS_KEY_ID"), "{e}");
+        // Once the store has answered, the credentials existed: a failed refresh is
+        // transient, and certainly sent nothing.
+        let e = write(Failure::NoCredentials {
+            detail: "credentials provider timed out".into(),
+            worked_before: true,
+        });
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
     }
 
     #[test]

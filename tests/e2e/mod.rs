@@ -89,7 +89,13 @@ impl Lock {
             (Some(p), _) => std::fs::read(p).expect("lock file"),
             (None, Some((bucket, key))) => block_on(async {
                 let c = crate::support::s3_client().await;
-                let o = c.get_object().bucket(bucket).key(key).send().await.expect("get lock object");
+                let o = c
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .expect("get lock object");
                 o.body.collect().await.expect("body").into_bytes().to_vec()
             }),
             (None, None) => unreachable!(),
@@ -224,7 +230,10 @@ pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // The state follows the parenthesised command name.
-            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,

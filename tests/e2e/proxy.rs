@@ -46,7 +46,11 @@ impl Proxy {
                         c.lock().unwrap().push(s);
                     }
                 }
-                pump(client.try_clone().unwrap(), server.try_clone().unwrap(), m.clone());
+                pump(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    m.clone(),
+                );
                 pump(server, client, m.clone());
             }
         });
@@ -92,8 +96,6 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mode: Arc<Mutex<Mode>>) {
 
 /// The `host:port` of an `http://host:port` endpoint.
 pub fn endpoint_addr(endpoint: &str) -> SocketAddr {
-    let hostport = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
+    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
     hostport.parse().expect("endpoint is http://IP:PORT")
 }

@@ -1,0 +1,455 @@
+//! What a seed chooses before the run starts: how many candidates, each one's timing and
+//! clock, how hostile the network and the store are, when crashes and pauses strike, and
+//! how long the fault phase lasts. `world.rs` then plays the scenario out; everything it
+//! decides on the way (each delay, each fault) comes from the same seeded stream.
+//!
+//! A [`Variant`] says which world is simulated: the real one (the sound variant, whose
+//! every run must keep the promise) or a deliberately broken one, which the checker must
+//! catch (a checker that never fails proves nothing).
+
+use super::rng::Rng;
+use s3lead::clock::Instant;
+use s3lead::timing::{Timing, TimingSpec, default_margin};
+use std::fmt;
+use std::time::Duration;
+
+/// Simulated real time, in nanoseconds since the run began.
+pub type Nanos = u64;
+
+pub const MS: Nanos = 1_000_000;
+pub const SECOND: Nanos = 1_000 * MS;
+
+pub fn nanos(d: Duration) -> Nanos {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `12.345678s`: real instants in traces and messages.
+pub struct At(pub Nanos);
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:06}s", self.0 / SECOND, (self.0 % SECOND) / 1_000)
+    }
+}
+
+/// One host's boot-time clock: `local = offset + real × (1 + ppb / 10⁹)`. The offset
+/// stands for hosts booted at different times (the protocol never compares instants of
+/// two hosts, so any offset must do); the rate for quartz drift and NTP slewing, which
+/// the safety margin has to absorb.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalClock {
+    pub offset: Nanos,
+    pub ppb: i64,
+}
+
+const BILLION: i128 = 1_000_000_000;
+
+impl LocalClock {
+    fn local_ns(&self, real: Nanos) -> i128 {
+        let r = i128::from(real);
+        i128::from(self.offset) + r + (r * i128::from(self.ppb)).div_euclid(BILLION)
+    }
+
+    /// What this host's clock reads at real instant `real`.
+    pub fn at(&self, real: Nanos) -> Instant {
+        Instant::from_origin(Duration::from_nanos(self.local_ns(real) as u64))
+    }
+
+    /// The first real instant at which this clock reads `local` or later: when a timer
+    /// armed for `local` on this host fires.
+    pub fn real_at(&self, local: Instant) -> Nanos {
+        let target = local.since_origin().as_nanos() as i128;
+        if target <= self.local_ns(0) {
+            return 0;
+        }
+        let estimate = (target - i128::from(self.offset)) * BILLION / (BILLION + i128::from(self.ppb));
+        let mut r = estimate.max(0) as Nanos;
+        while self.local_ns(r) < target {
+            r += 1;
+        }
+        while r > 0 && self.local_ns(r - 1) >= target {
+            r -= 1;
+        }
+        r
+    }
+}
+
+/// How the supervisor ends its child (DESIGN §3 "Stop point").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildPolicy {
+    /// What `cli/run.rs` does: its own timer kills the child when the local clock reaches
+    /// `valid_until` (as last reported by the lease), whatever the state machine is busy
+    /// with.
+    KilledAtValidUntil,
+    /// Broken on purpose: the child is stopped only when the state machine reports the
+    /// lease lost, so a renewal stuck in flight keeps it running past its lease.
+    KilledWhenMachineSaysLost,
+}
+
+/// How long a candidate waits for an answer before treating the request as unanswered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeouts {
+    /// The store's own timeout: the timing's request timeout.
+    Store,
+    /// `lease.rs`'s backstop: request timeout + 1 s (a store that ignores its timeout).
+    Backstop,
+    /// Two leases: slow but definite answers arrive, long after they were useful.
+    Patient,
+}
+
+/// Which world is simulated.
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    pub name: &'static str,
+    /// Clock rates are drawn from `1 ± rate_bound_ppb / 10⁹`.
+    pub rate_bound_ppb: i64,
+    /// `None`: timings that `Timing::new` accepts. `Some`: this unchecked one.
+    pub timing: Option<fn() -> Timing>,
+    pub child_policy: ChildPolicy,
+    /// `None`: drawn per seed.
+    pub timeouts: Option<Timeouts>,
+}
+
+impl Variant {
+    /// The real thing: validated timings, clock rates within the documented bound
+    /// (each clock within ±0.99 %, so any two differ by less than 2 %), the supervisor
+    /// of `cli/run.rs`.
+    pub const SOUND: Variant = Variant {
+        name: "sound",
+        rate_bound_ppb: 9_900_000,
+        timing: None,
+        child_policy: ChildPolicy::KilledAtValidUntil,
+        timeouts: None,
+    };
+
+    /// Broken: a 1 ms margin and clocks that differ by up to 10 %, so a slow leader's
+    /// lease outlasts a fast follower's wait.
+    pub const TINY_MARGIN_FAST_CLOCKS: Variant = Variant {
+        name: "1 ms margin, clock rates ±5 %",
+        rate_bound_ppb: 50_000_000,
+        timing: Some(tiny_margin_timing),
+        child_policy: ChildPolicy::KilledAtValidUntil,
+        timeouts: None,
+    };
+
+    /// Broken: the supervisor trusts the state machine to say when the lease is gone,
+    /// and the driver waits patiently for slow answers.
+    pub const CHILD_WAITS_FOR_MACHINE: Variant = Variant {
+        name: "child stopped only when the machine reports Lost",
+        rate_bound_ppb: 9_900_000,
+        timing: None,
+        child_policy: ChildPolicy::KilledWhenMachineSaysLost,
+        timeouts: Some(Timeouts::Patient),
+    };
+}
+
+fn tiny_margin_timing() -> Timing {
+    Timing::unchecked(&TimingSpec {
+        margin: Some(Duration::from_millis(1)),
+        ..short_spec()
+    })
+}
+
+/// A realistic short timing: every round of the protocol fits in a few simulated seconds.
+fn short_spec() -> TimingSpec {
+    TimingSpec {
+        lease: Duration::from_secs(3),
+        renew_every: Duration::from_secs(1),
+        retry_period: Duration::from_millis(300),
+        kill_after: Duration::from_millis(500),
+        margin: None,
+        request_timeout: None,
+    }
+}
+
+/// A timing that `Timing::new` accepts: the short one, the CLI defaults, or any other
+/// (the promise holds for every timing the validation lets through, including those
+/// exactly on its boundary).
+fn sound_timing(rng: &mut Rng) -> Timing {
+    let spec = match rng.below(100) {
+        0..60 => short_spec(),
+        60..75 => TimingSpec::default(),
+        _ => random_spec(rng),
+    };
+    Timing::new(&spec).unwrap_or_else(|e| panic!("generated timing {spec:?} refused: {e}"))
+}
+
+fn random_spec(rng: &mut Rng) -> TimingSpec {
+    let ms = Duration::from_millis;
+    let lease = rng.between(1_500, 60_000);
+    let margin = default_margin(ms(lease)).as_millis() as u64;
+    // renew + retry + kill_after ≤ lease − margin; half the time exactly equal.
+    let budget = lease - margin;
+    let floor = (budget / 20).max(20);
+    let total = if rng.chance(0.5) {
+        budget
+    } else {
+        rng.between(3 * floor, budget)
+    };
+    let spare = total - 3 * floor;
+    let (a, b) = (rng.upto(spare), rng.upto(spare));
+    let mut parts = [a.min(b), a.max(b) - a.min(b), spare - a.max(b)].map(|p| floor + p);
+    // Any part may be the large one.
+    let k = rng.below(3) as usize;
+    parts.swap(0, k);
+    let renew = parts[0];
+    TimingSpec {
+        lease: ms(lease),
+        renew_every: ms(renew),
+        retry_period: ms(parts[1]),
+        kill_after: ms(parts[2]),
+        margin: None,
+        request_timeout: rng.chance(0.3).then(|| ms(rng.between(1, renew - 1))),
+    }
+}
+
+/// One candidate host.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub timing: Timing,
+    pub clock: LocalClock,
+    /// When its first supervisor starts campaigning.
+    pub start_at: Nanos,
+}
+
+/// How hostile the fault phase is. Each probability applies to one request.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    /// The request never reaches the store (connection reset before the body was read):
+    /// the sender hears nothing until its timeout.
+    pub lose_request: f64,
+    /// The store applied the request but the answer is lost (a timeout after the PUT
+    /// took effect): the sender hears nothing until its timeout.
+    pub lose_answer: f64,
+    /// 409 ConditionalRequestConflict: nothing written.
+    pub conflict: f64,
+    /// 503 SlowDown / refused before sending: certainly nothing written.
+    pub unavailable: f64,
+    /// 500 without writing: ambiguous to the sender.
+    pub fail_before: f64,
+    /// 500 after writing (the write landed, the front end failed): ambiguous.
+    pub fail_after: f64,
+    /// A one-way delay drawn up to a whole lease instead of up to `fast_delay` (a
+    /// congested path, a stalled connection pool, a store under GC): answers arrive after
+    /// the sender's timeout, and writes land after the sender was told "ambiguous".
+    pub slow: f64,
+    pub fast_delay: Nanos,
+    /// Chance that a new leader's child exits on its own (job done, or the operator
+    /// stopped it) at some point, after which the supervisor releases the lease.
+    pub resign: f64,
+    /// A supervisor that exits is restarted (systemd, cron) within this delay.
+    pub restart_within: Nanos,
+}
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub seed: u64,
+    pub variant: Variant,
+    pub candidates: Vec<Candidate>,
+    pub timeouts: Timeouts,
+    pub faults: Faults,
+    /// Faults happen in `[0, fault_phase)`; then the calm phase: no new fault, no crash,
+    /// no pause, no resignation, one-way delays up to `calm_delay`.
+    pub fault_phase: Nanos,
+    pub calm_delay: Nanos,
+    /// When a `kill -9` hits some supervisor (a leader half of the time).
+    pub crashes: Vec<Nanos>,
+    /// When some supervisor is paused (SIGSTOP, a VM pause, a long GC), for how long is
+    /// drawn then.
+    pub freezes: Vec<Nanos>,
+}
+
+impl Scenario {
+    pub fn generate(seed: u64, variant: Variant) -> Scenario {
+        let mut rng = Rng::new(seed);
+        let n = rng.between(3, 5) as usize;
+        let shared = match variant.timing {
+            Some(t) => t(),
+            None => sound_timing(&mut rng),
+        };
+        // Mixed configurations (DESIGN §2: followers wait out the holder's lease_ms).
+        let mixed = variant.timing.is_none() && rng.chance(0.15);
+        let all_at_once = rng.chance(0.3);
+        let bound = variant.rate_bound_ppb;
+        let candidates: Vec<Candidate> = (0..n)
+            .map(|_| {
+                let timing = if mixed {
+                    sound_timing(&mut rng)
+                } else {
+                    shared
+                };
+                let offset = match rng.below(5) {
+                    0 => 0,
+                    1 | 2 => rng.upto(10 * SECOND),
+                    // Up to about 30 years of uptime: offsets of any size.
+                    _ => rng.upto(1_000_000_000 * SECOND),
+                };
+                // The extremes are where the margin is tested; draw them often.
+                let ppb = match rng.below(3) {
+                    0 => -bound,
+                    1 => bound,
+                    _ => rng.upto(2 * bound as u64) as i64 - bound,
+                };
+                let start_at = if all_at_once {
+                    0
+                } else {
+                    rng.upto(nanos(timing.lease()) / 2)
+                };
+                Candidate {
+                    timing,
+                    clock: LocalClock { offset, ppb },
+                    start_at,
+                }
+            })
+            .collect();
+        let max_lease = candidates
+            .iter()
+            .map(|c| nanos(c.timing.lease()))
+            .max()
+            .unwrap_or(0);
+        let min_retry = candidates
+            .iter()
+            .map(|c| nanos(c.timing.retry_period()))
+            .min()
+            .unwrap_or(0);
+        let min_request_timeout = candidates
+            .iter()
+            .map(|c| nanos(c.timing.request_timeout()))
+            .min()
+            .unwrap_or(0);
+        let timeouts = variant.timeouts.unwrap_or_else(|| match rng.below(10) {
+            0..6 => Timeouts::Store,
+            6..8 => Timeouts::Backstop,
+            _ => Timeouts::Patient,
+        });
+        let intensity = rng.pick(&[0.0, 0.05, 0.15, 0.3]);
+        let mut p = || rng.unit() * intensity / 2.0;
+        let faults = Faults {
+            lose_request: p(),
+            lose_answer: p(),
+            conflict: p(),
+            unavailable: p(),
+            fail_before: p(),
+            fail_after: p(),
+            slow: p(),
+            fast_delay: 0,
+            resign: 0.0,
+            restart_within: 0,
+        };
+        let faults = Faults {
+            fast_delay: rng.pick(&[0, MS / 10, MS, 20 * MS, min_retry / 2]),
+            resign: rng.unit() * 0.5,
+            restart_within: rng.upto(max_lease),
+            ..faults
+        };
+        let fault_phase = rng.between(4, 12) * max_lease;
+        // Calm round trips must fit well inside every request timeout.
+        let calm_delay = rng.between(MS / 10, (50 * MS).min(min_request_timeout / 4).max(MS / 10));
+        let crashes = (0..rng.upto(4)).map(|_| rng.below(fault_phase)).collect();
+        let freezes = (0..rng.upto(4)).map(|_| rng.below(fault_phase)).collect();
+        Scenario {
+            seed,
+            variant,
+            candidates,
+            timeouts,
+            faults,
+            fault_phase,
+            calm_delay,
+            crashes,
+            freezes,
+        }
+    }
+
+    pub fn max_lease(&self) -> Nanos {
+        self.candidates
+            .iter()
+            .map(|c| nanos(c.timing.lease()))
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn max_retry(&self) -> Nanos {
+        self.candidates
+            .iter()
+            .map(|c| nanos(c.timing.retry_period()))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// How long a candidate waits for an answer, on its own clock.
+    pub fn timeout(&self, c: usize) -> Duration {
+        let t = &self.candidates[c].timing;
+        match self.timeouts {
+            Timeouts::Store => t.request_timeout(),
+            Timeouts::Backstop => t.request_timeout() + Duration::from_secs(1),
+            Timeouts::Patient => 2 * t.lease(),
+        }
+    }
+
+    /// The longest a calm world may go without a running child (see `check::liveness`).
+    ///
+    /// From the instant the last child ended (or the calm phase drained, if later): the
+    /// dead holder's last write may still be on its way (one delay); a follower's next
+    /// read reaches the store within a retry period plus a round trip and comes back (one
+    /// delay): that is its `first_seen`; it waits the lease on its own clock and sends
+    /// the takeover, which lands and is answered (a round trip). So
+    /// `lease + retry period + 6 one-way delays`, the durations stretched by 2 % for a
+    /// clock up to 1 % slow, plus a millisecond for rounding.
+    pub fn liveness_bound(&self) -> Nanos {
+        (self.max_lease() + self.max_retry()) * 102 / 100 + 6 * self.calm_delay + MS
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {} ({} world): {} candidates, timeouts {:?}, fault phase until {}, calm delays ≤ {}",
+            self.seed,
+            self.variant.name,
+            self.candidates.len(),
+            self.timeouts,
+            At(self.fault_phase),
+            At(self.calm_delay)
+        )?;
+        for (i, c) in self.candidates.iter().enumerate() {
+            let t = &c.timing;
+            writeln!(
+                f,
+                "  c{i}: lease {:?} renew {:?} retry {:?} kill_after {:?} margin {:?} request timeout {:?}; \
+                 clock offset {}, rate {:+.4} %; starts at {}",
+                t.lease(),
+                t.renew_every(),
+                t.retry_period(),
+                t.kill_after(),
+                t.margin(),
+                t.request_timeout(),
+                At(c.clock.offset),
+                c.clock.ppb as f64 / 1e7,
+                At(c.start_at)
+            )?;
+        }
+        let fl = &self.faults;
+        writeln!(
+            f,
+            "  faults per request: lose request {:.3}, lose answer {:.3}, 409 {:.3}, 503 {:.3}, \
+             500 before write {:.3}, 500 after write {:.3}, slow {:.3}; fast delays ≤ {}",
+            fl.lose_request,
+            fl.lose_answer,
+            fl.conflict,
+            fl.unavailable,
+            fl.fail_before,
+            fl.fail_after,
+            fl.slow,
+            At(fl.fast_delay)
+        )?;
+        write!(
+            f,
+            "  resign chance {:.2}, restart within {}, crashes at {:?}, pauses at {:?}",
+            fl.resign,
+            At(fl.restart_within),
+            self.crashes.iter().map(|t| At(*t).to_string()).collect::<Vec<_>>(),
+            self.freezes.iter().map(|t| At(*t).to_string()).collect::<Vec<_>>()
+        )
+    }
+}
