@@ -528,3 +528,37 @@ fn nonblock_waits_out_an_abandoned_record() {
     assert_eq!(f.code, Some(0), "{}", f.stderr);
     assert_eq!(read(&lock.path("terms")).trim(), "42");
 }
+
+/// A lock file the user may not touch: exit 77, one line naming the lock. Root ignores
+/// file modes, so as root the binary runs as `nobody` (CI runs as root).
+#[test]
+fn permission_denied_exits_77() {
+    let lock = Lock::file();
+    std::fs::write(lock.file.as_ref().unwrap(), b"").unwrap();
+    let mut c = if nix::unistd::geteuid().is_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_s3lead"),
+        ]);
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_s3lead"))
+    };
+    // Private to root; for a non-root user, closed to its owner too.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if nix::unistd::geteuid().is_root() {
+        0o700
+    } else {
+        0o000
+    };
+    std::fs::set_permissions(lock.dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+    c.args(["run", &lock.url, "--", "true"]);
+    let f = finish(c, LIMIT);
+    std::fs::set_permissions(lock.dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(f.code, Some(77), "{}", f.stderr);
+    let last = f.stderr.lines().last().unwrap_or_default();
+    assert!(last.contains(&lock.url), "names the lock: {last}");
+}

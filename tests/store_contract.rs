@@ -7,7 +7,6 @@
 //! without a length, a server that never answers) is checked against a scripted HTTP
 //! server at the end of this file.
 
-#[path = "/tmp/s3lead_helper/support_shim.rs"] // TEMP-SHIM
 mod support;
 
 use s3lead::store::file::FileStore;

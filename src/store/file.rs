@@ -762,7 +762,25 @@ mod tests {
     #[tokio::test]
     async fn permission_denied_is_fatal() {
         if nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: root ignores file modes");
+            // Root ignores file modes (and CI runs as root): run this very test again as
+            // `nobody`, where they apply, and require that run to pass.
+            let exe = std::env::current_exe().unwrap();
+            let out = std::process::Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&exe)
+                .args([
+                    "--exact",
+                    "store::file::tests::permission_denied_is_fatal",
+                    "--nocapture",
+                ])
+                .output()
+                .expect("setpriv (util-linux) runs the test as nobody");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "as nobody: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             return;
         }
         use std::os::unix::fs::PermissionsExt;

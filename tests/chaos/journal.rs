@@ -99,7 +99,14 @@ impl Journal {
     fn take(&mut self, line: &str) {
         let f: Vec<&str> = line.split(' ').collect();
         let parsed = (f.len() >= 4)
-            .then(|| Some((f[0], f[1].parse::<u64>().ok()?, f[2].parse::<u32>().ok()?, f[3].parse::<u64>().ok()?)))
+            .then(|| {
+                Some((
+                    f[0],
+                    f[1].parse::<u64>().ok()?,
+                    f[2].parse::<u32>().ok()?,
+                    f[3].parse::<u64>().ok()?,
+                ))
+            })
             .flatten();
         let Some((kind, term, pid, ns)) = parsed else {
             self.garbage.push(line.to_owned());
@@ -191,12 +198,16 @@ pub fn judge(j: &Journal, pauses: &[LongPause], resume_bound_ns: u64) -> Verdict
     for (term, ls) in &by_term {
         if ls.len() > 1 {
             let who: Vec<String> = ls.iter().map(|l| l.to_string()).collect();
-            v.term_errors.push(format!("term {term} reused: {}", who.join("; ")));
+            v.term_errors
+                .push(format!("term {term} reused: {}", who.join("; ")));
         }
     }
     for w in lives.windows(2) {
         if w[1].term <= w[0].term {
-            v.term_errors.push(format!("term did not grow: {} started after {}", w[1], w[0]));
+            v.term_errors.push(format!(
+                "term did not grow: {} started after {}",
+                w[1], w[0]
+            ));
         }
     }
 
@@ -224,7 +235,9 @@ pub fn judge(j: &Journal, pauses: &[LongPause], resume_bound_ns: u64) -> Verdict
         let Some(a) = j.life(p.child) else { continue };
         // Only a child that had a successor must stop: a leader whose lease survived
         // the pause (nobody took over) may go on.
-        let succeeded = lives.iter().any(|b| b.term > a.term && b.start_ns < a.last_ns);
+        let succeeded = lives
+            .iter()
+            .any(|b| b.term > a.term && b.start_ns < a.last_ns);
         if succeeded && a.last_ns > p.resumed_ns + resume_bound_ns {
             v.slow_stops.push(format!(
                 "{a}: still running {} ms after its supervisor resumed (SIGCONT at {} ns)",

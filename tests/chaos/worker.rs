@@ -57,9 +57,10 @@ pub fn boot_ns() -> u64 {
 
 /// The worker's whole life, when [`JOURNAL_ENV`] is set; otherwise returns at once.
 pub fn main() {
-    let (Some(journal), Some(downstream)) =
-        (std::env::var_os(JOURNAL_ENV), std::env::var_os(DOWNSTREAM_ENV))
-    else {
+    let (Some(journal), Some(downstream)) = (
+        std::env::var_os(JOURNAL_ENV),
+        std::env::var_os(DOWNSTREAM_ENV),
+    ) else {
         return;
     };
     let handler = SigAction::new(
@@ -119,7 +120,9 @@ impl Journal {
         }
         l.push('\n');
         // One write(2) per line: O_APPEND makes it atomic with respect to other writers.
-        self.file.write_all(l.as_bytes()).expect("append to journal");
+        self.file
+            .write_all(l.as_bytes())
+            .expect("append to journal");
     }
 }
 

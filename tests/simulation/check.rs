@@ -185,11 +185,17 @@ mod tests {
         assert!(fenced.violations.is_empty());
         assert_eq!(fenced.fenced_overlaps, 1);
         assert_eq!(
-            safety(&[late.clone(), child(1, 2, 5, 40)], 100).violations.len(),
+            safety(&[late.clone(), child(1, 2, 5, 40)], 100)
+                .violations
+                .len(),
             1,
             "started before the late child was due to die"
         );
-        assert!(!safety(&[late, child(1, 1, 15, 40)], 100).violations.is_empty());
+        assert!(
+            !safety(&[late, child(1, 1, 15, 40)], 100)
+                .violations
+                .is_empty()
+        );
     }
 
     #[test]

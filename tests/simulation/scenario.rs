@@ -62,7 +62,8 @@ impl LocalClock {
         if target <= self.local_ns(0) {
             return 0;
         }
-        let estimate = (target - i128::from(self.offset)) * BILLION / (BILLION + i128::from(self.ppb));
+        let estimate =
+            (target - i128::from(self.offset)) * BILLION / (BILLION + i128::from(self.ppb));
         let mut r = estimate.max(0) as Nanos;
         while self.local_ns(r) < target {
             r += 1;
@@ -177,7 +178,8 @@ fn sound_timing(rng: &mut Rng) -> Timing {
 fn random_spec(rng: &mut Rng) -> TimingSpec {
     let ms = Duration::from_millis;
     let lease = rng.between(1_500, 60_000);
-    let margin = default_margin(ms(lease)).as_millis() as u64;
+    // Rounded up: 2 % of the lease is not always a whole millisecond.
+    let margin = default_margin(ms(lease)).as_micros().div_ceil(1_000) as u64;
     // renew + retry + kill_after ≤ lease − margin; half the time exactly equal.
     let budget = lease - margin;
     let floor = (budget / 20).max(20);
@@ -448,8 +450,14 @@ impl fmt::Display for Scenario {
             "  resign chance {:.2}, restart within {}, crashes at {:?}, pauses at {:?}",
             fl.resign,
             At(fl.restart_within),
-            self.crashes.iter().map(|t| At(*t).to_string()).collect::<Vec<_>>(),
-            self.freezes.iter().map(|t| At(*t).to_string()).collect::<Vec<_>>()
+            self.crashes
+                .iter()
+                .map(|t| At(*t).to_string())
+                .collect::<Vec<_>>(),
+            self.freezes
+                .iter()
+                .map(|t| At(*t).to_string())
+                .collect::<Vec<_>>()
         )
     }
 }

@@ -95,7 +95,9 @@ pub fn run(sc: &Scenario, tracing: bool) -> Outcome {
         }
         events += 1;
         if events > MAX_EVENTS {
-            w.violation(format!("more than {MAX_EVENTS} events: the run does not settle"));
+            w.violation(format!(
+                "more than {MAX_EVENTS} events: the run does not settle"
+            ));
             break;
         }
         w.now = s.at;
@@ -127,9 +129,15 @@ enum Fate {
 #[derive(Debug)]
 enum Ev {
     /// A supervisor (re)starts, with no memory of any earlier life.
-    Start { c: usize },
+    Start {
+        c: usize,
+    },
     /// The wake-up a `Step::Wait` asked for.
-    Wake { c: usize, inc: u32, gen: u64 },
+    Wake {
+        c: usize,
+        inc: u32,
+        round: u64,
+    },
     /// A request reaches the store.
     AtStore {
         c: usize,
@@ -147,12 +155,21 @@ enum Ev {
         reply: Reply,
     },
     /// The supervisor's child timer: the local clock reached the child's deadline.
-    ChildDue { c: usize, inc: u32, gen: u64 },
+    ChildDue {
+        c: usize,
+        inc: u32,
+        round: u64,
+    },
     /// The leader's child exits by itself; the supervisor then releases.
-    Resign { c: usize, inc: u32 },
+    Resign {
+        c: usize,
+        inc: u32,
+    },
     Crash,
     Freeze,
-    Thaw { c: usize },
+    Thaw {
+        c: usize,
+    },
     Calm,
 }
 
@@ -160,9 +177,10 @@ impl Ev {
     /// The candidate whose supervisor must act on this event (and cannot while paused).
     fn candidate(&self) -> Option<usize> {
         match self {
-            Ev::Wake { c, .. } | Ev::Answer { c, .. } | Ev::ChildDue { c, .. } | Ev::Resign { c, .. } => {
-                Some(*c)
-            }
+            Ev::Wake { c, .. }
+            | Ev::Answer { c, .. }
+            | Ev::ChildDue { c, .. }
+            | Ev::Resign { c, .. } => Some(*c),
             _ => None,
         }
     }
@@ -232,7 +250,7 @@ struct Child {
     /// Local instant by which the child must be dead.
     deadline: Instant,
     /// Only the latest child timer counts.
-    gen: u64,
+    round: u64,
     /// The stop began (at risk, lost): later renewals no longer extend the deadline.
     fixed: bool,
 }
@@ -334,9 +352,9 @@ impl World<'_> {
         }
         match ev {
             Ev::Start { c } => self.start(c),
-            Ev::Wake { c, inc, gen } => {
+            Ev::Wake { c, inc, round } => {
                 if let Some(p) = self.process(c, inc) {
-                    if p.wake_gen == gen && p.awaiting.is_none() {
+                    if p.wake_gen == round && p.awaiting.is_none() {
                         self.drive(c);
                     }
                 }
@@ -350,7 +368,7 @@ impl World<'_> {
                 back,
             } => self.at_store(c, inc, id, req, fate, back),
             Ev::Answer { c, inc, id, reply } => self.answer(c, inc, id, reply),
-            Ev::ChildDue { c, inc, gen } => self.child_due(c, inc, gen),
+            Ev::ChildDue { c, inc, round } => self.child_due(c, inc, round),
             Ev::Resign { c, inc } => self.resign(c, inc),
             Ev::Crash => self.crash(),
             Ev::Freeze => self.freeze(),
@@ -413,8 +431,8 @@ impl World<'_> {
                         return;
                     };
                     p.wake_gen += 1;
-                    let gen = p.wake_gen;
-                    self.schedule(at, Ev::Wake { c, inc, gen });
+                    let round = p.wake_gen;
+                    self.schedule(at, Ev::Wake { c, inc, round });
                     return;
                 }
                 Step::Done => {
@@ -430,13 +448,19 @@ impl World<'_> {
                         self.end_child(c, EndCause::Lost);
                         self.exit(c, "the election is over");
                     } else {
-                        note!(self, self.who(c), "election over; the child runs until its deadline");
+                        note!(
+                            self,
+                            self.who(c),
+                            "election over; the child runs until its deadline"
+                        );
                     }
                     return;
                 }
             }
         }
-        self.violation(format!("c{c}: the state machine did not settle at one instant"));
+        self.violation(format!(
+            "c{c}: the state machine did not settle at one instant"
+        ));
     }
 
     fn on_event(&mut self, c: usize, e: Event) {
@@ -482,7 +506,10 @@ impl World<'_> {
     }
 
     fn has_child(&self, c: usize) -> bool {
-        self.cands[c].process.as_ref().is_some_and(|p| p.child.is_some())
+        self.cands[c]
+            .process
+            .as_ref()
+            .is_some_and(|p| p.child.is_some())
     }
 
     fn start_child(&mut self, c: usize, term: u64) {
@@ -500,7 +527,7 @@ impl World<'_> {
         p.child = Some(Child {
             run,
             deadline,
-            gen: 0,
+            round: 0,
             fixed: false,
         });
         self.children.push(ChildRun {
@@ -519,7 +546,7 @@ impl World<'_> {
             At(due)
         );
         if self.sc.variant.child_policy == ChildPolicy::KilledAtValidUntil {
-            self.schedule(due.max(self.now), Ev::ChildDue { c, inc, gen: 0 });
+            self.schedule(due.max(self.now), Ev::ChildDue { c, inc, round: 0 });
         }
         if !self.calm && self.rng.chance(self.sc.faults.resign) {
             let at = self.now + self.rng.upto(2 * nanos(self.cands[c].timing.lease()));
@@ -548,11 +575,16 @@ impl World<'_> {
         }
         if v > child.deadline {
             child.deadline = v;
-            child.gen += 1;
-            let gen = child.gen;
+            child.round += 1;
+            let round = child.round;
             let due = self.real_at(c, v);
-            note!(self, self.who(c), "lease extended: child may run until {}", At(due));
-            self.schedule(due.max(self.now), Ev::ChildDue { c, inc, gen });
+            note!(
+                self,
+                self.who(c),
+                "lease extended: child may run until {}",
+                At(due)
+            );
+            self.schedule(due.max(self.now), Ev::ChildDue { c, inc, round });
         }
     }
 
@@ -560,30 +592,35 @@ impl World<'_> {
     /// deadline known), whatever later answers say.
     fn fix_deadline(&mut self, c: usize, valid_until: Option<Instant>) {
         let inc = self.cands[c].incarnation;
-        let Some(child) = self.cands[c].process.as_mut().and_then(|p| p.child.as_mut()) else {
+        let Some(child) = self.cands[c]
+            .process
+            .as_mut()
+            .and_then(|p| p.child.as_mut())
+        else {
             return;
         };
         child.fixed = true;
         if let Some(v) = valid_until.filter(|v| *v < child.deadline) {
             child.deadline = v;
-            child.gen += 1;
-            let gen = child.gen;
+            child.round += 1;
+            let round = child.round;
             let due = self.real_at(c, v);
-            self.schedule(due.max(self.now), Ev::ChildDue { c, inc, gen });
+            self.schedule(due.max(self.now), Ev::ChildDue { c, inc, round });
         }
     }
 
-    fn child_due(&mut self, c: usize, inc: u32, gen: u64) {
+    fn child_due(&mut self, c: usize, inc: u32, round: u64) {
         let local = self.local(c);
         let Some(child) = self.process(c, inc).and_then(|p| p.child.as_ref()) else {
             return;
         };
-        if child.gen != gen {
+        if child.round != round {
             return;
         }
-        if local < child.deadline {
-            let due = self.real_at(c, child.deadline);
-            self.schedule(due, Ev::ChildDue { c, inc, gen });
+        let deadline = child.deadline;
+        if local < deadline {
+            let due = self.real_at(c, deadline);
+            self.schedule(due, Ev::ChildDue { c, inc, round });
             return;
         }
         self.end_child(c, EndCause::Deadline);
@@ -621,7 +658,10 @@ impl World<'_> {
             self.who(c),
             "child (term {term}) ends: {cause:?}{}",
             match late_since {
-                Some(due) => format!(", LATE: its supervisor was paused when it was due at {}", At(due)),
+                Some(due) => format!(
+                    ", LATE: its supervisor was paused when it was due at {}",
+                    At(due)
+                ),
                 None => String::new(),
             }
         );
@@ -775,7 +815,12 @@ impl World<'_> {
     fn answer(&mut self, c: usize, inc: u32, id: u64, reply: Reply) {
         let local = self.local(c);
         let Some(p) = self.process(c, inc).filter(|p| p.awaiting == Some(id)) else {
-            note!(self, format!("c{c}.{inc}"), "(gone or no longer waiting) drops {}", describe_reply(&reply));
+            note!(
+                self,
+                format!("c{c}.{inc}"),
+                "(gone or no longer waiting) drops {}",
+                describe_reply(&reply)
+            );
             return;
         };
         p.awaiting = None;
@@ -825,7 +870,11 @@ impl World<'_> {
 
     fn crash(&mut self) {
         let Some(c) = self.pick_victim() else { return };
-        note!(self, self.who(c), "CRASH (kill -9): the child dies with its supervisor");
+        note!(
+            self,
+            self.who(c),
+            "CRASH (kill -9): the child dies with its supervisor"
+        );
         self.end_child(c, EndCause::Crashed);
         self.exit(c, "crashed");
     }
@@ -839,7 +888,12 @@ impl World<'_> {
             self.rng.upto(2 * nanos(timing.lease()))
         };
         let until = self.now + len;
-        note!(self, self.who(c), "PAUSED until {} (its child keeps running)", At(until));
+        note!(
+            self,
+            self.who(c),
+            "PAUSED until {} (its child keeps running)",
+            At(until)
+        );
         self.cands[c].frozen = true;
         self.cands[c].freezes.push((self.now, until));
         self.fault_consequence(until);

@@ -1,0 +1,317 @@
+//! Deterministic simulation of the lease protocol (DESIGN §6, in the manner of
+//! FoundationDB and TigerBeetle): thousands of seeded runs of the real `Election` state
+//! machine, several candidates racing over one `MemoryStore` through a hostile network,
+//! each run checked against the promise of DESIGN §1.
+//!
+//! # The model
+//!
+//! One thread, one priority queue of events in simulated real time (`world.rs`). Each
+//! run has 3–5 candidate hosts; each host reads real time through its own clock, with an
+//! offset of any size and a rate within ±0.99 % (so two clocks differ by less than the
+//! 2 % the default margin covers). On each host a supervisor drives the state machine as
+//! `lease.rs` does, and runs a child while elected, as `cli/run.rs` does:
+//!
+//! - A request from `Step::Send` travels to the store with a delay and is applied at the
+//!   instant it arrives; the answer travels back with a delay, and `handle` gets it with
+//!   the host's local time of arrival. One request in flight per candidate.
+//! - `Step::Wait(t)` wakes the candidate at the real instant its clock reads `t`.
+//! - The child starts at the instant of `Event::Elected`. It runs until the supervisor
+//!   kills it: when the local clock reaches the last `valid_until` the lease reported
+//!   (extended by each renewal that lands; frozen once the machine reports `AtRisk` or
+//!   `Lost`), or at once when its supervisor is killed. A child is modelled as ignoring
+//!   the stop signal: it lives until SIGKILL, the worst case.
+//! - A supervisor whose child was stopped exits (without releasing, as `s3lead run`
+//!   does after losing its lease); one whose machine is done exits; each is restarted
+//!   with no memory, and its requests still in flight may land after it is gone.
+//!
+//! # Faults, and what each stands for
+//!
+//! In the fault phase (4–12 leases), chosen per seed:
+//! - one-way delays up to a whole lease (a congested path, a stalled connection pool, a
+//!   store pausing): answers come after the sender's timeout, writes land after the
+//!   sender was told "ambiguous";
+//! - lost requests (connection reset before the PUT was read: nothing written, the
+//!   sender times out) and lost answers (the PUT took effect, the response did not come
+//!   back);
+//! - 409 Conflict, 503 Slow Down (nothing written), 500 before or after the write
+//!   (ambiguous either way);
+//! - `kill -9` of a supervisor, often the leader's (its child dies with it: PDEATHSIG);
+//! - a supervisor paused (SIGSTOP, a VM or host pause, a long GC): its timers and
+//!   answers wait until it resumes, its clock and its child keep running. A child whose
+//!   deadline passes during a pause dies late: DESIGN §1's one exception, for which the
+//!   fencing term must answer;
+//! - a leader's child exiting by itself, after which the supervisor releases the lease;
+//! - the driver's timeout: the store's request timeout, `lease.rs`'s backstop, or a
+//!   patient two leases.
+//!
+//! Then a calm phase: no new faults, crashes, pauses or resignations, short delays.
+//!
+//! # The checks (`check.rs`)
+//!
+//! 1. No two children run at once, except a child that ended late because its
+//!    supervisor was paused, after its due instant; such an overlap must be fenced: the
+//!    late child's term is smaller.
+//! 2. Terms of successive leaders, in order of start, strictly increase.
+//! 3. Once the calm phase has drained every consequence of the fault phase, there is
+//!    never a stretch longer than `Scenario::liveness_bound` without a running child.
+//!
+//! # Running
+//!
+//! `cargo test --release --test simulation` runs `S3LEAD_SIM_SEEDS` seeds (default
+//! 10 000) from `S3LEAD_SIM_FIRST_SEED` (default 0) on all cores, prints one summary
+//! line and writes it to `target/simulation-summary.txt`. A failure prints its seed, a
+//! trace excerpt and the command that replays it:
+//! `S3LEAD_SIM_SEED=<n> cargo test --release --test simulation -- --nocapture`
+//! prints that run's full trace. The other tests run deliberately broken worlds and
+//! require the checker to catch them.
+
+// The crate root of an integration test resolves modules beside it, in tests/.
+#[path = "simulation/check.rs"]
+mod check;
+#[path = "simulation/rng.rs"]
+mod rng;
+#[path = "simulation/scenario.rs"]
+mod scenario;
+#[path = "simulation/world.rs"]
+mod world;
+
+use check::Violation;
+use scenario::{At, Nanos, Scenario, Variant};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What one seed showed.
+struct Verdict {
+    seed: u64,
+    /// Mutual exclusion and fencing.
+    safety: Vec<Violation>,
+    /// Liveness and the model's own sanity checks.
+    other: Vec<Violation>,
+    elections: u64,
+    fenced_overlaps: u64,
+}
+
+impl Verdict {
+    fn violations(&self) -> impl Iterator<Item = &Violation> {
+        self.safety.iter().chain(&self.other)
+    }
+
+    fn count(&self) -> u64 {
+        (self.safety.len() + self.other.len()) as u64
+    }
+}
+
+fn judge(sc: &Scenario, outcome: &world::Outcome) -> Verdict {
+    let safety = check::safety(&outcome.children, outcome.end_at);
+    let mut other = outcome.violations.clone();
+    other.extend(check::liveness(
+        &outcome.children,
+        outcome.drained_at,
+        outcome.end_at,
+        sc.liveness_bound(),
+    ));
+    Verdict {
+        seed: sc.seed,
+        safety: safety.violations,
+        other,
+        elections: outcome.children.len() as u64,
+        fenced_overlaps: safety.fenced_overlaps,
+    }
+}
+
+fn simulate(seed: u64, variant: Variant, tracing: bool) -> (Scenario, world::Outcome, Verdict) {
+    let sc = Scenario::generate(seed, variant);
+    let outcome = world::run(&sc, tracing);
+    let verdict = judge(&sc, &outcome);
+    (sc, outcome, verdict)
+}
+
+/// Runs `count` seeds from `first` on every core; verdicts in seed order.
+fn run_seeds(first: u64, count: u64, variant: Variant) -> Vec<Verdict> {
+    let next = AtomicU64::new(0);
+    let verdicts = Mutex::new(Vec::with_capacity(count as usize));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut mine = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    mine.push(simulate(first + i, variant, false).2);
+                }
+                verdicts.lock().unwrap().extend(mine);
+            });
+        }
+    });
+    let mut verdicts = verdicts.into_inner().unwrap();
+    verdicts.sort_by_key(|v| v.seed);
+    verdicts
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
+    )
+}
+
+fn replay_command(seed: u64) -> String {
+    format!("S3LEAD_SIM_SEED={seed} cargo test --release --test simulation -- --nocapture")
+}
+
+/// The trace, or the part of it within `window`.
+fn render_trace(outcome: &world::Outcome, window: Option<(Nanos, Nanos)>) -> String {
+    let mut out = String::new();
+    let mut skipped = 0usize;
+    for line in &outcome.trace {
+        if let Some((from, to)) = window {
+            if line.at < from || line.at > to {
+                skipped += 1;
+                continue;
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{:>16}  {:<7} {}",
+            At(line.at).to_string(),
+            line.who,
+            line.what
+        );
+    }
+    if skipped > 0 {
+        let _ = writeln!(
+            out,
+            "({skipped} trace lines outside this excerpt; the replay command prints them all)"
+        );
+    }
+    out
+}
+
+fn render_verdict(v: &Verdict) -> String {
+    let mut out = String::new();
+    for x in v.violations() {
+        let _ = writeln!(out, "  at {}: {}", At(x.at), x.what);
+    }
+    out
+}
+
+/// A failing seed, explained: the violations, the scenario, a trace excerpt around the
+/// first violation, and how to replay it.
+fn explain_failure(seed: u64, variant: Variant) -> String {
+    let (sc, outcome, verdict) = simulate(seed, variant, true);
+    let first = verdict.violations().map(|v| v.at).min().unwrap_or(0);
+    let lease = sc.max_lease();
+    let window = (first.saturating_sub(3 * lease), first + lease);
+    format!(
+        "seed {seed} violates the promise:\n{}\n{sc}\n\ntrace from {} to {}:\n{}\nreplay: {}\n",
+        render_verdict(&verdict),
+        At(window.0),
+        At(window.1),
+        render_trace(&outcome, Some(window)),
+        replay_command(seed)
+    )
+}
+
+fn summary_line(seeds: u64, violations: u64, takeovers: u64) -> String {
+    format!("simulation: {seeds} seeds, {violations} violations, {takeovers} takeovers")
+}
+
+/// `cargo test` shows a passing test's output to no one; CI reads this file instead.
+fn write_summary(line: &str) {
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target tmp dir lies inside the target dir");
+    let path = target.join("simulation-summary.txt");
+    if let Err(e) = std::fs::write(&path, format!("{line}\n")) {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
+}
+
+#[test]
+fn the_protocol_keeps_its_promise_under_faults() {
+    if let Some(seed) = env_u64("S3LEAD_SIM_SEED") {
+        let (sc, outcome, verdict) = simulate(seed, Variant::SOUND, true);
+        println!("{sc}\n");
+        print!("{}", render_trace(&outcome, None));
+        println!(
+            "\n{} children, {} fenced overlaps; violations:\n{}",
+            verdict.elections,
+            verdict.fenced_overlaps,
+            render_verdict(&verdict)
+        );
+        let line = summary_line(1, verdict.count(), verdict.elections);
+        println!("{line}");
+        assert_eq!(verdict.count(), 0, "seed {seed} violates the promise");
+        return;
+    }
+    let count = env_u64("S3LEAD_SIM_SEEDS").unwrap_or(10_000);
+    let first = env_u64("S3LEAD_SIM_FIRST_SEED").unwrap_or(0);
+    let verdicts = run_seeds(first, count, Variant::SOUND);
+    let violations: u64 = verdicts.iter().map(Verdict::count).sum();
+    let takeovers: u64 = verdicts.iter().map(|v| v.elections).sum();
+    let failing: Vec<&Verdict> = verdicts.iter().filter(|v| v.count() > 0).collect();
+    if let Some(worst) = failing.first() {
+        eprintln!(
+            "{} of {count} seeds violate the promise; the first few:",
+            failing.len()
+        );
+        for v in failing.iter().take(10) {
+            let first = v
+                .violations()
+                .next()
+                .map_or(String::new(), |x| x.what.clone());
+            eprintln!("  seed {}: {first}", v.seed);
+        }
+        eprintln!("\n{}", explain_failure(worst.seed, Variant::SOUND));
+    }
+    let line = summary_line(count, violations, takeovers);
+    write_summary(&line);
+    println!("{line}");
+    eprintln!("{line}");
+    assert_eq!(
+        violations,
+        0,
+        "the simulation found violations; replay the first with: {}",
+        failing
+            .first()
+            .map_or(String::new(), |v| replay_command(v.seed))
+    );
+}
+
+/// Runs a broken world and requires the checker to find overlapping children in it.
+fn checker_catches(variant: Variant, seeds: u64) {
+    if std::env::var_os("S3LEAD_SIM_SEED").is_some() {
+        return; // replaying one seed of the sound world
+    }
+    let verdicts = run_seeds(1_000_000, seeds, variant);
+    let caught: Vec<&Verdict> = verdicts.iter().filter(|v| !v.safety.is_empty()).collect();
+    let example = caught.first().map_or(String::new(), |v| {
+        format!(", e.g. seed {}: {}", v.seed, v.safety[0].what)
+    });
+    eprintln!(
+        "broken world ({}): {} of {seeds} seeds caught{example}",
+        variant.name,
+        caught.len()
+    );
+    assert!(
+        !caught.is_empty(),
+        "the checker found no overlap in {seeds} seeds of a broken world ({})",
+        variant.name
+    );
+}
+
+#[test]
+fn the_checker_catches_a_margin_too_small_for_the_clock_rates() {
+    checker_catches(Variant::TINY_MARGIN_FAST_CLOCKS, 400);
+}
+
+#[test]
+fn the_checker_catches_a_supervisor_that_waits_for_the_state_machine() {
+    checker_catches(Variant::CHILD_WAITS_FOR_MACHINE, 400);
+}
