@@ -25,6 +25,9 @@ _s3lead() {
             s3lead,run)
                 cmd="s3lead__subcmd__run"
                 ;;
+            s3lead,status)
+                cmd="s3lead__subcmd__status"
+                ;;
             s3lead__subcmd__help,__guard)
                 cmd="s3lead__subcmd__help__subcmd____guard"
                 ;;
@@ -34,6 +37,9 @@ _s3lead() {
             s3lead__subcmd__help,run)
                 cmd="s3lead__subcmd__help__subcmd__run"
                 ;;
+            s3lead__subcmd__help,status)
+                cmd="s3lead__subcmd__help__subcmd__status"
+                ;;
             *)
                 ;;
         esac
@@ -41,7 +47,7 @@ _s3lead() {
 
     case "${cmd}" in
         s3lead)
-            opts="-v -q -h -V --verbose --quiet --log-format --help --version run __guard help"
+            opts="-v -q -h -V --verbose --quiet --log-format --help --version run status __guard help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -77,7 +83,7 @@ _s3lead() {
             return 0
             ;;
         s3lead__subcmd__help)
-            opts="run __guard help"
+            opts="run status __guard help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -119,6 +125,20 @@ _s3lead() {
             return 0
             ;;
         s3lead__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        s3lead__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -203,6 +223,36 @@ _s3lead() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --endpoint-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --region)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        s3lead__subcmd__status)
+            opts="-v -q -h -V --json --endpoint-url --region --profile --path-style --verbose --quiet --log-format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --endpoint-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

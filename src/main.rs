@@ -35,6 +35,7 @@ fn main() {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => s3lead::cli::run::run(*args).await,
+            Command::Status(args) => s3lead::cli::status::status(args).await,
             Command::Guard => Ok(0),
         }
     });

@@ -17,7 +17,9 @@
 //! Nothing here asserts how long anything took: waits are bounded polls, and instants
 //! are compared only where the promise orders them.
 //!
-//! Knobs: `S3LEAD_CHAOS_SEED` replays a fault plan, `S3LEAD_CHAOS_FAULTS` sets its length.
+//! Knobs: `S3LEAD_CHAOS_SEED` replays a fault plan, `S3LEAD_CHAOS_FAULTS` sets its length,
+//! `S3LEAD_CHAOS_KEEP` keeps the journal and the supervisors' logs (always kept when the
+//! test fails; the path is printed).
 
 mod e2e;
 mod support;
@@ -302,7 +304,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("S3LEAD_CHAOS_KEEP").is_some() {
             if let Some(dir) = self.scratch.take() {
                 eprintln!(
                     "chaos: journal and supervisor logs kept in {}",

@@ -6,6 +6,7 @@
 //! the error type every subcommand reports through.
 
 pub mod run;
+pub mod status;
 
 use crate::store::s3::S3Options;
 use crate::supervise::parse_signal;
@@ -57,6 +58,8 @@ pub enum Command {
         override_usage = "s3lead run [OPTIONS] <LOCK> -- <COMMAND> [ARGS]...\n       s3lead run [OPTIONS] <LOCK> -c '<shell command>'"
     )]
     Run(Box<RunArgs>),
+    /// Show who holds the lock (one read; writes nothing).
+    Status(status::StatusArgs),
     /// Kill a supervised process group if s3lead dies (internal).
     #[command(name = "__guard", hide = true)]
     Guard,

@@ -356,7 +356,7 @@ fn campaign_failure(lock: &str, args: &RunArgs, e: CampaignError) -> Result<i32,
     }
 }
 
-fn store_failure(lock: &str, e: &StoreError) -> Failure {
+pub(crate) fn store_failure(lock: &str, e: &StoreError) -> Failure {
     let code = match e {
         StoreError::Fatal(FatalKind::Permission, _) => exit::PERMISSION,
         StoreError::Fatal(FatalKind::TooLarge, _) => exit::BAD_RECORD,

@@ -160,8 +160,14 @@ enum Ev {
         inc: u32,
         round: u64,
     },
-    /// The leader's child exits by itself; the supervisor then releases.
-    Resign {
+    /// The leader's child exits by itself (its job is done, or an operator stopped it):
+    /// a process of its own, it exits even while its supervisor is paused.
+    ChildExits {
+        c: usize,
+        inc: u32,
+    },
+    /// The supervisor reaps the exited child and releases the lease.
+    Release {
         c: usize,
         inc: u32,
     },
@@ -180,7 +186,7 @@ impl Ev {
             Ev::Wake { c, .. }
             | Ev::Answer { c, .. }
             | Ev::ChildDue { c, .. }
-            | Ev::Resign { c, .. } => Some(*c),
+            | Ev::Release { c, .. } => Some(*c),
             _ => None,
         }
     }
@@ -259,7 +265,7 @@ struct Child {
 enum EndCause {
     Deadline,
     Lost,
-    Resigned,
+    ExitedOnItsOwn,
     Crashed,
 }
 
@@ -369,7 +375,8 @@ impl World<'_> {
             } => self.at_store(c, inc, id, req, fate, back),
             Ev::Answer { c, inc, id, reply } => self.answer(c, inc, id, reply),
             Ev::ChildDue { c, inc, round } => self.child_due(c, inc, round),
-            Ev::Resign { c, inc } => self.resign(c, inc),
+            Ev::ChildExits { c, inc } => self.child_exits(c, inc),
+            Ev::Release { c, inc } => self.release(c, inc),
             Ev::Crash => self.crash(),
             Ev::Freeze => self.freeze(),
             Ev::Thaw { c } => self.thaw(c),
@@ -550,7 +557,7 @@ impl World<'_> {
         }
         if !self.calm && self.rng.chance(self.sc.faults.resign) {
             let at = self.now + self.rng.upto(2 * nanos(self.cands[c].timing.lease()));
-            self.schedule(at, Ev::Resign { c, inc });
+            self.schedule(at, Ev::ChildExits { c, inc });
         }
     }
 
@@ -632,7 +639,9 @@ impl World<'_> {
             return;
         };
         let mut late_since = None;
-        if cause == EndCause::Deadline {
+        // However it ends (killed at last, exited on its own, killed with its
+        // supervisor), a child still running after its deadline ran late.
+        if self.sc.variant.child_policy == ChildPolicy::KilledAtValidUntil {
             let due = self.real_at(c, child.deadline);
             if due < self.now {
                 let paused = self.cands[c]
@@ -833,17 +842,23 @@ impl World<'_> {
         self.drive(c);
     }
 
-    fn resign(&mut self, c: usize, inc: u32) {
+    fn child_exits(&mut self, c: usize, inc: u32) {
         if self.calm {
             return;
         }
         let Some(p) = self.process(c, inc) else {
             return;
         };
-        if p.resigning || !p.child.as_ref().is_some_and(|ch| !ch.fixed) {
+        if !p.child.as_ref().is_some_and(|ch| !ch.fixed) {
             return;
         }
-        self.end_child(c, EndCause::Resigned);
+        self.end_child(c, EndCause::ExitedOnItsOwn);
+        // First among whatever else is due now, or first after a pause.
+        self.schedule_with_tie(self.now, 0, Ev::Release { c, inc });
+    }
+
+    /// Only after the child has exited (DESIGN §3 "Release").
+    fn release(&mut self, c: usize, inc: u32) {
         let Some(p) = self.process(c, inc) else {
             return;
         };

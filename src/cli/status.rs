@@ -1,0 +1,86 @@
+//! `s3lead status`: one read of the lock object, shown to a person or (`--json`) to a
+//! program. It writes nothing, and it judges nothing by time: whether the holder is still
+//! alive can only be known by watching the record change (DESIGN §3), so the wall-clock
+//! age of the last renewal is shown as information, by this host's clock.
+
+use super::{Failure, S3Args};
+use crate::exit;
+use crate::record::LockRecord;
+use crate::store::{LockStore, LockUrl, ReadReply};
+use crate::timing::Dur;
+use clap::Args;
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The lock: s3://BUCKET/KEY, file:///ABS/PATH, or a local path.
+    pub lock: String,
+
+    /// Print one JSON object: {"lock", "state": "held"|"released"|"absent", "record"}.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
+    let lock = args.lock.as_str();
+    let url = LockUrl::parse(lock).map_err(|m| Failure::new(exit::USAGE, m))?;
+    let store = url
+        .open(&args.s3.options(Duration::from_secs(5)))
+        .await
+        .map_err(|e| super::run::store_failure(lock, &e))?;
+    let reply = store
+        .read(None)
+        .await
+        .map_err(|e| super::run::store_failure(lock, &e))?;
+    let record = match reply {
+        ReadReply::Found { body, .. } => Some(
+            LockRecord::decode(&body)
+                .map_err(|e| Failure::new(exit::BAD_RECORD, format!("{lock}: {e}")))?,
+        ),
+        ReadReply::Missing | ReadReply::NotModified => None,
+    };
+    let state = match &record {
+        None => "absent",
+        Some(r) if r.released => "released",
+        Some(_) => "held",
+    };
+    if args.json {
+        let v = serde_json::json!({ "lock": lock, "state": state, "record": record });
+        println!("{v}");
+        return Ok(0);
+    }
+    match record {
+        None => println!("{lock}: free (no lock object yet; the first holder gets term 1)"),
+        Some(r) => {
+            let age = humantime::parse_rfc3339(&r.renewed_at)
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .map(|d| {
+                    format!(
+                        ", {} ago by this host's clock",
+                        Dur(Duration::from_secs(d.as_secs()))
+                    )
+                })
+                .unwrap_or_default();
+            if r.released {
+                println!(
+                    "{lock}: free (released by {}, term {}; the next holder gets term {})",
+                    r.holder,
+                    r.term,
+                    r.term.next()
+                );
+            } else {
+                println!("{lock}: held by {}", r.holder);
+                println!("  term       {}", r.term);
+                println!("  lease      {}", Dur(r.lease()));
+                println!("  acquired   {}", r.acquired_at);
+                println!("  renewed    {}{age}", r.renewed_at);
+                println!("  lease id   {}", r.lease_id);
+            }
+        }
+    }
+    Ok(0)
+}

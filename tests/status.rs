@@ -1,0 +1,70 @@
+//! End-to-end tests of `s3lead status`: what an operator sees before, during and after a
+//! lease, on the file store and on the test S3 server.
+
+mod e2e;
+mod support;
+
+use e2e::{Lock, finish, read, send_signal, wait_exit, wait_for};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn status(lock: &Lock, json: bool) -> serde_json::Value {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_s3lead"));
+    c.arg("status");
+    if json {
+        c.arg("--json");
+    }
+    c.arg(&lock.url).envs(lock.env.iter().map(|(k, v)| (k, v)));
+    let f = finish(c, LIMIT);
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    if json {
+        serde_json::from_str(f.stdout.trim()).expect("one JSON object")
+    } else {
+        serde_json::Value::String(f.stdout)
+    }
+}
+
+fn status_follows_the_lease(lock: Lock) {
+    assert_eq!(status(&lock, true)["state"], "absent");
+    let ready = lock.path("ready");
+    let mut holder = lock
+        .run(&[
+            "--id",
+            "op-visible",
+            "-c",
+            &format!("touch {}; sleep 30", ready.display()),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for("the command to start", LIMIT, || ready.exists());
+    let v = status(&lock, true);
+    assert_eq!(v["state"], "held");
+    assert_eq!(v["record"]["holder"], "op-visible");
+    assert_eq!(v["record"]["term"], 1);
+    let text = status(&lock, false);
+    let text = text.as_str().unwrap();
+    assert!(text.contains("held by op-visible"), "{text}");
+    assert!(text.contains("term       1"), "{text}");
+    send_signal(holder.id(), "TERM");
+    wait_exit(&mut holder, LIMIT);
+    assert_eq!(status(&lock, true)["state"], "released");
+    let text = status(&lock, false);
+    assert!(
+        text.as_str().unwrap().contains("next holder gets term 2"),
+        "{text}"
+    );
+    let _ = read(&ready);
+}
+
+#[test]
+fn status_follows_the_lease_on_file() {
+    status_follows_the_lease(Lock::file());
+}
+
+#[test]
+fn status_follows_the_lease_on_s3() {
+    status_follows_the_lease(Lock::s3("status"));
+}
