@@ -12,6 +12,10 @@
 //! - **A 5xx or a timeout on a write is ambiguous**: the write may have landed (Ceph RGW
 //!   answers most losers of an `If-Match` race with 500). Only refusals that certainly
 //!   had no effect (throttling, a refused connection) are reported as unavailable.
+//! - **Missing credentials are fatal until the store has answered once.** Before that
+//!   they are a setup mistake that deserves one clear line; after it, a failure to
+//!   refresh them (an instance metadata hiccup) is retried like an outage, since a
+//!   leader must not give up its lease over it.
 //! - **Ceph RGW (and reportedly Hetzner) accept `If-Match` only with the ETag unquoted**,
 //!   and answer the quoted ETag they themselves returned with 412. On a 412 we re-read
 //!   the ETag; if it is the one we sent, we switch to unquoted `If-Match` for the life of
