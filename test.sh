@@ -14,7 +14,8 @@
 #   S3LEAD_TEST_SERVERS=localstack ./test.sh    choose the passes (any of localstack rgw moto)
 #   ./test.sh -- --nocapture                    extra arguments go to the test binaries
 #
-# Every pass runs even if an earlier one failed; the exit status is non-zero if any did.
+# Every pass runs even if an earlier one failed, and every test binary even if an earlier
+# one failed (--no-fail-fast); the exit status is non-zero if anything failed.
 # Servers are stopped at the end, also on failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -72,12 +73,12 @@ run_pass() {
   # shellcheck disable=SC2086
   if [[ $kind == localstack ]]; then
     section "$kind pass: cargo test --release --all-targets"
-    env $line cargo test --release --all-targets -- "${test_args[@]}" || status=1
+    env $line cargo test --release --all-targets --no-fail-fast -- "${test_args[@]}" || status=1
     section "$kind pass: cargo test --release --doc"
     env $line cargo test --release --doc -- "${test_args[@]}" || status=1
   else
     section "$kind pass: cargo test --release --tests -- on_s3"
-    env $line cargo test --release --tests -- on_s3 "${test_args[@]}" || status=1
+    env $line cargo test --release --tests --no-fail-fast -- on_s3 "${test_args[@]}" || status=1
   fi
   stop_servers
   return "$status"

@@ -90,6 +90,9 @@ struct Verdict {
     other: Vec<Violation>,
     elections: u64,
     fenced_overlaps: u64,
+    late_children: u64,
+    /// The longest calm stretch without a leader, in thousandths of the bound.
+    longest_gap_permille: u64,
 }
 
 impl Verdict {
@@ -105,18 +108,26 @@ impl Verdict {
 fn judge(sc: &Scenario, outcome: &world::Outcome) -> Verdict {
     let safety = check::safety(&outcome.children, outcome.end_at);
     let mut other = outcome.violations.clone();
-    other.extend(check::liveness(
+    let bound = sc.liveness_bound();
+    let liveness = check::liveness(
         &outcome.children,
         outcome.drained_at,
         outcome.end_at,
-        sc.liveness_bound(),
-    ));
+        bound,
+    );
+    other.extend(liveness.violations);
     Verdict {
         seed: sc.seed,
         safety: safety.violations,
         other,
         elections: outcome.children.len() as u64,
         fenced_overlaps: safety.fenced_overlaps,
+        late_children: outcome
+            .children
+            .iter()
+            .filter(|c| c.late_since.is_some())
+            .count() as u64,
+        longest_gap_permille: liveness.longest_gap * 1000 / bound.max(1),
     }
 }
 
@@ -269,6 +280,17 @@ fn the_protocol_keeps_its_promise_under_faults() {
             eprintln!("  seed {}: {first}", v.seed);
         }
         eprintln!("\n{}", explain_failure(worst.seed, Variant::SOUND));
+    }
+    let fenced: u64 = verdicts.iter().map(|v| v.fenced_overlaps).sum();
+    let late: u64 = verdicts.iter().map(|v| v.late_children).sum();
+    if let Some(v) = verdicts.iter().max_by_key(|v| v.longest_gap_permille) {
+        eprintln!(
+            "details: {late} children outlived their lease in a paused supervisor, \
+             {fenced} overlaps they caused (all fenced unless counted above); \
+             longest calm stretch without a leader: {:.1} % of the bound (seed {})",
+            v.longest_gap_permille as f64 / 10.0,
+            v.seed
+        );
     }
     let line = summary_line(count, violations, takeovers);
     write_summary(&line);

@@ -43,13 +43,11 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{
-    Credentials, ProvideCredentials, Region, RequestChecksumCalculation,
-    ResponseChecksumValidation, SharedCredentialsProvider,
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use std::error::Error as StdError;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -691,22 +689,8 @@ fn classify(location: &str, bucket: &str, op: Op, failure: Failure) -> StoreErro
 ///
 /// The SDK reports it as a dispatch failure (identity resolution runs just before
 /// sending), indistinguishable from a network error except by the error's type.
-/// `CredentialsError` lives in `aws-credential-types`, which is not a direct
-/// dependency; its type is recovered from the signature of
-/// [`ProvideCredentials::provide_credentials`] instead, without calling it.
 fn has_credentials_error(err: &(dyn StdError + 'static)) -> bool {
-    fn checker<F, T, E>(
-        _: fn(&'static SharedCredentialsProvider) -> F,
-    ) -> fn(&(dyn StdError + 'static)) -> bool
-    where
-        F: Future<Output = Result<T, E>>,
-        E: StdError + 'static,
-    {
-        |e| e.is::<E>()
-    }
-    let is_credentials_error =
-        checker(<SharedCredentialsProvider as ProvideCredentials>::provide_credentials);
-    sources(err).any(is_credentials_error)
+    sources(err).any(|e| e.is::<aws_credential_types::provider::error::CredentialsError>())
 }
 
 /// Whether the connection was refused, so that nothing was sent.

@@ -98,16 +98,25 @@ pub fn safety(children: &[ChildRun], end_of_run: Nanos) -> Safety {
     found
 }
 
+/// What the liveness check found.
+#[derive(Default, Debug)]
+pub struct Liveness {
+    pub violations: Vec<Violation>,
+    /// The longest stretch without a running child.
+    pub longest_gap: Nanos,
+}
+
 /// Liveness (§1.3): within `[from, to]`, no stretch longer than `bound` without a
 /// running child.
-pub fn liveness(children: &[ChildRun], from: Nanos, to: Nanos, bound: Nanos) -> Vec<Violation> {
-    let mut found = Vec::new();
+pub fn liveness(children: &[ChildRun], from: Nanos, to: Nanos, bound: Nanos) -> Liveness {
+    let mut found = Liveness::default();
     let mut order: Vec<&ChildRun> = children.iter().collect();
     order.sort_by_key(|c| c.start);
     let mut covered_until = from;
-    let gap = |start: Nanos, end: Nanos, found: &mut Vec<Violation>| {
+    let gap = |start: Nanos, end: Nanos, found: &mut Liveness| {
+        found.longest_gap = found.longest_gap.max(end.saturating_sub(start));
         if end.saturating_sub(start) > bound {
-            found.push(Violation {
+            found.violations.push(Violation {
                 at: start,
                 what: format!(
                     "no leader from {} to {} ({} > bound {}) in the calm phase",
@@ -201,9 +210,13 @@ mod tests {
     #[test]
     fn gaps_longer_than_the_bound_are_found() {
         let runs = [child(0, 1, 0, 10), child(1, 2, 25, 30)];
-        assert!(liveness(&runs, 0, 40, 15).is_empty());
-        assert_eq!(liveness(&runs, 0, 40, 14).len(), 1);
-        assert_eq!(liveness(&runs, 0, 60, 15).len(), 1, "the trailing gap");
-        assert_eq!(liveness(&[], 0, 60, 15).len(), 1);
+        let found = liveness(&runs, 0, 40, 15);
+        assert!(found.violations.is_empty());
+        assert_eq!(found.longest_gap, 15);
+        assert_eq!(liveness(&runs, 0, 40, 14).violations.len(), 1);
+        let trailing = liveness(&runs, 0, 60, 15);
+        assert_eq!(trailing.violations.len(), 1, "the trailing gap");
+        assert_eq!(trailing.longest_gap, 30);
+        assert_eq!(liveness(&[], 0, 60, 15).violations.len(), 1);
     }
 }

@@ -259,6 +259,9 @@ pub struct Scenario {
     /// When some supervisor is paused (SIGSTOP, a VM pause, a long GC), for how long is
     /// drawn then.
     pub freezes: Vec<Nanos>,
+    /// When some host (a leader half of the time) loses its network, for up to two
+    /// leases.
+    pub partitions: Vec<Nanos>,
 }
 
 impl Scenario {
@@ -349,6 +352,7 @@ impl Scenario {
         let calm_delay = rng.between(MS / 10, (50 * MS).min(min_request_timeout / 4).max(MS / 10));
         let crashes = (0..rng.upto(4)).map(|_| rng.below(fault_phase)).collect();
         let freezes = (0..rng.upto(4)).map(|_| rng.below(fault_phase)).collect();
+        let partitions = (0..rng.upto(4)).map(|_| rng.below(fault_phase)).collect();
         Scenario {
             seed,
             variant,
@@ -359,6 +363,7 @@ impl Scenario {
             calm_delay,
             crashes,
             freezes,
+            partitions,
         }
     }
 
@@ -445,19 +450,16 @@ impl fmt::Display for Scenario {
             fl.slow,
             At(fl.fast_delay)
         )?;
+        let instants = |ts: &[Nanos]| ts.iter().map(|t| At(*t).to_string()).collect::<Vec<_>>();
         write!(
             f,
-            "  resign chance {:.2}, restart within {}, crashes at {:?}, pauses at {:?}",
+            "  resign chance {:.2}, restart within {}, crashes at {:?}, pauses at {:?}, \
+             network cut at {:?}",
             fl.resign,
             At(fl.restart_within),
-            self.crashes
-                .iter()
-                .map(|t| At(*t).to_string())
-                .collect::<Vec<_>>(),
-            self.freezes
-                .iter()
-                .map(|t| At(*t).to_string())
-                .collect::<Vec<_>>()
+            instants(&self.crashes),
+            instants(&self.freezes),
+            instants(&self.partitions)
         )
     }
 }

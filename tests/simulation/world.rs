@@ -66,6 +66,7 @@ pub fn run(sc: &Scenario, tracing: bool) -> Outcome {
                 frozen: false,
                 deferred: Vec::new(),
                 freezes: Vec::new(),
+                cut_off_until: 0,
             })
             .collect(),
         children: Vec::new(),
@@ -86,6 +87,9 @@ pub fn run(sc: &Scenario, tracing: bool) -> Outcome {
     }
     for &t in &sc.freezes {
         w.schedule(t, Ev::Freeze);
+    }
+    for &t in &sc.partitions {
+        w.schedule(t, Ev::Partition);
     }
     w.schedule(sc.fault_phase, Ev::Calm);
     let mut events = 0u64;
@@ -147,12 +151,14 @@ enum Ev {
         fate: Fate,
         back: Nanos,
     },
-    /// An answer (or the sender's own timeout) reaches the candidate.
+    /// An answer from the store (`via_network`) or the sender's own timeout reaches
+    /// the candidate.
     Answer {
         c: usize,
         inc: u32,
         id: u64,
         reply: Reply,
+        via_network: bool,
     },
     /// The supervisor's child timer: the local clock reached the child's deadline.
     ChildDue {
@@ -173,6 +179,8 @@ enum Ev {
     },
     Crash,
     Freeze,
+    /// Some host loses its network for a while.
+    Partition,
     Thaw {
         c: usize,
     },
@@ -234,6 +242,8 @@ struct Cand {
     deferred: Vec<Ev>,
     /// Real intervals during which it was paused.
     freezes: Vec<(Nanos, Nanos)>,
+    /// Until then, the host's requests and the answers to it are lost.
+    cut_off_until: Nanos,
 }
 
 /// One life of a supervisor (an `s3lead run` process).
@@ -350,6 +360,17 @@ impl World<'_> {
     }
 
     fn dispatch(&mut self, ev: Ev) {
+        if let Ev::Answer {
+            c,
+            via_network: true,
+            ..
+        } = ev
+        {
+            if self.now < self.cands[c].cut_off_until {
+                note!(self, self.who(c), "an answer is lost: the host is cut off");
+                return;
+            }
+        }
         if let Some(c) = ev.candidate() {
             if self.cands[c].frozen {
                 self.cands[c].deferred.push(ev);
@@ -373,7 +394,10 @@ impl World<'_> {
                 fate,
                 back,
             } => self.at_store(c, inc, id, req, fate, back),
-            Ev::Answer { c, inc, id, reply } => self.answer(c, inc, id, reply),
+            Ev::Answer {
+                c, inc, id, reply, ..
+            } => self.answer(c, inc, id, reply),
+            Ev::Partition => self.partition(),
             Ev::ChildDue { c, inc, round } => self.child_due(c, inc, round),
             Ev::ChildExits { c, inc } => self.child_exits(c, inc),
             Ev::Release { c, inc } => self.release(c, inc),
@@ -702,8 +726,22 @@ impl World<'_> {
         let timeout_at = self
             .real_at(c, self.local(c) + self.sc.timeout(c))
             .max(self.now);
-        let (fate, out, back) = self.choose_fate(is_write);
-        note!(self, self.who(c), "sends {}", describe_request(&req));
+        let (mut fate, out, back) = self.choose_fate(is_write);
+        let cut_off = self.now < self.cands[c].cut_off_until;
+        if cut_off {
+            fate = Fate::LoseRequest;
+        }
+        note!(
+            self,
+            self.who(c),
+            "sends {}{}",
+            describe_request(&req),
+            if cut_off {
+                " (LOST: the host is cut off)"
+            } else {
+                ""
+            }
+        );
         let timed_out = if is_write {
             Reply::Write(Err(StoreError::Ambiguous("write timed out".into())))
         } else {
@@ -716,6 +754,7 @@ impl World<'_> {
                 inc,
                 id,
                 reply: timed_out,
+                via_network: false,
             },
         );
         self.fault_consequence(timeout_at.max(self.now + out + back));
@@ -807,7 +846,16 @@ impl World<'_> {
         };
         if let Some(reply) = reply {
             let at = self.now + back;
-            self.schedule(at, Ev::Answer { c, inc, id, reply });
+            self.schedule(
+                at,
+                Ev::Answer {
+                    c,
+                    inc,
+                    id,
+                    reply,
+                    via_network: true,
+                },
+            );
         }
     }
 
@@ -913,6 +961,24 @@ impl World<'_> {
         self.cands[c].freezes.push((self.now, until));
         self.fault_consequence(until);
         self.schedule(until, Ev::Thaw { c });
+    }
+
+    /// The host keeps running, its child too, but nothing it sends arrives and nothing
+    /// comes back: a leader on the wrong side of a partition stops renewing while its
+    /// child runs on to `valid_until`. This is where the margin is tested.
+    fn partition(&mut self) {
+        let Some(c) = self.pick_victim() else { return };
+        let lease = nanos(self.cands[c].timing.lease());
+        let until = self.now + self.rng.upto(2 * lease);
+        note!(
+            self,
+            self.who(c),
+            "CUT OFF from the network until {}",
+            At(until)
+        );
+        let cand = &mut self.cands[c];
+        cand.cut_off_until = cand.cut_off_until.max(until);
+        self.fault_consequence(until);
     }
 
     fn thaw(&mut self, c: usize) {
