@@ -27,9 +27,8 @@
 #
 # Exit status: 0 ready; 1 failed to start (logs printed); 2 usage; 3 not installed (the
 # message says what to run: scripts/install-test-servers.sh).
-# Tunables: S3LEAD_TEST_START_TIMEOUT (seconds to become ready, all of up to 3 attempts
-# together, default 180),
-# S3LEAD_CACHE_DIR (where install-test-servers.sh put the venvs).
+# Tunables: S3LEAD_TEST_START_TIMEOUT (seconds to become ready, shared by up to 3
+# attempts, default 180); S3LEAD_CACHE_DIR (where install-test-servers.sh put the venvs).
 set -euo pipefail
 
 SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -371,6 +370,14 @@ stop_half_started() {
   kill -TERM "$pid" 2>/dev/null || true
 }
 
+# Whether the wrapper is gone without a word (killed): it is our child, so a zombie.
+wrapper_vanished() {
+  local stat
+  { read -r stat <"/proc/$launched/stat"; } 2>/dev/null || return 0
+  stat=${stat##*) }
+  [[ ${stat:0:1} == Z ]]
+}
+
 deadline=$((SECONDS + START_TIMEOUT + 90))
 while true; do
   if [[ -f "$dir/ready" ]]; then
@@ -379,7 +386,7 @@ while true; do
     exit 0
   fi
   # No dir: the wrapper was told to stop before it was ready, and cleaned up.
-  if [[ -f "$dir/failed" || -f "$dir/stopped" || ! -d "$dir" ]] || ((SECONDS > deadline)); then
+  if [[ -f "$dir/failed" || -f "$dir/stopped" || ! -d "$dir" ]] || wrapper_vanished || ((SECONDS > deadline)); then
     # Let the wrapper finish stopping so the logs are complete.
     for _ in $(seq 1 $((STOP_GRACE * 10 + 50))); do [[ -f "$dir/stopped" || ! -d "$dir" ]] && break; sleep 0.1; done
     {

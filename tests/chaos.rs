@@ -383,7 +383,7 @@ fn leaders_never_overlap_under_chaos_on_s3() {
     let plan = plan(seed, faults);
     let server = support::s3_server();
     eprintln!(
-        "chaos: {} server, seed {seed} (S3LEAD_CHAOS_SEED replays), {SUPERVISORS} supervisors, plan: {}",
+        "chaos: {} server, seed {seed} (S3LEAD_CHAOS_SEED={seed} repeats this plan), {SUPERVISORS} supervisors, plan: {}",
         server.kind,
         plan.iter()
             .map(|f| f.to_string())
@@ -533,6 +533,7 @@ fn leaders_never_overlap_under_chaos_on_s3() {
         record["term"]
     );
     for (what, list) in [
+        ("long pause", &verdict.pauses),
         ("explained overlap", &verdict.explained),
         ("OVERLAP", &verdict.overlaps),
         ("STALE WRITE ACCEPTED", &verdict.stale_accepted),
@@ -586,6 +587,14 @@ fn leaders_never_overlap_under_chaos_on_s3() {
         "the lock record's term {} is behind the children's {}",
         record["term"],
         j.max_term()
+    );
+    assert!(
+        exits.is_empty(),
+        "a supervisor hit by a fault must exit with the lost code (76), others only when killed: {exits:#?}"
+    );
+    assert!(
+        late_stops.is_empty(),
+        "stops logged after the lease's end without a long pause: {late_stops:#?}"
     );
     assert!(
         verdict.slow_stops.is_empty(),

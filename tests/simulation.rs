@@ -109,12 +109,7 @@ fn judge(sc: &Scenario, outcome: &world::Outcome) -> Verdict {
     let safety = check::safety(&outcome.children, outcome.end_at);
     let mut other = outcome.violations.clone();
     let bound = sc.liveness_bound();
-    let liveness = check::liveness(
-        &outcome.children,
-        outcome.drained_at,
-        outcome.end_at,
-        bound,
-    );
+    let liveness = check::liveness(&outcome.children, outcome.drained_at, outcome.end_at, bound);
     other.extend(liveness.violations);
     Verdict {
         seed: sc.seed,
@@ -247,7 +242,12 @@ fn write_summary(line: &str) {
 #[test]
 fn the_protocol_keeps_its_promise_under_faults() {
     if let Some(seed) = env_u64("S3LEAD_SIM_SEED") {
-        let (sc, outcome, verdict) = simulate(seed, Variant::SOUND, true);
+        let key = std::env::var("S3LEAD_SIM_WORLD").unwrap_or_else(|_| "sound".into());
+        let variant = Variant::ALL
+            .into_iter()
+            .find(|v| v.key == key)
+            .unwrap_or_else(|| panic!("S3LEAD_SIM_WORLD={key:?}: no such world"));
+        let (sc, outcome, verdict) = simulate(seed, variant, true);
         println!("{sc}\n");
         print!("{}", render_trace(&outcome, None));
         println!(
@@ -317,9 +317,12 @@ fn checker_catches(variant: Variant, seeds: u64) {
         format!(", e.g. seed {}: {}", v.seed, v.safety[0].what)
     });
     eprintln!(
-        "broken world ({}): {} of {seeds} seeds caught{example}",
+        "broken world ({}): {} of {seeds} seeds caught{example} \
+         (replay: S3LEAD_SIM_WORLD={} S3LEAD_SIM_SEED=<n> cargo test --release --test simulation \
+         -- --nocapture the_protocol)",
         variant.name,
-        caught.len()
+        caught.len(),
+        variant.key
     );
     assert!(
         !caught.is_empty(),
@@ -336,4 +339,9 @@ fn the_checker_catches_a_margin_too_small_for_the_clock_rates() {
 #[test]
 fn the_checker_catches_a_supervisor_that_waits_for_the_state_machine() {
     checker_catches(Variant::CHILD_WAITS_FOR_MACHINE, 400);
+}
+
+#[test]
+fn the_checker_catches_half_the_margin_the_clock_rates_need() {
+    checker_catches(Variant::HALF_THE_MARGIN, 400);
 }

@@ -143,12 +143,25 @@ impl Supervision<'_> {
                     }
                 }
                 _ = sleep_until(kill_at), if !killed => {
-                    if boot_now() >= self.kill_deadline(self.leadership.status().valid_until) {
+                    let st = self.leadership.status();
+                    let now = boot_now();
+                    if now >= st.valid_until {
+                        // The lease ran out (a pause or a stalled scheduler can bring us
+                        // here before the stop point's branch ran): it is lost.
+                        self.lose();
+                    }
+                    if now >= self.kill_deadline(st.valid_until) {
                         self.kill();
                     }
                 }
             }
         };
+        // The child may have exited in the same instant the lease was lost; a lease past
+        // its stop point is not ours to release, and the run counts as lost.
+        let st = self.leadership.status();
+        if matches!(st.state, LeaseState::AtRisk | LeaseState::Lost(_)) || boot_now() >= st.stop_at {
+            self.lost = true;
+        }
         match exit {
             ChildExit::Code(c) => info!(lock, "command exited with status {c}"),
             ChildExit::Signaled(s) => info!(lock, "command killed by {s}"),

@@ -181,6 +181,8 @@ pub struct Verdict {
     pub term_errors: Vec<String>,
     /// A long-paused leader's child still running too long after its supervisor resumed.
     pub slow_stops: Vec<String>,
+    /// What became of each long-paused leader's child, for the log.
+    pub pauses: Vec<String>,
 }
 
 /// Judges a finished journal. `resume_bound_ns`: how long after SIGCONT a long-paused
@@ -238,6 +240,23 @@ pub fn judge(j: &Journal, pauses: &[LongPause], resume_bound_ns: u64) -> Verdict
         let succeeded = lives
             .iter()
             .any(|b| b.term > a.term && b.start_ns < a.last_ns);
+        let rejected = j
+            .writes
+            .iter()
+            .filter(|w| (w.term, w.pid) == p.child && !w.accepted)
+            .count();
+        v.pauses.push(format!(
+            "{a}: supervisor stopped at {} ns, resumed at {} ns; last sign of life {} ms after \
+             SIGCONT; {rejected} of its writes rejected; {}",
+            p.stopped_ns,
+            p.resumed_ns,
+            ms_signed(a.last_ns, p.resumed_ns),
+            if succeeded {
+                "a successor started while it ran"
+            } else {
+                "no successor while it ran"
+            }
+        ));
         if succeeded && a.last_ns > p.resumed_ns + resume_bound_ns {
             v.slow_stops.push(format!(
                 "{a}: still running {} ms after its supervisor resumed (SIGCONT at {} ns)",
@@ -266,4 +285,9 @@ pub fn judge(j: &Journal, pauses: &[LongPause], resume_bound_ns: u64) -> Verdict
         }
     }
     v
+}
+
+/// `a − b` in milliseconds, negative if `a` came first.
+fn ms_signed(a: u64, b: u64) -> i64 {
+    (a as i64 - b as i64) / 1_000_000
 }

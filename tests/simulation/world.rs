@@ -67,6 +67,7 @@ pub fn run(sc: &Scenario, tracing: bool) -> Outcome {
                 deferred: Vec::new(),
                 freezes: Vec::new(),
                 cut_off_until: 0,
+                congested_until: 0,
             })
             .collect(),
         children: Vec::new(),
@@ -90,6 +91,9 @@ pub fn run(sc: &Scenario, tracing: bool) -> Outcome {
     }
     for &t in &sc.partitions {
         w.schedule(t, Ev::Partition);
+    }
+    for &t in &sc.congestions {
+        w.schedule(t, Ev::Congestion);
     }
     w.schedule(sc.fault_phase, Ev::Calm);
     let mut events = 0u64;
@@ -126,8 +130,8 @@ enum Fate {
     LoseAnswer,
     /// The store answers this error and writes nothing.
     Refuse(StoreError),
-    /// The write lands, then the store answers 500.
-    FailAfterWrite,
+    /// The write lands, then the store answers this error.
+    FailAfterWrite(StoreError),
 }
 
 #[derive(Debug)]
@@ -181,6 +185,8 @@ enum Ev {
     Freeze,
     /// Some host loses its network for a while.
     Partition,
+    /// Some host's network becomes very slow for a while.
+    Congestion,
     Thaw {
         c: usize,
     },
@@ -244,6 +250,8 @@ struct Cand {
     freezes: Vec<(Nanos, Nanos)>,
     /// Until then, the host's requests and the answers to it are lost.
     cut_off_until: Nanos,
+    /// Until then, the host's requests and their answers are slow (up to a lease).
+    congested_until: Nanos,
 }
 
 /// One life of a supervisor (an `s3lead run` process).
@@ -398,6 +406,7 @@ impl World<'_> {
                 c, inc, id, reply, ..
             } => self.answer(c, inc, id, reply),
             Ev::Partition => self.partition(),
+            Ev::Congestion => self.congestion(),
             Ev::ChildDue { c, inc, round } => self.child_due(c, inc, round),
             Ev::ChildExits { c, inc } => self.child_exits(c, inc),
             Ev::Release { c, inc } => self.release(c, inc),
@@ -579,6 +588,7 @@ impl World<'_> {
         if self.sc.variant.child_policy == ChildPolicy::KilledAtValidUntil {
             self.schedule(due.max(self.now), Ev::ChildDue { c, inc, round: 0 });
         }
+        self.maybe_cut_off_leader(c);
         if !self.calm && self.rng.chance(self.sc.faults.resign) {
             let at = self.now + self.rng.upto(2 * nanos(self.cands[c].timing.lease()));
             self.schedule(at, Ev::ChildExits { c, inc });
@@ -616,6 +626,18 @@ impl World<'_> {
                 At(due)
             );
             self.schedule(due.max(self.now), Ev::ChildDue { c, inc, round });
+            self.maybe_cut_off_leader(c);
+        }
+    }
+
+    /// The worst moment for a leader to lose its network is right after a write that
+    /// extended its lease: its child then runs to `valid_until` with the least room
+    /// anyone has. Random partitions rarely hit that instant; this one aims for it.
+    fn maybe_cut_off_leader(&mut self, c: usize) {
+        if !self.calm && self.rng.chance(self.sc.faults.cut_after_renewal) {
+            let lease = nanos(self.cands[c].timing.lease());
+            let len = self.rng.upto(2 * lease);
+            self.cut_off(c, len);
         }
     }
 
@@ -726,7 +748,7 @@ impl World<'_> {
         let timeout_at = self
             .real_at(c, self.local(c) + self.sc.timeout(c))
             .max(self.now);
-        let (mut fate, out, back) = self.choose_fate(is_write);
+        let (mut fate, out, back) = self.choose_fate(c, is_write);
         let cut_off = self.now < self.cands[c].cut_off_until;
         if cut_off {
             fate = Fate::LoseRequest;
@@ -774,13 +796,13 @@ impl World<'_> {
         }
     }
 
-    fn choose_fate(&mut self, is_write: bool) -> (Fate, Nanos, Nanos) {
+    fn choose_fate(&mut self, c: usize, is_write: bool) -> (Fate, Nanos, Nanos) {
         if self.calm {
             let d = self.sc.calm_delay;
             return (Fate::Deliver, self.rng.upto(d), self.rng.upto(d));
         }
         let f = &self.sc.faults;
-        let (out, back) = (self.delay(), self.delay());
+        let (out, back) = (self.delay(c), self.delay(c));
         let x = self.rng.unit();
         let mut threshold = 0.0;
         let mut hit = |p: f64| {
@@ -798,16 +820,21 @@ impl World<'_> {
         } else if hit(f.fail_before) {
             Fate::Refuse(StoreError::Ambiguous("500 before writing".into()))
         } else if is_write && hit(f.fail_after) {
-            Fate::FailAfterWrite
+            Fate::FailAfterWrite(if self.rng.chance(0.25) {
+                StoreError::PreconditionFailed
+            } else {
+                StoreError::Ambiguous("500 after writing".into())
+            })
         } else {
             Fate::Deliver
         };
         (fate, out, back)
     }
 
-    fn delay(&mut self) -> Nanos {
+    fn delay(&mut self, c: usize) -> Nanos {
         let f = &self.sc.faults;
-        if self.rng.chance(f.slow) {
+        let congested = self.now < self.cands[c].congested_until;
+        if congested || self.rng.chance(f.slow) {
             self.rng.upto(self.sc.max_lease())
         } else {
             self.rng.upto(f.fast_delay)
@@ -830,7 +857,7 @@ impl World<'_> {
                 Fate::Deliver => "answer on its way".to_string(),
                 Fate::LoseAnswer => "ANSWER LOST".into(),
                 Fate::Refuse(e) => format!("answers {e}"),
-                Fate::FailAfterWrite => "answers 500 after writing".into(),
+                Fate::FailAfterWrite(e) => format!("then answers {e}"),
                 Fate::LoseRequest => unreachable!("a lost request never arrives"),
             }
         );
@@ -842,7 +869,7 @@ impl World<'_> {
             Fate::Deliver => result,
             Fate::LoseAnswer | Fate::LoseRequest => None,
             Fate::Refuse(e) => Some(error(e)),
-            Fate::FailAfterWrite => Some(error(StoreError::Ambiguous("500 after writing".into()))),
+            Fate::FailAfterWrite(e) => Some(error(e)),
         };
         if let Some(reply) = reply {
             let at = self.now + back;
@@ -969,7 +996,12 @@ impl World<'_> {
     fn partition(&mut self) {
         let Some(c) = self.pick_victim() else { return };
         let lease = nanos(self.cands[c].timing.lease());
-        let until = self.now + self.rng.upto(2 * lease);
+        let len = self.rng.upto(2 * lease);
+        self.cut_off(c, len);
+    }
+
+    fn cut_off(&mut self, c: usize, len: Nanos) {
+        let until = self.now + len;
         note!(
             self,
             self.who(c),
@@ -978,6 +1010,19 @@ impl World<'_> {
         );
         let cand = &mut self.cands[c];
         cand.cut_off_until = cand.cut_off_until.max(until);
+        self.fault_consequence(until);
+    }
+
+    /// For a while every request of the host and every answer to it takes up to a
+    /// lease: retries overtake earlier attempts, ambiguous writes land long after the
+    /// sender gave up on them, reads report the past.
+    fn congestion(&mut self) {
+        let Some(c) = self.pick_victim() else { return };
+        let lease = nanos(self.cands[c].timing.lease());
+        let until = self.now + self.rng.upto(2 * lease);
+        note!(self, self.who(c), "CONGESTED network until {}", At(until));
+        let cand = &mut self.cands[c];
+        cand.congested_until = cand.congested_until.max(until);
         self.fault_consequence(until);
     }
 
