@@ -159,7 +159,8 @@ impl Supervision<'_> {
         // The child may have exited in the same instant the lease was lost; a lease past
         // its stop point is not ours to release, and the run counts as lost.
         let st = self.leadership.status();
-        if matches!(st.state, LeaseState::AtRisk | LeaseState::Lost(_)) || boot_now() >= st.stop_at {
+        if matches!(st.state, LeaseState::AtRisk | LeaseState::Lost(_)) || boot_now() >= st.stop_at
+        {
             self.lost = true;
         }
         match exit {

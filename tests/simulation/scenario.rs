@@ -1,7 +1,8 @@
 //! What a seed chooses before the run starts: how many candidates, each one's timing and
-//! clock, how hostile the network and the store are, when crashes and pauses strike, and
-//! how long the fault phase lasts. `world.rs` then plays the scenario out; everything it
-//! decides on the way (each delay, each fault) comes from the same seeded stream.
+//! clock, how hostile the network and the store are, when crashes, pauses, partitions
+//! and congestion strike, and how long the fault phase lasts. `world.rs` then plays the
+//! scenario out; everything it decides on the way (each delay, each fault, each tie)
+//! comes from a second stream seeded by the same seed.
 //!
 //! A [`Variant`] says which world is simulated: the real one (the sound variant, whose
 //! every run must keep the promise) or a deliberately broken one, which the checker must

@@ -264,8 +264,6 @@ struct Process {
     child: Option<Child>,
     /// The machine said `Done`.
     done: bool,
-    /// The child exited by itself and the machine was told to release.
-    resigning: bool,
 }
 
 struct Child {
@@ -343,7 +341,6 @@ impl World<'_> {
     }
 
     fn violation(&mut self, what: String) {
-        note!(self, "CHECK".into(), "VIOLATION: {what}");
         self.violations.push(Violation { at: self.now, what });
     }
 
@@ -403,8 +400,12 @@ impl World<'_> {
                 back,
             } => self.at_store(c, inc, id, req, fate, back),
             Ev::Answer {
-                c, inc, id, reply, ..
-            } => self.answer(c, inc, id, reply),
+                c,
+                inc,
+                id,
+                reply,
+                via_network,
+            } => self.answer(c, inc, id, reply, via_network),
             Ev::Partition => self.partition(),
             Ev::Congestion => self.congestion(),
             Ev::ChildDue { c, inc, round } => self.child_due(c, inc, round),
@@ -441,7 +442,6 @@ impl World<'_> {
             wake_gen: 0,
             child: None,
             done: false,
-            resigning: false,
         });
         note!(self, self.who(c), "supervisor starts, campaigns");
         self.drive(c);
@@ -611,10 +611,11 @@ impl World<'_> {
         let Some(child) = p.child.as_mut().filter(|ch| !ch.fixed) else {
             return;
         };
-        if v < child.deadline {
-            return self.violation(format!("c{c}: valid_until moved backwards"));
-        }
-        if v > child.deadline {
+        if v != child.deadline {
+            // Later after a renewal. Earlier would be news (the machine learnt that its
+            // lease counts from an earlier send): the supervisor obeys at once, and if
+            // that instant has passed already, `end_child` reports the child as late.
+            let extended = v > child.deadline;
             child.deadline = v;
             child.round += 1;
             let round = child.round;
@@ -622,11 +623,13 @@ impl World<'_> {
             note!(
                 self,
                 self.who(c),
-                "lease extended: child may run until {}",
+                "valid_until moved: child may run until {}",
                 At(due)
             );
             self.schedule(due.max(self.now), Ev::ChildDue { c, inc, round });
-            self.maybe_cut_off_leader(c);
+            if extended {
+                self.maybe_cut_off_leader(c);
+            }
         }
     }
 
@@ -896,9 +899,13 @@ impl World<'_> {
         }
     }
 
-    fn answer(&mut self, c: usize, inc: u32, id: u64, reply: Reply) {
+    fn answer(&mut self, c: usize, inc: u32, id: u64, reply: Reply, via_network: bool) {
         let local = self.local(c);
         let Some(p) = self.process(c, inc).filter(|p| p.awaiting == Some(id)) else {
+            // A timer of a request already answered is no news; a late answer is.
+            if !via_network {
+                return;
+            }
             note!(
                 self,
                 format!("c{c}.{inc}"),
@@ -924,7 +931,7 @@ impl World<'_> {
         let Some(p) = self.process(c, inc) else {
             return;
         };
-        if !p.child.as_ref().is_some_and(|ch| !ch.fixed) {
+        if p.child.as_ref().is_none_or(|ch| ch.fixed) {
             return;
         }
         self.end_child(c, EndCause::ExitedOnItsOwn);
@@ -937,7 +944,6 @@ impl World<'_> {
         let Some(p) = self.process(c, inc) else {
             return;
         };
-        p.resigning = true;
         p.election.resign();
         if p.awaiting.is_none() {
             p.wake_gen += 1;
