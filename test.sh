@@ -69,6 +69,9 @@ run_pass() {
   started+=("$pid")
   echo "$line"
   echo "($kind ready in $((SECONDS - t0)) s)"
+  # The simulation and chaos tests write their one-line verdicts here; stale ones from
+  # an earlier run must not be shown as this pass's.
+  rm -f target/simulation-summary.txt target/chaos-summary.txt
   # The line is `NAME=value ...` without spaces in values: env takes it as it is.
   # shellcheck disable=SC2086
   if [[ $kind == localstack ]]; then
@@ -81,6 +84,12 @@ run_pass() {
     env $line cargo test --release --tests --no-fail-fast -- on_s3 "${test_args[@]}" || status=1
   fi
   stop_servers
+  local summary
+  for summary in target/simulation-summary.txt target/chaos-summary.txt; do
+    if [[ -s $summary ]]; then
+      results+=("$kind: $(cat "$summary")")
+    fi
+  done
   return "$status"
 }
 
