@@ -13,6 +13,22 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// A shell command that runs `traps`, writes `started` to `out`, then loops until a
+/// signal ends it; `{o}` in `traps` stands for `out`.
+fn looping(out: &std::path::Path, traps: &str) -> String {
+    let o = out.display();
+    format!(
+        "{} echo started >> {o}; while :; do sleep 0.1; done",
+        traps.replace("{o}", &o.to_string())
+    )
+}
+
+fn wait_started(out: &std::path::Path) {
+    wait_for("the command to start", LIMIT, || {
+        read(out).contains("started")
+    });
+}
+
 /// A command that appends its term to `out`.
 fn log_term(lock: &Lock) -> String {
     format!("echo \"$S3LEAD_TERM\" >> {}", lock.path("terms").display())
@@ -151,18 +167,13 @@ fn exit_status_passes_through() {
 
 fn sigterm_is_forwarded_and_the_lock_released(lock: Lock) {
     let out = lock.path("out");
-    let script = format!(
-        "trap 'echo got-TERM >> {o}; exit 7' TERM; echo started >> {o}; while :; do sleep 0.1; done",
-        o = out.display()
-    );
+    let script = looping(&out, "trap 'echo got-TERM >> {o}; exit 7' TERM;");
     let mut s = lock
         .run(&["-c", &script])
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    wait_for("the command to start", LIMIT, || {
-        read(&out).contains("started")
-    });
+    wait_started(&out);
     send_signal(s.id(), "TERM");
     let st = wait_exit(&mut s, LIMIT);
     assert!(read(&out).contains("got-TERM"), "the child saw SIGTERM");
@@ -190,19 +201,14 @@ fn sigterm_is_forwarded_and_the_lock_released_on_s3() {
 fn a_child_ignoring_sigterm_is_killed_after_kill_after_on_shutdown() {
     let lock = Lock::file();
     let out = lock.path("out");
-    let script = format!(
-        "trap '' TERM; echo started >> {}; while :; do sleep 0.1; done",
-        out.display()
-    );
+    let script = looping(&out, "trap '' TERM;");
     let mut s = lock
         .run(&["-c", &script])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    wait_for("the command to start", LIMIT, || {
-        read(&out).contains("started")
-    });
+    wait_started(&out);
     send_signal(s.id(), "TERM");
     let st = wait_exit(&mut s, LIMIT);
     assert_eq!(st.code(), Some(137), "killed by SIGKILL after --kill-after");
@@ -213,10 +219,7 @@ fn a_child_ignoring_sigterm_is_killed_after_kill_after_on_shutdown() {
 fn a_second_sigint_kills_at_once() {
     let lock = Lock::file();
     let out = lock.path("out");
-    let script = format!(
-        "trap '' INT TERM; echo started >> {}; while :; do sleep 0.1; done",
-        out.display()
-    );
+    let script = looping(&out, "trap '' INT TERM;");
     // A long kill grace: only the second signal can end this quickly enough to pass.
     let mut s = lock
         .run_timed(
@@ -226,9 +229,7 @@ fn a_second_sigint_kills_at_once() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    wait_for("the command to start", LIMIT, || {
-        read(&out).contains("started")
-    });
+    wait_started(&out);
     send_signal(s.id(), "INT");
     std::thread::sleep(Duration::from_millis(200));
     send_signal(s.id(), "INT");
@@ -240,18 +241,16 @@ fn a_second_sigint_kills_at_once() {
 fn hup_and_usr1_are_forwarded() {
     let lock = Lock::file();
     let out = lock.path("out");
-    let script = format!(
-        "trap 'echo HUP >> {o}' HUP; trap 'echo USR1 >> {o}' USR1; trap 'exit 0' TERM; echo started >> {o}; while :; do sleep 0.1; done",
-        o = out.display()
+    let script = looping(
+        &out,
+        "trap 'echo HUP >> {o}' HUP; trap 'echo USR1 >> {o}' USR1; trap 'exit 0' TERM;",
     );
     let mut s = lock
         .run(&["-c", &script])
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    wait_for("the command to start", LIMIT, || {
-        read(&out).contains("started")
-    });
+    wait_started(&out);
     send_signal(s.id(), "HUP");
     wait_for("HUP to reach the command", LIMIT, || {
         read(&out).contains("HUP")
@@ -293,19 +292,14 @@ fn sigterm_while_waiting_for_the_lock_ends_the_wait() {
 fn a_lost_lease_stops_the_child(lock: Lock, ignore_term: bool) {
     let out = lock.path("out");
     let trap = if ignore_term {
-        format!("trap 'echo got-TERM >> {}' TERM;", out.display())
+        "trap 'echo got-TERM >> {o}' TERM;"
     } else {
-        format!("trap 'echo got-TERM >> {}; exit 0' TERM;", out.display())
+        "trap 'echo got-TERM >> {o}; exit 0' TERM;"
     };
-    let script = format!(
-        "{trap} echo started >> {o}; while :; do sleep 0.1; done",
-        o = out.display()
-    );
+    let script = looping(&out, trap);
     let s = lock.run(&["-c", &script]);
     let handle = std::thread::spawn(move || finish(s, LIMIT));
-    wait_for("the command to start", LIMIT, || {
-        read(&out).contains("started")
-    });
+    wait_started(&out);
     let mut thief = lock.record();
     thief["lease_id"] = "someone-else".into();
     thief["holder"] = "thief".into();
@@ -348,16 +342,11 @@ fn failing_renewals_stop_the_child_before_the_lease_ends_on_s3() {
     let server = support::s3_server();
     let proxy = Proxy::start(endpoint_addr(&server.endpoint));
     let out = lock.path("out");
-    let script = format!(
-        "trap 'echo got-TERM >> {o}; exit 0' TERM; echo started >> {o}; while :; do sleep 0.1; done",
-        o = out.display()
-    );
+    let script = looping(&out, "trap 'echo got-TERM >> {o}; exit 0' TERM;");
     let mut cmd = lock.run(&["-c", &script]);
     cmd.env("AWS_ENDPOINT_URL", proxy.endpoint());
     let handle = std::thread::spawn(move || finish(cmd, LIMIT));
-    wait_for("the command to start", LIMIT, || {
-        read(&out).contains("started")
-    });
+    wait_started(&out);
     proxy.set(Mode::Refuse);
     let f = handle.join().expect("run thread");
     assert_eq!(f.code, Some(76), "{}", f.stderr);
