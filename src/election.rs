@@ -201,6 +201,20 @@ struct Follower {
     next_at: Instant,
 }
 
+impl Follower {
+    /// Knowing nothing of the object yet, but the highest term seen so far.
+    fn new(max_term: Option<Term>) -> Follower {
+        Follower {
+            observed: None,
+            absent: false,
+            max_term,
+            attempt: None,
+            reconcile: false,
+            next_at: Instant::default(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Leader {
     term: Term,
@@ -245,14 +259,7 @@ impl Election {
         Election {
             timing,
             holder: holder.into(),
-            phase: Phase::Following(Follower {
-                observed: None,
-                absent: false,
-                max_term: None,
-                attempt: None,
-                reconcile: false,
-                next_at: Instant::default(),
-            }),
+            phase: Phase::Following(Follower::new(None)),
             in_flight: InFlight::None,
             events: VecDeque::new(),
             resign: false,
@@ -414,9 +421,8 @@ impl Election {
         let valid_until = (l.valid_from + timing.lease()).saturating_sub(timing.margin());
         let stop_at = valid_until.saturating_sub(timing.kill_after());
         if now >= valid_until {
-            self.phase = Phase::Ended;
-            self.events.push_back(Event::Lost(LossReason::Expired));
-            return Step::Done;
+            self.lose(LossReason::Expired);
+            return Step::Wait(now);
         }
         if l.announced && !l.at_risk && now >= stop_at {
             l.at_risk = true;
@@ -736,14 +742,20 @@ impl Election {
         }
     }
 
+    /// The lease is gone. Once announced, that ends the election (the holder must stop
+    /// its child and campaign anew); a lease recognised too late to announce was never
+    /// used, so the candidate simply follows again.
     fn lose(&mut self, reason: LossReason) {
-        let announced = matches!(&self.phase, Phase::Leading(l) if l.announced);
-        self.phase = Phase::Ended;
-        self.events.push_back(if announced {
-            Event::Lost(reason)
-        } else {
-            Event::Abandoned
-        });
+        match &self.phase {
+            Phase::Leading(l) if !l.announced => {
+                let term = l.term;
+                self.phase = Phase::Following(Follower::new(Some(term)));
+            }
+            _ => {
+                self.phase = Phase::Ended;
+                self.events.push_back(Event::Lost(reason));
+            }
+        }
     }
 
     fn fatal(&mut self, e: FatalError) {

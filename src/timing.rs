@@ -60,7 +60,7 @@ impl Timing {
         let margin = spec.margin.unwrap_or_else(|| default_margin(spec.lease));
         let request_timeout = spec
             .request_timeout
-            .unwrap_or_else(|| (spec.renew_every / 2).min(Duration::from_secs(5)));
+            .unwrap_or_else(|| default_request_timeout(spec.renew_every));
         for (name, d) in [
             ("--lease-duration", spec.lease),
             ("--renew-every", spec.renew_every),
@@ -114,7 +114,9 @@ impl Timing {
             retry_period: spec.retry_period,
             kill_after: spec.kill_after,
             margin: spec.margin.unwrap_or_else(|| default_margin(spec.lease)),
-            request_timeout: spec.request_timeout.unwrap_or(spec.renew_every / 2),
+            request_timeout: spec
+                .request_timeout
+                .unwrap_or_else(|| default_request_timeout(spec.renew_every)),
         }
     }
 
@@ -136,6 +138,12 @@ impl Timing {
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
     }
+}
+
+/// `min(5 s, renew_every / 2)`: a request that cannot finish in half a renewal interval
+/// is better retried than waited for.
+pub fn default_request_timeout(renew_every: Duration) -> Duration {
+    (renew_every / 2).min(Duration::from_secs(5))
 }
 
 /// `max(1 s, 2 % of the lease)`.

@@ -549,3 +549,29 @@ fn the_follower_reads_conditionally_once_it_knows_the_etag() {
         other => panic!("expected a conditional read, got {other:?}"),
     }
 }
+
+#[test]
+fn a_late_lease_that_cannot_be_renewed_goes_back_to_following() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    net.fault_next_write(Fault::LostNoAnswer);
+    run(&mut a, &mut net, at(0));
+    for req in std::mem::take(&mut net.held) {
+        net.apply(&req);
+    }
+    // Every renewal is lost from now on.
+    for _ in 0..100 {
+        net.fault_next_write(Fault::LostNoAnswer);
+    }
+    let ev = run_until(&mut a, &mut net, 25_000, 29_500, 100);
+    assert_eq!(elected(&ev), None, "{ev:?}");
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::Fatal(_) | Event::Lost(_))),
+        "an unannounced lease ends quietly: {ev:?}"
+    );
+    assert!(!a.is_ended() && !a.is_leader());
+    // The store recovers: the old record is waited out like anyone's, then taken over.
+    net.faults.clear();
+    let ev = run_until(&mut a, &mut net, 30_000, 70_000, 500);
+    assert_eq!(elected(&ev), Some(Term::new_for_test(2)));
+}

@@ -1,0 +1,518 @@
+#!/usr/bin/env python3
+"""The measurements of bench/run.sh; prints the one table. Standard library only.
+
+run.sh installs and starts everything (LocalStack, etcd) and passes it in the
+environment; this file only measures, and stops every process it started itself.
+
+    S3LEAD            the s3lead binary (release build)
+    BENCH_TMP         a private temp dir (run.sh removes it)
+    BENCH_S3_*        ENDPOINT ACCESS_KEY SECRET_KEY REGION BUCKET of LocalStack
+    BENCH_ETCD_ENDPOINT or BENCH_ETCD_UNAVAILABLE (the reason)
+    BENCH_N (50), BENCH_IDLE_SECS (60), BENCH_FAILOVER_TRIALS (5)
+"""
+import datetime
+import math
+import os
+import platform
+import re
+import resource
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+S3LEAD = os.environ["S3LEAD"]
+TMP = os.environ["BENCH_TMP"]
+N = int(os.environ.get("BENCH_N", "50"))
+IDLE_SECS = float(os.environ.get("BENCH_IDLE_SECS", "60"))
+TRIALS = int(os.environ.get("BENCH_FAILOVER_TRIALS", "5"))
+S3_ENDPOINT = os.environ["BENCH_S3_ENDPOINT"]
+BUCKET = os.environ["BENCH_S3_BUCKET"]
+ETCD = os.environ.get("BENCH_ETCD_ENDPOINT", "")
+ETCD_WHY = os.environ.get("BENCH_ETCD_UNAVAILABLE", "etcd not started")
+
+# AWS S3 Standard list prices (us-east-1), per request.
+PRICE_PUT = 0.005 / 1000  # PUT, COPY, POST, LIST
+PRICE_GET = 0.0004 / 1000  # GET, SELECT, HEAD and the rest
+MINUTES_PER_MONTH = 30 * 24 * 60
+
+# The short timings of the failover trials (the brief's), for s3lead leader and follower.
+FAST = ["--lease-duration", "3s", "--renew-every", "1s", "--retry-period", "300ms", "--kill-after", "500ms"]
+FAST_TTL = "3"  # etcdctl --ttl matching s3lead's 3 s lease
+
+# The leader's command says its pid (sh execs into sleep, keeping it), so the trial can
+# tell whether it still runs when the follower starts; the follower's just says it started.
+LEADER_CMD = ["sh", "-c", "echo started $$; exec sleep 600"]
+FOLLOWER_CMD = ["sh", "-c", "echo started $$"]
+
+COLS = ["flock", "s3lead file", "s3lead S3", "etcdctl lock"]
+
+
+def progress(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def clean_env(**extra):
+    """The environment of every tool: no AWS_* or S3LEAD_* from the caller's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3LEAD_", "ETCDCTL_"))}
+    env.update(
+        AWS_ACCESS_KEY_ID=os.environ["BENCH_S3_ACCESS_KEY"],
+        AWS_SECRET_ACCESS_KEY=os.environ["BENCH_S3_SECRET_KEY"],
+        AWS_REGION=os.environ["BENCH_S3_REGION"],
+        AWS_EC2_METADATA_DISABLED="true",  # static keys: never probe an instance role
+        AWS_ENDPOINT_URL=S3_ENDPOINT,
+        ETCDCTL_API="3",
+    )
+    env.update(extra)
+    return env
+
+
+ENV = clean_env()
+
+
+def s3lead(lock, *opts):
+    return [S3LEAD, "run", "-q", *opts, lock, "--"]
+
+
+def etcdctl(name, ttl=None):
+    # "--": etcdctl parses flags after the lock name too (sh -c would be its -c).
+    return ["etcdctl", f"--endpoints={ETCD}", "lock", *([f"--ttl={ttl}"] if ttl else []), name, "--"]
+
+
+# --- processes we start ------------------------------------------------------------------
+# Every long-lived process gets its own session (so a terminal's ^C reaches only us, and
+# we decide how each is stopped) and is registered here; cleanup() SIGKILLs whatever of
+# them is left, by pid, plus any leader command a trial left orphaned.
+STARTED = []
+ORPHANS = set()
+
+
+def spawn(argv, env=ENV, stdout=subprocess.PIPE, stderr_name=None):
+    err = open(os.path.join(TMP, stderr_name), "ab") if stderr_name else subprocess.DEVNULL
+    p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, start_new_session=True)
+    STARTED.append(p)
+    return p
+
+
+def alive(pid):
+    """Whether pid runs (a zombie does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop(p, sig=signal.SIGTERM, timeout=15):
+    """sig to p, SIGKILL after timeout, reaped."""
+    if p.poll() is None:
+        try:
+            p.send_signal(sig)
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    if p.stdout:
+        p.stdout.close()
+
+
+def cleanup():
+    for p in STARTED:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    for pid in ORPHANS:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def read_line(p, timeout):
+    """(time the line arrived, line) from p's stdout, or (None, why) on EOF or timeout."""
+    fd, buf, deadline = p.stdout.fileno(), b"", time.monotonic() + timeout
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None, f"no output within {timeout:g} s"
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return None, f"exited with status {p.wait()} before its command started"
+        buf += chunk
+    return time.monotonic(), buf.split(b"\n")[0].decode()
+
+
+def has_output(p):
+    return bool(select.select([p.stdout.fileno()], [], [], 0)[0])
+
+
+# --- statistics and formatting -----------------------------------------------------------
+def median(xs):
+    return statistics.median(xs)
+
+
+def p90(xs):
+    s = sorted(xs)
+    return s[math.ceil(0.9 * len(s)) - 1]
+
+
+def ms(x):
+    return f"{x * 1000:.1f}" if x < 0.1 else f"{x * 1000:.0f}"
+
+
+def secs(xs):
+    """median [min–max] of failover times."""
+    return f"{median(xs):.3f} s [{min(xs):.3f}–{max(xs):.3f}]"
+
+
+def etcdctl_default_ttl():
+    """etcdctl lock's own --ttl default, from its help (10 s in 3.4)."""
+    m = re.search(r"--ttl=(\d+)", first_line_matching(["etcdctl", "lock", "--help"], "--ttl"))
+    return m.group(1) if m else "?"
+
+
+# --- 1. acquire–run–release latency, CPU, peak RSS ---------------------------------------
+def cycles():
+    """The one-cycle command lines, per column; None where a tool is missing."""
+    return {
+        "flock": ["flock", f"{TMP}/flock.lock", "true"],
+        "s3lead file": s3lead(f"{TMP}/s3lead.lock") + ["true"],
+        "s3lead S3": s3lead(f"s3://{BUCKET}/bench-latency") + ["true"],
+        "etcdctl lock": etcdctl("bench-latency") + ["true"] if ETCD else None,
+    }
+
+
+def run_once(argv):
+    """Wall time and the CPU time (user+sys) of argv and the descendants it waited for."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {r.returncode}: {r.stderr.decode().strip()}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def latency():
+    progress(f"latency: {N} acquire-run-release cycles per tool, interleaved")
+    cmds = {k: v for k, v in cycles().items() if v}
+    walls = {k: [] for k in cmds}
+    cpus = {k: [] for k in cmds}
+    for k, argv in cmds.items():  # warm-up: page cache, first S3 object, etcd connection
+        for _ in range(3):
+            run_once(argv)
+    # Round-robin rather than tool after tool: the machine's noise (other jobs, LocalStack's
+    # and etcd's own background work) then falls on every tool alike.
+    for _ in range(N):
+        for k, argv in cmds.items():
+            w, c = run_once(argv)
+            walls[k].append(w)
+            cpus[k].append(c)
+    return walls, cpus
+
+
+def peak_rss():
+    """/usr/bin/time -f %M: the largest resident set of any process of the tree, KiB."""
+    progress("peak RSS: 5 runs per tool under /usr/bin/time -f %M")
+    out = {}
+    for k, argv in cycles().items():
+        if not argv:
+            continue
+        vals = []
+        for _ in range(5):
+            f = os.path.join(TMP, "rss")
+            subprocess.run(["/usr/bin/time", "-f", "%M", "-o", f, *argv], env=ENV, check=True,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with open(f) as fh:
+                vals.append(int(fh.read().split()[-1]))
+        out[k] = median(vals)
+    return out
+
+
+# --- 2. S3 requests per cycle and per idle minute ----------------------------------------
+class Proxy:
+    """A countproxy.py in front of LocalStack; requests are read back by time window."""
+
+    def __init__(self, name):
+        self.log = os.path.join(TMP, f"proxy-{name}.log")
+        upstream = S3_ENDPOINT.split("://", 1)[1].rstrip("/")
+        self.p = spawn([sys.executable, os.path.join(HERE, "countproxy.py"), upstream, self.log],
+                       env=os.environ.copy(), stderr_name=f"proxy-{name}.err")
+        t, port = read_line(self.p, 10)
+        if t is None:
+            raise RuntimeError(f"countproxy: {port}")
+        self.env = clean_env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+
+    def requests(self, t0, t1):
+        """[(method, status)] answered within [t0, t1] (monotonic seconds)."""
+        out = []
+        with open(self.log) as f:
+            for line in f:
+                t, method, status, _ = line.split(" ", 3)
+                if t0 <= float(t) <= t1:
+                    out.append((method, status))
+        return out
+
+
+def by_method(reqs):
+    c = {"GET": 0, "PUT": 0, "HEAD": 0, "other": 0}
+    for method, _ in reqs:
+        c[method if method in c else "other"] += 1
+    return c
+
+
+def cost(c, factor):
+    """Dollars for request counts c (a by_method dict) times factor."""
+    return factor * ((c["PUT"] + c["other"]) * PRICE_PUT + (c["GET"] + c["HEAD"]) * PRICE_GET)
+
+
+def describe(c, per=None):
+    """'1 GET, 2 PUT' for counts; '6.0 PUT' for rates (counts / per, one decimal)."""
+    parts = [(f"{v / per:.1f}" if per else f"{round(v, 1):g}") + f" {k}" for k, v in c.items() if v]
+    return ", ".join(parts) or "0"
+
+
+def requests_per_cycle(proxy):
+    progress("S3 requests: one cycle on a fresh key, then 5 on the existing (released) key")
+    key = f"s3://{BUCKET}/bench-cycle-{os.getpid()}"
+    out = []
+    for n in (1, 5):
+        t0 = time.monotonic()
+        for _ in range(n):
+            subprocess.run(s3lead(key) + ["true"], env=proxy.env, check=True, stdin=subprocess.DEVNULL)
+        time.sleep(0.2)  # the proxy logs a request once its answer is relayed
+        out.append((by_method(proxy.requests(t0, time.monotonic())), n))
+    return out
+
+
+def idle_rates(proxy_l, proxy_f):
+    progress(f"S3 requests: a leader holding and a follower waiting, {IDLE_SECS:g} s, default timings")
+    key = f"s3://{BUCKET}/bench-idle"
+    leader = spawn(s3lead(key) + LEADER_CMD, env=proxy_l.env, stderr_name="idle-leader.err")
+    try:
+        t, line = read_line(leader, 30)
+        if t is None:
+            raise RuntimeError(f"idle leader: {line}")
+        ORPHANS.add(int(line.split()[1]))
+        follower = spawn(s3lead(key) + FOLLOWER_CMD, env=proxy_f.env, stderr_name="idle-follower.err")
+        time.sleep(1)  # past the follower's first read and the leader's start-up requests
+        t0 = time.monotonic()
+        time.sleep(IDLE_SECS)
+        t1 = time.monotonic()
+        if has_output(follower):
+            raise RuntimeError("the follower's command ran while the leader held the lease")
+        # Follower first: a TERM while waiting ends the wait; then the leader releases.
+        stop(follower)
+        stop(leader)
+    finally:
+        stop(leader, signal.SIGKILL)
+    minutes = (t1 - t0) / 60
+    lc = by_method(proxy_l.requests(t0, t1))
+    fc_reqs = proxy_f.requests(t0, t1)
+    fc = by_method(fc_reqs)
+    not_modified = sum(1 for m, s in fc_reqs if m == "GET" and s == "304")
+    return (lc, fc, not_modified, minutes)
+
+
+# --- 3. failover ---------------------------------------------------------------------------
+def failover(leader_argv, follower_argv, how, stderr_name):
+    """One trial: seconds from stopping the leader to the follower's command starting, and
+    whether the leader's command still ran at that moment.
+
+    how: "kill9" (SIGKILL to the leader process only), "kill9-group" (SIGKILL to the
+    leader's process group: flock's command holds flock's lock), "term" (SIGTERM to the
+    leader process), "term-group" (SIGTERM to its process group: flock and etcdctl do not
+    forward signals to their command).
+    """
+    leader = spawn(leader_argv + LEADER_CMD, stderr_name=stderr_name)
+    follower = None
+    try:
+        t, line = read_line(leader, 30)
+        if t is None:
+            raise RuntimeError(f"leader: {line}")
+        cmd_pid = int(line.split()[1])
+        ORPHANS.add(cmd_pid)
+        follower = spawn(follower_argv + FOLLOWER_CMD, stderr_name=stderr_name)
+        time.sleep(1)  # the follower has read the lock (or queued its etcd waiter)
+        if has_output(follower):
+            raise RuntimeError("the follower's command ran while the leader held the lock")
+        sig = signal.SIGKILL if how.startswith("kill9") else signal.SIGTERM
+        t0 = time.monotonic()
+        if how.endswith("group"):
+            os.killpg(leader.pid, sig)
+        else:
+            leader.send_signal(sig)
+        t1, line = read_line(follower, 120)
+        if t1 is None:
+            raise RuntimeError(f"follower: {line}")
+        return t1 - t0, alive(cmd_pid)
+    finally:
+        for p in (follower, leader):
+            if p:
+                stop(p, timeout=10)
+        for pid in list(ORPHANS):  # etcdctl's command outlives a kill -9 of etcdctl
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                ORPHANS.discard(pid)
+
+
+def failover_trials(label, leader_argv, follower_argv, how):
+    progress(f"failover: {label}, {TRIALS} trials")
+    times, overlap = [], 0
+    for i in range(TRIALS):
+        dt, old_alive = failover(leader_argv, follower_argv, how, f"failover-{label.replace(' ', '-')}.err")
+        times.append(dt)
+        overlap += old_alive
+    return times, overlap
+
+
+def failovers():
+    fl = f"{TMP}/flock-failover.lock"
+    fs = f"{TMP}/s3lead-failover.lock"
+    s3 = f"s3://{BUCKET}/bench-failover"
+    res = {"kill": {}, "term": {}, "kill_default": None}
+    scen = {
+        "flock": (["flock", fl], ["flock", fl], "kill9-group", "term-group"),
+        "s3lead file": (s3lead(fs, *FAST), s3lead(fs, *FAST), "kill9", "term"),
+        "s3lead S3": (s3lead(s3, *FAST), s3lead(s3, *FAST), "kill9", "term"),
+    }
+    if ETCD:
+        scen["etcdctl lock"] = (etcdctl("bench-failover", FAST_TTL), etcdctl("bench-failover", FAST_TTL),
+                                "kill9", "term-group")
+    for k, (la, fa, kill, term) in scen.items():
+        res["kill"][k] = failover_trials(f"{k} kill -9", la, fa, kill)
+        res["term"][k] = failover_trials(f"{k} SIGTERM", la, fa, term)
+    if ETCD:
+        res["kill_default"] = failover_trials("etcdctl kill -9 default ttl",
+                                              etcdctl("bench-failover-dflt"), etcdctl("bench-failover-dflt"), "kill9")
+    return res
+
+
+# --- the header and the table ----------------------------------------------------------------
+def first_line_matching(argv, needle):
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, env=ENV).stdout
+    except OSError:
+        return ""
+    return next((line for line in out.splitlines() if needle in line), "")
+
+
+def first_line(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, env=ENV).stdout.splitlines()[0].strip()
+    except (OSError, IndexError):
+        return "?"
+
+
+def header():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        with urllib.request.urlopen(f"{S3_ENDPOINT}/_localstack/health", timeout=5) as r:
+            ls = re.search(r'"version":\s*"([^"]+)"', r.read().decode()).group(1)
+    except Exception:  # noqa: BLE001 - a version is decoration
+        ls = "?"
+    rev = first_line(["git", "-C", os.path.dirname(HERE), "describe", "--always", "--dirty"])
+    etcd = (f"{first_line(['etcd', '--version'])}, {first_line(['etcdctl', 'version'])}" if ETCD
+            else f"not available: {ETCD_WHY}")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"s3lead benchmark, {now}",
+        f"machine:  {os.cpu_count()} cores (nproc {first_line(['nproc'])}), {cpu}, "
+        f"Linux {platform.release()}, {platform.freedesktop_os_release().get('PRETTY_NAME', '?')}",
+        "          a shared, noisy machine: compare columns of one run, not runs with each other",
+        f"versions: {first_line([S3LEAD, '--version'])} (release build, git {rev}); {first_line(['flock', '--version'])};",
+        f"          {etcd} (single node, 127.0.0.1, default fsync); LocalStack {ls} (127.0.0.1)",
+        f"settings: BENCH_N={N} BENCH_IDLE_SECS={IDLE_SECS:g} BENCH_FAILOVER_TRIALS={TRIALS}",
+    ]
+
+
+def table(rows):
+    head = ["measurement", *COLS]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return [fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)]
+
+
+def main():
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # run finally: cleanup() on these too
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
+    na = "n/a"
+    no_etcd = f"not available: {ETCD_WHY}"
+    try:
+        walls, cpus = latency()
+        rss = peak_rss()
+        proxy_c, proxy_l, proxy_f = Proxy("cycle"), Proxy("leader"), Proxy("follower")
+        (fresh, _), (steady, n_steady) = requests_per_cycle(proxy_c)
+        lc, fc, not_modified, minutes = idle_rates(proxy_l, proxy_f)
+        fo = failovers()
+    finally:
+        cleanup()
+
+    def per_col(f, missing="-"):
+        return [f(k) if k in walls else (no_etcd if k == "etcdctl lock" else missing) for k in COLS]
+
+    def fo_row(kind, k):
+        if k not in fo[kind]:
+            return no_etcd
+        times, overlap = fo[kind][k]
+        return secs(times) + (f"; old command alive {overlap}/{len(times)}" if kind == "kill" else "")
+
+    steady_per = {m: v / n_steady for m, v in steady.items()}
+    lc_min = {m: v / minutes for m, v in lc.items()}
+    fc_min = {m: v / minutes for m, v in fc.items()}
+    kd = fo["kill_default"]
+    rows = [
+        ["acquire-run-release `true`, median ms", *per_col(lambda k: ms(median(walls[k])))],
+        ["  same, p90 ms", *per_col(lambda k: ms(p90(walls[k])))],
+        ["  CPU user+sys per cycle, median ms", *per_col(lambda k: ms(median(cpus[k])))],
+        ["peak RSS (/usr/bin/time %M), KiB", *per_col(lambda k: str(round(rss[k])))],
+        ["S3 requests per cycle: fresh key", na, na, describe(fresh), na],
+        ["  existing key (mean of 5)", na, na,
+         f"{describe(steady_per)} = ${cost(steady_per, 1e6):.2f} per 1M cycles", na],
+        ["S3 requests/min, leader holding", na, na,
+         f"{describe(lc, minutes)} = ${cost(lc_min, MINUTES_PER_MONTH):.2f}/month", na],
+        ["S3 requests/min, follower waiting", na, na,
+         f"{describe(fc, minutes)} ({not_modified} of {fc['GET']} were 304) "
+         f"= ${cost(fc_min, MINUTES_PER_MONTH):.2f}/month", na],
+        ["failover after kill -9 of the leader", *[fo_row("kill", k) for k in COLS]],
+        [f"  same, etcdctl default --ttl ({etcdctl_default_ttl() if kd else '?'} s)", "-", "-", "-",
+         (secs(kd[0]) + f"; old command alive {kd[1]}/{len(kd[0])}") if kd else no_etcd],
+        ["handover after SIGTERM to the leader", *[fo_row("term", k) for k in COLS]],
+    ]
+    seen = {m: fresh[m] + steady[m] + lc[m] + fc[m] for m in fresh}
+    out = header() + [""] + table(rows) + [""] + [
+        "Notes:",
+        "- latency: the whole CLI invocation (process start, acquire, run `true`, release, exit),",
+        f"  wall clock; {N} runs per tool, round-robin, after 3 warm-up runs each. s3lead S3 talks to",
+        "  LocalStack directly (no proxy). etcd fsyncs its WAL on every write, as in production.",
+        "- CPU, RSS: rusage of the process and the descendants it waited for (RSS: the largest one).",
+        "- S3 requests: counted by method (GET/PUT/HEAD/other; seen here: "
+        + ", ".join(f"{k} {v}" for k, v in seen.items()) + ")",
+        "  by an HTTP-aware proxy (bench/countproxy.py) between s3lead and LocalStack. Idle rates:",
+        f"  {minutes * 60:.0f} s at default timings (renew every 10 s, follower polls every 2 s), after",
+        "  start-up. Cost at AWS S3 Standard list prices: PUT $0.005, GET/HEAD $0.0004 per 1,000",
+        "  requests (other methods at the PUT price), 30-day month, every request billed (304 too),",
+        "  per lock; no storage or transfer.",
+        f"- failover: {TRIALS} trials each, median [min–max] from the signal to the follower's",
+        "  command printing its first line. s3lead leader and follower: " + " ".join(FAST[:4]),
+        f"  {' '.join(FAST[4:])}; etcdctl --ttl={FAST_TTL} for both. kill -9 goes to the s3lead or",
+        "  etcdctl process only, for flock to its process group (flock's command holds its lock).",
+        "  SIGTERM goes to s3lead only (it forwards it, and releases once the command exits), for",
+        "  flock and etcdctl to the process group (they do not forward signals to the command).",
+        "  'old command alive n/m': in n of m trials the old leader's command still ran when the",
+        "  follower's started (etcdctl does not kill its command when it dies).",
+    ]
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

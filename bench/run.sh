@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Benchmarks s3lead against flock(1) and `etcdctl lock`, in one run, and prints one table:
+#
+#   bench/run.sh
+#
+#   1. acquire-run-release latency of `true` (median, p90), CPU per cycle, peak RSS
+#   2. S3 requests per lease cycle, per minute of a leader holding and of a follower
+#      waiting (counted by a proxy), and what they cost at AWS S3 list prices
+#   3. failover: kill -9 of the leader, and handover after SIGTERM to it
+#
+# Tunables (environment): BENCH_N (cycles per tool, default 50), BENCH_IDLE_SECS (the
+# leader/follower idle window, default 60), BENCH_FAILOVER_TRIALS (default 5).
+#
+# It installs what it lacks (etcd-server, etcd-client and time from apt, LocalStack via
+# scripts/install-test-servers.sh), builds s3lead with `cargo build --release`, starts
+# LocalStack and a single-node etcd on free ports of 127.0.0.1, and on exit stops exactly
+# those (by pid) and removes its temp dir. If etcd cannot be installed or started, its
+# column says why instead of failing the run. Progress goes to stderr, the table to
+# stdout. Takes about 3.5 minutes with the defaults, most of it in the idle window and
+# the failover trials.
+#
+# Why figures live here and not in tests: timings and costs depend on the machine and its
+# load; a benchmark prints them next to the reference tools measured in the same run.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+log() { echo "bench: $*" >&2; }
+
+TMP=$(mktemp -d /tmp/s3lead-bench.XXXXXX)
+S3_PID=""
+ETCD_PID=""
+BENCH_PID=""
+
+cleanup() {
+  local status=$?
+  trap '' INT TERM HUP
+  # bench.py stops its own processes (proxies, leaders, followers) on SIGTERM.
+  if [[ -n $BENCH_PID ]] && kill -0 "$BENCH_PID" 2>/dev/null; then
+    kill -TERM "$BENCH_PID" 2>/dev/null || true
+    wait "$BENCH_PID" 2>/dev/null || true
+  fi
+  if [[ -n $ETCD_PID ]]; then
+    kill -TERM "$ETCD_PID" 2>/dev/null || true
+    # etcd stops in well under a second; SIGKILL if it has not after 10 s.
+    for _ in $(seq 1 100); do kill -0 "$ETCD_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$ETCD_PID" 2>/dev/null || true
+    wait "$ETCD_PID" 2>/dev/null || true
+  fi
+  if [[ -n $S3_PID ]]; then scripts/stop-s3-server.sh "$S3_PID" || true; fi
+  rm -rf "$TMP"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# --- install ---------------------------------------------------------------------------
+# apt-get install, running `apt-get update` only when the install fails without it.
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 && return 0
+  apt-get update -q >/dev/null 2>&1 &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1
+}
+
+missing_pkgs=()
+command -v flock >/dev/null || missing_pkgs+=(util-linux)
+[[ -x /usr/bin/time ]] || missing_pkgs+=(time)
+if ((${#missing_pkgs[@]})); then
+  log "apt-get install ${missing_pkgs[*]}"
+  apt_install "${missing_pkgs[@]}" || { log "cannot install ${missing_pkgs[*]} (needs root and apt)"; exit 1; }
+fi
+
+# etcd is optional: without it the etcdctl column says why. (On a host booted with
+# systemd, Debian's etcd-server package also starts a system etcd on 2379; this benchmark
+# uses its own instance on other ports and leaves that one alone.)
+ETCD_WHY=""
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+  log "apt-get install etcd-server etcd-client"
+  if [[ $(id -u) != 0 ]]; then
+    ETCD_WHY="etcd-server/etcd-client not installed and not root to apt-get install them"
+  elif ! apt_install etcd-server etcd-client; then
+    ETCD_WHY="apt-get install etcd-server etcd-client failed"
+  fi
+fi
+
+scripts/install-test-servers.sh
+
+log "cargo build --release"
+cargo build --release --quiet
+S3LEAD=$ROOT/target/release/s3lead
+
+# --- start the servers -------------------------------------------------------------------
+# N distinct free TCP ports on 127.0.0.1 (bound together, so they differ).
+free_ports() {
+  python3 -c 'import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])' "$1"
+}
+
+log "starting LocalStack"
+s3_line=$(scripts/start-s3-server.sh localstack)
+# The line is NAME=value assignments (no spaces in values); read them without eval.
+for kv in $s3_line; do
+  case ${kv%%=*} in
+    S3LEAD_TEST_ENDPOINT) S3_ENDPOINT=${kv#*=} ;;
+    S3LEAD_TEST_ACCESS_KEY) S3_ACCESS_KEY=${kv#*=} ;;
+    S3LEAD_TEST_SECRET_KEY) S3_SECRET_KEY=${kv#*=} ;;
+    S3LEAD_TEST_REGION) S3_REGION=${kv#*=} ;;
+    S3LEAD_TEST_BUCKET) S3_BUCKET=${kv#*=} ;;
+    S3LEAD_TEST_SERVER_PID) S3_PID=${kv#*=} ;;
+  esac
+done
+
+ETCD_ENDPOINT=""
+if [[ -z $ETCD_WHY ]]; then
+  log "starting etcd"
+  read -r client_port peer_port < <(free_ports 2)
+  # A fresh single-node cluster in the temp dir, client and peer URLs on 127.0.0.1 only.
+  etcd --name bench --data-dir "$TMP/etcd" \
+    --listen-client-urls "http://127.0.0.1:$client_port" --advertise-client-urls "http://127.0.0.1:$client_port" \
+    --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-cluster "bench=http://127.0.0.1:$peer_port" --initial-cluster-state new \
+    >"$TMP/etcd.log" 2>&1 &
+  ETCD_PID=$!
+  ETCD_WHY="etcd did not become healthy within 30 s"
+  for _ in $(seq 1 60); do
+    if ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$client_port" --dial-timeout=1s endpoint health >/dev/null 2>&1; then
+      ETCD_ENDPOINT=127.0.0.1:$client_port ETCD_WHY=""
+      break
+    fi
+    kill -0 "$ETCD_PID" 2>/dev/null || { ETCD_WHY="etcd exited at start: $(tail -n 1 "$TMP/etcd.log")"; break; }
+    sleep 0.5
+  done
+  [[ -z $ETCD_WHY ]] || log "etcd: $ETCD_WHY"
+fi
+
+# --- measure -----------------------------------------------------------------------------
+# In the background and waited for, so that a signal to this script runs the trap at once
+# (bash defers traps while a foreground command runs); the trap passes it on as SIGTERM.
+S3LEAD=$S3LEAD BENCH_TMP=$TMP \
+  BENCH_S3_ENDPOINT=$S3_ENDPOINT BENCH_S3_ACCESS_KEY=$S3_ACCESS_KEY BENCH_S3_SECRET_KEY=$S3_SECRET_KEY \
+  BENCH_S3_REGION=$S3_REGION BENCH_S3_BUCKET=$S3_BUCKET \
+  BENCH_ETCD_ENDPOINT=$ETCD_ENDPOINT BENCH_ETCD_UNAVAILABLE=$ETCD_WHY \
+  python3 bench/bench.py &
+BENCH_PID=$!
+wait "$BENCH_PID"
