@@ -3,6 +3,7 @@
 //! would check: what the command saw, the exit status, the lock object, which processes
 //! are left.
 
+#[macro_use]
 mod e2e;
 mod support;
 
@@ -57,15 +58,7 @@ fn term_grows_by_one_per_acquisition(lock: Lock) {
     assert_eq!(rec["released"], true);
 }
 
-#[test]
-fn term_grows_by_one_per_acquisition_on_file() {
-    term_grows_by_one_per_acquisition(Lock::file());
-}
-
-#[test]
-fn term_grows_by_one_per_acquisition_on_s3() {
-    term_grows_by_one_per_acquisition(Lock::s3("term"));
-}
+on_both_stores!(term_grows_by_one_per_acquisition);
 
 #[test]
 fn the_child_sees_its_lease_in_the_environment() {
@@ -128,15 +121,7 @@ fn busy_lock_is_refused(lock: Lock) {
     );
 }
 
-#[test]
-fn busy_lock_is_refused_on_file() {
-    busy_lock_is_refused(Lock::file());
-}
-
-#[test]
-fn busy_lock_is_refused_on_s3() {
-    busy_lock_is_refused(Lock::s3("busy"));
-}
+on_both_stores!(busy_lock_is_refused);
 
 // ---- exit status ------------------------------------------------------------------------
 
@@ -187,15 +172,7 @@ fn sigterm_is_forwarded_and_the_lock_released(lock: Lock) {
     assert_eq!(read(&lock.path("terms")).trim(), "2");
 }
 
-#[test]
-fn sigterm_is_forwarded_and_the_lock_released_on_file() {
-    sigterm_is_forwarded_and_the_lock_released(Lock::file());
-}
-
-#[test]
-fn sigterm_is_forwarded_and_the_lock_released_on_s3() {
-    sigterm_is_forwarded_and_the_lock_released(Lock::s3("sigterm"));
-}
+on_both_stores!(sigterm_is_forwarded_and_the_lock_released);
 
 #[test]
 fn a_child_ignoring_sigterm_is_killed_after_kill_after_on_shutdown() {

@@ -1,6 +1,7 @@
 //! End-to-end tests of `s3lead status`: what an operator sees before, during and after a
 //! lease, on the file store and on the test S3 server.
 
+#[macro_use]
 mod e2e;
 mod support;
 
@@ -59,12 +60,4 @@ fn status_follows_the_lease(lock: Lock) {
     let _ = read(&ready);
 }
 
-#[test]
-fn status_follows_the_lease_on_file() {
-    status_follows_the_lease(Lock::file());
-}
-
-#[test]
-fn status_follows_the_lease_on_s3() {
-    status_follows_the_lease(Lock::s3("status"));
-}
+on_both_stores!(status_follows_the_lease);

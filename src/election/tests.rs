@@ -566,7 +566,8 @@ fn a_late_lease_that_cannot_be_renewed_goes_back_to_following() {
     let ev = run_until(&mut a, &mut net, 25_000, 29_500, 100);
     assert_eq!(elected(&ev), None, "{ev:?}");
     assert!(
-        !ev.iter().any(|e| matches!(e, Event::Fatal(_) | Event::Lost(_))),
+        !ev.iter()
+            .any(|e| matches!(e, Event::Fatal(_) | Event::Lost(_))),
         "an unannounced lease ends quietly: {ev:?}"
     );
     assert!(!a.is_ended() && !a.is_leader());

@@ -9,6 +9,25 @@
 
 pub mod proxy;
 
+/// Runs the scenario `$name(lock)` on both stores, as tests `$name::on_file` and
+/// `$name::on_s3` (the `on_s3` name is what CI's RGW pass selects).
+#[allow(unused_macros)] // not every test binary runs scenarios on both stores
+macro_rules! on_both_stores {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn on_file() {
+                super::$name(crate::e2e::Lock::file());
+            }
+
+            #[test]
+            fn on_s3() {
+                super::$name(crate::e2e::Lock::s3(stringify!($name)));
+            }
+        }
+    };
+}
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
