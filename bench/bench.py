@@ -50,6 +50,7 @@ LEADER_CMD = ["sh", "-c", "echo started $$; exec sleep 600"]
 FOLLOWER_CMD = ["sh", "-c", "echo started $$"]
 
 COLS = ["flock", "s3lead file", "s3lead S3", "etcdctl lock"]
+STARTED_AT = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def progress(msg):
@@ -421,16 +422,15 @@ def header():
     except Exception:  # noqa: BLE001 - a version is decoration
         ls = "?"
     rev = first_line(["git", "-C", os.path.dirname(HERE), "describe", "--always", "--dirty"])
-    etcd = (f"{first_line(['etcd', '--version'])}, {first_line(['etcdctl', 'version'])}" if ETCD
-            else f"not available: {ETCD_WHY}")
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    etcd = (f"{first_line(['etcd', '--version'])}, {first_line(['etcdctl', 'version'])} (single node, "
+            "127.0.0.1, default fsync)" if ETCD else f"etcd not available: {ETCD_WHY}")
     return [
-        f"s3lead benchmark, {now}",
+        f"s3lead benchmark, started {STARTED_AT}",
         f"machine:  {os.cpu_count()} cores (nproc {first_line(['nproc'])}), {cpu}, "
         f"Linux {platform.release()}, {platform.freedesktop_os_release().get('PRETTY_NAME', '?')}",
         "          a shared, noisy machine: compare columns of one run, not runs with each other",
         f"versions: {first_line([S3LEAD, '--version'])} (release build, git {rev}); {first_line(['flock', '--version'])};",
-        f"          {etcd} (single node, 127.0.0.1, default fsync); LocalStack {ls} (127.0.0.1)",
+        f"          {etcd}; LocalStack {ls} (127.0.0.1)",
         f"settings: BENCH_N={N} BENCH_IDLE_SECS={IDLE_SECS:g} BENCH_FAILOVER_TRIALS={TRIALS}",
     ]
 
@@ -484,7 +484,7 @@ def main():
          f"{describe(fc, minutes)} ({not_modified} of {fc['GET']} were 304) "
          f"= ${cost(fc_min, MINUTES_PER_MONTH):.2f}/month", na],
         ["failover after kill -9 of the leader", *[fo_row("kill", k) for k in COLS]],
-        [f"  same, etcdctl default --ttl ({etcdctl_default_ttl() if kd else '?'} s)", "-", "-", "-",
+        ["  same, etcdctl default --ttl" + (f" ({etcdctl_default_ttl()} s)" if kd else ""), "-", "-", "-",
          (secs(kd[0]) + f"; old command alive {kd[1]}/{len(kd[0])}") if kd else no_etcd],
         ["handover after SIGTERM to the leader", *[fo_row("term", k) for k in COLS]],
     ]
