@@ -339,8 +339,16 @@ fn failing_renewals_stop_the_child_before_the_lease_ends_on_s3() {
         now < valid_until,
         "stopped at {now} ms, lease valid until {valid_until} ms"
     );
-    let risk = f.log("lease at risk").expect("at-risk line");
-    assert_eq!(risk["fields"]["valid_until_ms"].as_u64(), Some(valid_until));
+    assert!(
+        f.log("no longer safe to hold").is_some(),
+        "the reason is logged: {}",
+        f.stderr
+    );
+    // The renewal task may or may not have reached its own stop point before the
+    // supervisor's timer stopped the command; when it did, both saw the same lease end.
+    if let Some(risk) = f.log("lease at risk") {
+        assert_eq!(risk["fields"]["valid_until_ms"].as_u64(), Some(valid_until));
+    }
 }
 
 // ---- kill -9 of s3lead ----------------------------------------------------------------------
