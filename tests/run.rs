@@ -203,12 +203,16 @@ fn a_second_sigint_kills_at_once() {
             &["--lease-duration", "120s", "-k", "100s"],
             &["-c", &script],
         )
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(lock.path("log")).unwrap())
         .spawn()
         .expect("spawn");
     wait_started(&out);
     send_signal(s.id(), "INT");
-    std::thread::sleep(Duration::from_millis(200));
+    // Two signals sent back to back may be delivered as one: wait until the first one
+    // has been acted on.
+    wait_for("the first SIGINT to be forwarded", LIMIT, || {
+        read(&lock.path("log")).contains("sent SIGINT")
+    });
     send_signal(s.id(), "INT");
     let st = wait_exit(&mut s, LIMIT);
     assert_eq!(st.code(), Some(137));
@@ -251,12 +255,15 @@ fn sigterm_while_waiting_for_the_lock_ends_the_wait() {
         .expect("spawn holder");
     wait_for("the holder to start", LIMIT, || ready.exists());
     let ran = lock.path("ran");
+    let log = lock.path("waiter.log");
     let mut waiter = lock
         .run(&["-c", &format!("touch {}", ran.display())])
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("spawn waiter");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the waiter to see the holder", LIMIT, || {
+        read(&log).contains("waiting")
+    });
     send_signal(waiter.id(), "TERM");
     assert_eq!(wait_exit(&mut waiter, LIMIT).code(), Some(143));
     assert!(!ran.exists());
