@@ -19,6 +19,9 @@ _s3lead() {
             s3lead,__guard)
                 cmd="s3lead__subcmd____guard"
                 ;;
+            s3lead,check)
+                cmd="s3lead__subcmd__check"
+                ;;
             s3lead,help)
                 cmd="s3lead__subcmd__help"
                 ;;
@@ -30,6 +33,9 @@ _s3lead() {
                 ;;
             s3lead__subcmd__help,__guard)
                 cmd="s3lead__subcmd__help__subcmd____guard"
+                ;;
+            s3lead__subcmd__help,check)
+                cmd="s3lead__subcmd__help__subcmd__check"
                 ;;
             s3lead__subcmd__help,help)
                 cmd="s3lead__subcmd__help__subcmd__help"
@@ -47,7 +53,7 @@ _s3lead() {
 
     case "${cmd}" in
         s3lead)
-            opts="-v -q -h -V --verbose --quiet --log-format --help --version run status __guard help"
+            opts="-v -q -h -V --verbose --quiet --log-format --help --version run status check __guard help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -82,8 +88,46 @@ _s3lead() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        s3lead__subcmd__check)
+            opts="-v -q -h -V --json --rounds --writers --endpoint-url --region --profile --path-style --verbose --quiet --log-format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --rounds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --writers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --endpoint-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --region)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         s3lead__subcmd__help)
-            opts="run status __guard help"
+            opts="run status check __guard help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -97,6 +141,20 @@ _s3lead() {
             return 0
             ;;
         s3lead__subcmd__help__subcmd____guard)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        s3lead__subcmd__help__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

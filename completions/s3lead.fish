@@ -32,6 +32,7 @@ complete -c s3lead -n "__fish_s3lead_needs_command" -s h -l help -d 'Print help 
 complete -c s3lead -n "__fish_s3lead_needs_command" -s V -l version -d 'Print version'
 complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "run" -d 'Campaign for the lock; run the command only while the lease is held'
 complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "status" -d 'Show who holds the lock (one read; writes nothing)'
+complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "check" -d 'Prove that the lock\'s store keeps the conditional-write contract, racing writers included (on scratch keys next to the lock; the lock itself is not touched)'
 complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "__guard" -d 'Kill a supervised process group if s3lead dies (internal)'
 complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l id -d 'Holder identity shown to operators [default: HOSTNAME (pid N)]. Ownership is a random lease id, so two holders with the same id never share a lease' -r
@@ -67,13 +68,27 @@ complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s v -l verbose -d
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s q -l quiet -d 'Only errors on stderr'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s h -l help -d 'Print help'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s V -l version -d 'Print version'
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l rounds -d 'Race rounds: each races --writers creates, then as many replaces, on a fresh scratch key' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l writers -d 'Concurrent writers in each race' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l endpoint-url -d 'S3-compatible endpoint (MinIO, Ceph RGW, R2 …) [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l region -d 'AWS region [env: AWS_REGION, AWS_DEFAULT_REGION]' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l profile -d 'Profile of the shared AWS config files [env: AWS_PROFILE]' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
+json\t''"
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l json -d 'Print one JSON object: {"lock", "safe", "verdict", "rounds", "writers", "checks": [{"check", "result": "ok"|"warn"|"fail", "expected", "got"}]}'
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l path-style -d 'Path-style addressing (always on with a custom endpoint)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s v -l verbose -d 'More logging on stderr (-v: debug, -vv: trace)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s q -l quiet -d 'Only errors on stderr'
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s V -l version -d 'Print version'
 complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
 json\t''"
 complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s v -l verbose -d 'More logging on stderr (-v: debug, -vv: trace)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s q -l quiet -d 'Only errors on stderr'
 complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s h -l help -d 'Print help'
 complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s V -l version -d 'Print version'
-complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status __guard help" -f -a "run" -d 'Campaign for the lock; run the command only while the lease is held'
-complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status __guard help" -f -a "status" -d 'Show who holds the lock (one read; writes nothing)'
-complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status __guard help" -f -a "__guard" -d 'Kill a supervised process group if s3lead dies (internal)'
-complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status __guard help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check __guard help" -f -a "run" -d 'Campaign for the lock; run the command only while the lease is held'
+complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check __guard help" -f -a "status" -d 'Show who holds the lock (one read; writes nothing)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check __guard help" -f -a "check" -d 'Prove that the lock\'s store keeps the conditional-write contract, racing writers included (on scratch keys next to the lock; the lock itself is not touched)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check __guard help" -f -a "__guard" -d 'Kill a supervised process group if s3lead dies (internal)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check __guard help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

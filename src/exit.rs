@@ -14,6 +14,7 @@
 //! | 75 | lock busy (`-n`) or wait timed out (`-w`); change with `-E` |
 //! | 76 | the lease was lost and the command was stopped; change with `--lost-exit-code` |
 //! | 77 | permission denied (credentials, bucket policy, file permissions) |
+//! | 78 | `s3lead check`: the store breaks the conditional-write contract (unsafe for s3lead) |
 //! | 128+N | s3lead itself was stopped by signal N while waiting for the lock |
 
 pub const USAGE: i32 = 64;
@@ -24,6 +25,9 @@ pub const OS_ERROR: i32 = 71;
 pub const CONFLICT: i32 = 75;
 pub const LOST: i32 = 76;
 pub const PERMISSION: i32 = 77;
+/// `s3lead check` found that the store does not keep the conditional-write contract
+/// (EX_CONFIG: the store is misconfigured for s3lead).
+pub const UNSAFE_STORE: i32 = 78;
 
 /// The EXIT STATUS section of the man page, generated from the same table.
 pub const EXIT_STATUS_TEXT: &str = "\
@@ -36,4 +40,5 @@ The child's exit status, or 128+N if signal N killed it.
 75: the lock is busy (-n) or the wait timed out (-w); set with -E.
 76: the lease was lost and the command was stopped; set with --lost-exit-code.
 77: permission denied (credentials, bucket policy, file permissions).
+78: s3lead check: the store does not keep the conditional-write contract (unsafe).
 128+N: s3lead was stopped by signal N while waiting for the lock.";

@@ -36,6 +36,7 @@ fn main() {
         match cli.command {
             Command::Run(args) => s3lead::cli::run::run(*args).await,
             Command::Status(args) => s3lead::cli::status::status(args).await,
+            Command::Check(args) => s3lead::cli::check::check(args).await,
             Command::Guard => Ok(0),
         }
     });

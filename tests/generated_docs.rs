@@ -103,7 +103,9 @@ fn the_run_man_page_documents_every_exit_status() {
             .name("s3lead-run"),
     );
     assert!(page.contains(".SH \"EXIT STATUS\""));
-    for code in ["126", "127", "64", "65", "69", "75", "76", "77", "128+N"] {
+    for code in [
+        "126", "127", "64", "65", "69", "75", "76", "77", "78", "128+N",
+    ] {
         assert!(page.contains(code), "exit status {code} is not documented");
     }
     for flag in [

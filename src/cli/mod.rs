@@ -5,6 +5,7 @@
 //! One file per subcommand holds what it does; this file holds only the definitions and
 //! the error type every subcommand reports through.
 
+pub mod check;
 pub mod run;
 pub mod status;
 
@@ -60,6 +61,19 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Show who holds the lock (one read; writes nothing).
     Status(status::StatusArgs),
+    /// Prove that the lock's store keeps the conditional-write contract, racing writers
+    /// included (on scratch keys next to the lock; the lock itself is not touched).
+    ///
+    /// One write at a time: a create (If-None-Match: *) wins only on a missing key, a
+    /// replace (If-Match) only with the current ETag, a refused write changes nothing,
+    /// every write gives a new ETag, and a conditional read of the current ETag answers
+    /// 304 (only a warning if not: it costs a download per poll). Then --rounds races of
+    /// --writers concurrent creates, then as many concurrent replaces with one ETag:
+    /// exactly one writer may win (HTTP 200) in each round, and the object must hold its
+    /// body. The scratch keys (KEY.s3lead-check-RANDOM) are deleted afterwards. One line
+    /// per check, then a verdict; exit 0 when the store is safe for s3lead, 78 when not.
+    #[command(after_long_help = crate::exit::EXIT_STATUS_TEXT)]
+    Check(check::CheckArgs),
     /// Kill a supervised process group if s3lead dies (internal).
     #[command(name = "__guard", hide = true)]
     Guard,
@@ -207,6 +221,17 @@ mod tests {
         assert_eq!(r.lease_duration, Duration::from_secs(30));
         assert_eq!(r.signal, Signal::SIGTERM);
         assert_eq!(r.conflict_exit_code, 75);
+    }
+
+    #[test]
+    fn check_has_defaults_and_bounds() {
+        let cli = Cli::try_parse_from(["s3lead", "check", "s3://b/k"]).unwrap();
+        let Command::Check(c) = cli.command else {
+            panic!()
+        };
+        assert_eq!((c.rounds, c.writers, c.json), (20, 8, false));
+        assert!(Cli::try_parse_from(["s3lead", "check", "x", "--writers", "1"]).is_err());
+        assert!(Cli::try_parse_from(["s3lead", "check", "x", "--rounds", "0"]).is_err());
     }
 
     #[test]

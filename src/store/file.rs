@@ -37,13 +37,17 @@
 //! instead of landing later, and no thread stays parked on a lock held by a stopped
 //! process.
 //!
+//! **Scratch files.** `s3lead check` probes the store on files next to the lock
+//! (`<path>.s3lead-check-<random>`) and removes them, with their sidecars, through
+//! [`FileStore::delete_scratch`], which refuses any other path.
+//!
 //! **Limit: one host.** `flock` excludes processes of one kernel. On a network file
 //! system (NFS, SMB, some FUSE file systems) `flock` may be emulated, local-only or
 //! silently ineffective, and rename and fsync semantics differ, so this store does not
 //! trust them: use it only on a local file system, and use S3 for candidates on several
 //! hosts.
 
-use super::{Etag, FatalKind, LockStore, MAX_RECORD_BYTES, ReadReply, StoreError};
+use super::{Etag, FatalKind, LockStore, MAX_RECORD_BYTES, ReadReply, StoreError, is_scratch_name};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
@@ -156,6 +160,22 @@ impl FileStore {
     /// The absolute path of the data file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Removes the file and its sidecar, for the scratch files of `s3lead check` only:
+    /// any other path is refused before touching anything. Files already gone are fine.
+    pub async fn delete_scratch(&self) -> Result<(), StoreError> {
+        if !is_scratch_name(&self.inner.path.to_string_lossy()) {
+            return Err(StoreError::Fatal(
+                FatalKind::Other,
+                format!(
+                    "{}: refusing to delete a file that is not a scratch file of s3lead check",
+                    self.inner.path.display()
+                ),
+            ));
+        }
+        self.blocking(|p, _| p.remove_scratch(), StoreError::Unavailable)
+            .await
     }
 
     /// Runs `op` on the blocking pool. `abandoned` is set when the caller stops waiting
@@ -462,6 +482,21 @@ impl Paths {
                 }
             }
         }
+    }
+
+    /// The data file and the sidecar, unlocked: only for scratch files, which no other
+    /// writer uses once the check is done with them.
+    fn remove_scratch(&self) -> Result<(), StoreError> {
+        for path in [&self.path, &self.sidecar] {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(self.io_error(&format!("cannot remove {}", path.display()), &e));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// After a "not found": Ok if the directory exists, else the user-facing error.
@@ -828,6 +863,27 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(store.read(Some(&e1)).await, Ok(ReadReply::NotModified));
         store.replace(&e1, b"two".to_vec()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_scratch_files_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = store_in(&dir);
+        lock.create(b"one".to_vec()).await.unwrap();
+        let (kind, _) = fatal_kind(lock.delete_scratch().await);
+        assert_eq!(kind, FatalKind::Other);
+        assert_eq!(fs::read(lock.path()).unwrap(), b"one");
+
+        let scratch = FileStore::open(&dir.path().join("lock.s3lead-check-0a1b")).unwrap();
+        scratch.create(b"two".to_vec()).await.unwrap();
+        scratch.delete_scratch().await.unwrap();
+        scratch.delete_scratch().await.unwrap();
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["lock", "lock.flock"]);
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //!
 //! `s3.rs` speaks to S3 and compatible stores, `file.rs` keeps a lock in one local file
 //! (one host), `memory.rs` serves tests and the simulation.
+//!
+//! `s3lead check` needs more than the protocol does: objects of its own next to the lock
+//! (scratch keys, [`SCRATCH_MARKER`] in their names), and a way to remove them. That
+//! delete is an inherent method of the stores ([`AnyStore::delete_scratch`]), not part of
+//! [`LockStore`], and it refuses any key that is not a scratch key: the protocol itself
+//! can never delete.
 
 pub mod file;
 pub mod memory;
@@ -18,6 +24,18 @@ use std::fmt;
 use std::future::Future;
 
 pub use crate::record::MAX_RECORD_BYTES;
+
+/// What names a scratch key of `s3lead check`: `<lock key>.s3lead-check-<random>`. Only
+/// keys containing it can be deleted.
+pub const SCRATCH_MARKER: &str = ".s3lead-check-";
+
+/// Whether `name` (an object key or a file path) names a scratch key.
+pub fn is_scratch_name(name: &str) -> bool {
+    name.rsplit('/')
+        .next()
+        .and_then(|last| last.split_once(SCRATCH_MARKER))
+        .is_some_and(|(lock, tag)| !lock.is_empty() && !tag.is_empty())
+}
 
 /// An entity tag as the store returned it. Equality ignores quoting and a weak `W/`
 /// prefix, because providers and clients differ in both; the raw form is what is sent
@@ -197,10 +215,59 @@ impl LockUrl {
     }
 }
 
-/// The store a lock URL names.
+/// The store a lock URL names. Clones share the connection (S3) and what was learned
+/// about the store.
+#[derive(Clone, Debug)]
 pub enum AnyStore {
     S3(s3::S3Store),
     File(file::FileStore),
+}
+
+impl AnyStore {
+    /// Where the object is: `s3://bucket/key`, or the file's absolute path.
+    pub fn location(&self) -> String {
+        match self {
+            AnyStore::S3(s) => format!("s3://{}/{}", s.bucket(), s.key()),
+            AnyStore::File(f) => f.path().display().to_string(),
+        }
+    }
+
+    /// The same store for the scratch key `<this key><SCRATCH_MARKER><tag>`, next to it
+    /// (same bucket, same directory). No I/O.
+    pub fn scratch(&self, tag: &str) -> Result<AnyStore, StoreError> {
+        Ok(match self {
+            AnyStore::S3(s) => {
+                AnyStore::S3(s.sibling(&format!("{}{SCRATCH_MARKER}{tag}", s.key())))
+            }
+            AnyStore::File(f) => {
+                let mut path = f.path().as_os_str().to_owned();
+                path.push(SCRATCH_MARKER);
+                path.push(tag);
+                AnyStore::File(file::FileStore::open(std::path::Path::new(&path))?)
+            }
+        })
+    }
+
+    /// Removes this scratch object, unconditionally (LocalStack answers a conditional
+    /// DeleteObject with 501, Ceph RGW ignores the condition). An object that is already
+    /// gone is not an error. Refuses any key that is not a scratch key.
+    pub async fn delete_scratch(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::S3(s) => s.delete_object_unconditionally().await,
+            AnyStore::File(f) => f.delete_scratch().await,
+        }
+    }
+
+    /// Whether the store itself answers a read conditional on `etag`, the object's
+    /// current ETag, with "not modified" rather than the whole object. [`LockStore::read`]
+    /// answers [`ReadReply::NotModified`] either way (it compares the ETag it got); this
+    /// tells whether a follower's poll is the cheap request it is meant to be.
+    pub async fn answers_not_modified(&self, etag: &Etag) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::S3(s) => s.answers_not_modified(etag).await,
+            AnyStore::File(f) => Ok(f.read(Some(etag)).await? == ReadReply::NotModified),
+        }
+    }
 }
 
 impl LockStore for AnyStore {
@@ -256,6 +323,16 @@ mod tests {
             Ok(LockUrl::File("file:///tmp/x.lock".into()))
         );
         assert!(LockUrl::parse("dir/").is_err());
+    }
+
+    #[test]
+    fn scratch_names() {
+        assert!(is_scratch_name("locks/nightly.s3lead-check-0a1b"));
+        assert!(is_scratch_name("/var/lib/x.lock.s3lead-check-0a1b"));
+        assert!(!is_scratch_name("locks/nightly"));
+        assert!(!is_scratch_name("locks/nightly.s3lead-check-"));
+        assert!(!is_scratch_name("locks/.s3lead-check-0a1b"));
+        assert!(!is_scratch_name("locks.s3lead-check-0a1b/nightly"));
     }
 
     #[test]

@@ -27,11 +27,15 @@
 //!   `endpoint_url`) get path-style addressing, and default to `us-east-1` when no region
 //!   is configured, so a machine with static keys never waits on the instance metadata
 //!   service just to learn a region that a MinIO or RGW endpoint ignores.
+//! - **Scratch keys.** `s3lead check` works on sibling keys of the lock
+//!   ([`S3Store::sibling`]) and removes them with an *unconditional* DeleteObject
+//!   ([`S3Store::delete_object_unconditionally`], refused for any other key): LocalStack
+//!   answers a DeleteObject with `If-Match` with 501, and Ceph RGW ignores the condition.
 //! - **Bounded reads.** A lock object larger than [`MAX_RECORD_BYTES`] is refused from its
 //!   `Content-Length` without reading the body, and a body that grows past the limit is
 //!   abandoned as soon as it does.
 
-use super::{Etag, FatalKind, LockStore, MAX_RECORD_BYTES, ReadReply, StoreError};
+use super::{Etag, FatalKind, LockStore, MAX_RECORD_BYTES, ReadReply, StoreError, is_scratch_name};
 use aws_config::BehaviorVersion;
 use aws_config::environment::EnvironmentVariableRegionProvider;
 use aws_config::imds::region::ImdsRegionProvider;
@@ -216,6 +220,82 @@ impl S3Store {
 
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Whether the store has shown that it accepts `If-Match` only unquoted (Ceph RGW).
+    pub fn wants_unquoted_if_match(&self) -> bool {
+        self.unquoted_if_match.load(Ordering::SeqCst)
+    }
+
+    /// The object `key` in the same bucket, over the same client. What was learned
+    /// about the store (it wants `If-Match` unquoted, it has answered) is shared.
+    pub fn sibling(&self, key: &str) -> S3Store {
+        S3Store {
+            key: key.to_owned(),
+            location: format!("s3://{}/{key}", self.bucket),
+            ..self.clone()
+        }
+    }
+
+    /// Deletes the object with a plain DeleteObject, for the scratch keys of `s3lead
+    /// check` only: a key that is not one is refused before any request. The protocol
+    /// never deletes a lock object (DESIGN §3). A missing object (or bucket) counts as
+    /// deleted.
+    pub async fn delete_object_unconditionally(&self) -> Result<(), StoreError> {
+        if !is_scratch_name(&self.key) {
+            return Err(StoreError::Fatal(
+                FatalKind::Other,
+                format!(
+                    "{}: refusing to delete an object that is not a scratch key of s3lead check",
+                    self.location
+                ),
+            ));
+        }
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                self.mark_answered();
+                Ok(())
+            }
+            Err(err) => match self.classify(Op::Delete, &err) {
+                // No bucket holds no object either.
+                StoreError::Missing | StoreError::Fatal(FatalKind::NoSuchBucket, _) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Whether the store answers a GET with `If-None-Match: <etag>` (the object's current
+    /// ETag) with 304, as a follower's cheap poll expects, rather than with the object.
+    pub async fn answers_not_modified(&self, etag: &Etag) -> Result<bool, StoreError> {
+        let reply = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .if_none_match(etag.raw())
+            .send()
+            .await;
+        match reply {
+            // Dropping the reply abandons the body unread.
+            Ok(_) => {
+                self.mark_answered();
+                Ok(false)
+            }
+            Err(SdkError::ServiceError(service))
+                if is_not_modified(service.raw().status().as_u16(), true) =>
+            {
+                self.mark_answered();
+                Ok(true)
+            }
+            Err(err) => Err(self.classify(Op::Read, &err)),
+        }
     }
 
     fn classify<E>(&self, op: Op, err: &SdkError<E, HttpResponse>) -> StoreError
@@ -501,6 +581,9 @@ fn is_not_modified(status: u16, conditional: bool) -> bool {
 enum Op {
     Read,
     Write,
+    /// An unconditional delete (scratch keys only): nothing to be ambiguous about, since
+    /// deleting twice is deleting once.
+    Delete,
 }
 
 /// A failed request, reduced to what its classification depends on.
@@ -563,7 +646,7 @@ fn classify(location: &str, bucket: &str, op: Op, failure: Failure) -> StoreErro
     let fatal = |kind, msg: &str| StoreError::Fatal(kind, format!("{location}: {msg}"));
     // No answer, or an answer that says nothing definite: a write may have landed.
     let unsure = |what: String| match op {
-        Op::Read => StoreError::Unavailable(format!("{location}: {what}")),
+        Op::Read | Op::Delete => StoreError::Unavailable(format!("{location}: {what}")),
         Op::Write => StoreError::Ambiguous(format!("{location}: {what}")),
     };
     let (status, code, message, bucket_region) = match failure {
@@ -627,7 +710,7 @@ fn classify(location: &str, bucket: &str, op: Op, failure: Failure) -> StoreErro
         (404, _) => StoreError::Missing,
         (409, _) => match op {
             Op::Write => StoreError::Conflict,
-            Op::Read => StoreError::Unavailable(format!("{location}: {}", said())),
+            Op::Read | Op::Delete => StoreError::Unavailable(format!("{location}: {}", said())),
         },
         (_, "RequestTimeTooSkewed") => fatal(
             FatalKind::Other,
@@ -670,6 +753,7 @@ fn classify(location: &str, bucket: &str, op: Op, failure: Failure) -> StoreErro
             match op {
                 Op::Write => "the store does not support conditional writes",
                 Op::Read => "the store does not support conditional reads",
+                Op::Delete => "the store does not support deleting objects",
             },
         ),
         // Throttled: refused before anything was done.
