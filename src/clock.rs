@@ -1,15 +1,15 @@
 //! Time as the protocol sees it: instants on `CLOCK_BOOTTIME`, which keeps counting while
 //! the host is suspended (`CLOCK_MONOTONIC` does not, so a laptop or VM that slept would
-//! wake up believing it still leads). Also a manual clock for tests and the simulation,
-//! and `sleep_until`, a sleep on the boot-time clock itself (a timerfd), so that a
-//! deadline passed during a suspend fires at once on resume.
+//! wake up believing it still leads), and `sleep_until`, a sleep on the boot-time clock
+//! itself (a timerfd), so that a deadline passed during a suspend fires at once on resume.
+//!
+//! The protocol (`election.rs`) takes "now" as an argument instead of reading a clock, so
+//! tests and the simulation need no clock object: they pass instants of their own.
 //!
 //! Nothing here reads the wall clock: wall-clock time only appears in the record's
 //! human-readable fields (`record.rs`).
 
 use std::ops::{Add, Sub};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A point on one host's boot-time clock. Instants from different hosts are never
@@ -18,7 +18,7 @@ use std::time::Duration;
 pub struct Instant(Duration);
 
 impl Instant {
-    /// The instant `d` after the clock's origin (boot, or zero for a manual clock).
+    /// The instant `d` after the clock's origin (boot, or zero in tests and simulations).
     pub const fn from_origin(d: Duration) -> Self {
         Instant(d)
     }
@@ -52,21 +52,6 @@ impl Sub<Instant> for Instant {
     }
 }
 
-/// A source of "now".
-pub trait Clock: Send + Sync {
-    fn now(&self) -> Instant;
-}
-
-/// The host's `CLOCK_BOOTTIME`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct BootClock;
-
-impl Clock for BootClock {
-    fn now(&self) -> Instant {
-        boot_now()
-    }
-}
-
 /// Reads `CLOCK_BOOTTIME`. It cannot fail on Linux ≥ 2.6.39 with a valid clock id; if
 /// it ever did, falling back to `CLOCK_MONOTONIC` keeps durations meaningful.
 pub fn boot_now() -> Instant {
@@ -75,30 +60,6 @@ pub fn boot_now() -> Instant {
         .or_else(|_| clock_gettime(ClockId::CLOCK_MONOTONIC))
         .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
     Instant(Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32))
-}
-
-/// A clock that moves only when told to: for unit tests and the simulation.
-#[derive(Clone, Debug, Default)]
-pub struct ManualClock(Arc<AtomicU64>);
-
-impl ManualClock {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn advance(&self, d: Duration) {
-        self.0.fetch_add(d.as_nanos() as u64, Ordering::SeqCst);
-    }
-
-    pub fn set(&self, t: Instant) {
-        self.0.store(t.0.as_nanos() as u64, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Instant {
-        Instant(Duration::from_nanos(self.0.load(Ordering::SeqCst)))
-    }
 }
 
 /// Sleeps until `deadline` on `CLOCK_BOOTTIME`.
@@ -163,15 +124,6 @@ async fn timerfd_sleep(deadline: Instant) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn manual_clock_moves_only_when_told() {
-        let c = ManualClock::new();
-        let t0 = c.now();
-        assert_eq!(c.now(), t0);
-        c.advance(Duration::from_millis(1500));
-        assert_eq!(c.now() - t0, Duration::from_millis(1500));
-    }
 
     #[test]
     fn instants_saturate_instead_of_panicking() {
