@@ -230,6 +230,11 @@ mon allow pool size one = true
 mon warn on pool no redundancy = false
 mon max pg per osd = 1000
 osd crush chooseleaf type = 0
+# The OSD's own start-up commands to the monitor (set its device class, move itself in
+# the CRUSH map) are where it sometimes races the monitor and gets 'wrong fsid', then
+# exits; the CLI places it in the CRUSH map below instead, before it starts.
+osd class update on start = false
+osd crush update on start = false
 osd objectstore = memstore
 memstore device bytes = 1073741824
 mon data = $d/mon.\$id
@@ -251,6 +256,8 @@ CONF
     || { START_ERROR="ceph osd create failed"; return 1; }
   run timeout 60 ceph-osd -c "$c" -i "$osdid" --mkfs >"$DIR/log/osd-mkfs.out" 2>&1 \
     || { START_ERROR="ceph-osd --mkfs failed"; return 1; }
+  timeout 60 ceph -c "$c" osd crush add "osd.$osdid" 1.0 root=default >>"$DIR/log/ceph-cli.out" 2>&1 \
+    || { START_ERROR="ceph osd crush add failed"; return 1; }
   # Now and then (1 start in 5 here) the OSD sends its first command before it knows
   # the cluster's fsid, the monitor answers 'wrong fsid' and the OSD exits: the retry
   # in serve() starts a fresh cluster then.
