@@ -258,9 +258,9 @@ CONF
     || { START_ERROR="ceph-osd --mkfs failed"; return 1; }
   timeout 60 ceph -c "$c" osd crush add "osd.$osdid" 1.0 root=default >>"$DIR/log/ceph-cli.out" 2>&1 \
     || { START_ERROR="ceph osd crush add failed"; return 1; }
-  # Now and then (1 start in 5 here) the OSD sends its first command before it knows
-  # the cluster's fsid, the monitor answers 'wrong fsid' and the OSD exits: the retry
-  # in serve() starts a fresh cluster then.
+  # The OSD used to send its start-up commands before it knew the cluster's fsid now and
+  # then ('wrong fsid', then exit); those are off (see the config above). Should a start
+  # still fail, the retry in serve() starts a fresh cluster.
   ceph-osd -c "$c" -i "$osdid" -f </dev/null >"$DIR/log/osd.out" 2>&1 &
   PIDS_FIRST=($!)
   radosgw -c "$c" -n client.rgw -f </dev/null >"$DIR/log/rgw.out" 2>&1 &
