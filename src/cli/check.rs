@@ -23,18 +23,14 @@
 //! missing bucket exit as they do for `run`. Answers too vague to judge (timeouts, 5xx
 //! where a definite answer was due) end the check with 69: nothing is proven either way.
 
-use super::run::store_failure;
+use super::store_failure;
 use super::{Failure, S3Args};
 use crate::exit;
-use crate::store::{AnyStore, Etag, FatalKind, LockStore, LockUrl, ReadReply, StoreError};
+use crate::store::{AnyStore, Etag, FatalKind, LockStore, ReadReply, StoreError};
 use clap::Args;
 use nix::sys::signal::Signal;
 use serde::Serialize;
-use std::time::Duration;
 use tokio::task::JoinSet;
-
-/// The bound on each request to the store.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -63,11 +59,8 @@ pub struct CheckArgs {
 /// Runs `s3lead check`; returns the exit status.
 pub async fn check(args: CheckArgs) -> Result<i32, Failure> {
     let lock = args.lock.as_str();
-    let url = LockUrl::parse(lock).map_err(|m| Failure::new(exit::USAGE, m))?;
-    let store = url
-        .open(&args.s3.options(REQUEST_TIMEOUT))
-        .await
-        .map_err(|e| store_failure(lock, &e))?;
+    let url = super::lock_url(lock)?;
+    let store = super::open_store(lock, &url, &args.s3, super::ONE_SHOT_REQUEST_TIMEOUT).await?;
     let mut report = Report {
         json: args.json,
         lines: Vec::new(),

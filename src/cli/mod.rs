@@ -9,7 +9,9 @@ pub mod check;
 pub mod run;
 pub mod status;
 
+use crate::exit;
 use crate::store::s3::S3Options;
+use crate::store::{AnyStore, FatalKind, LockUrl, StoreError};
 use crate::supervise::parse_signal;
 use crate::timing::parse_duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -182,6 +184,46 @@ impl S3Args {
             request_timeout,
         }
     }
+}
+
+/// The bound on each request of the one-shot subcommands (`status`, `check`), which
+/// have no renewal interval to fit in.
+pub const ONE_SHOT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The lock argument, parsed; a usage error names the forms it may take.
+pub fn lock_url(lock: &str) -> Result<LockUrl, Failure> {
+    LockUrl::parse(lock).map_err(|m| Failure::new(exit::USAGE, m))
+}
+
+/// Opens the lock's store. No request is sent, so this may come before validation
+/// that must precede any request.
+pub async fn open_store(
+    lock: &str,
+    url: &LockUrl,
+    s3: &S3Args,
+    request_timeout: Duration,
+) -> Result<AnyStore, Failure> {
+    url.open(&s3.options(request_timeout))
+        .await
+        .map_err(|e| store_failure(lock, &e))
+}
+
+/// A store error as the one line the user sees (naming the lock) and its exit status.
+pub(crate) fn store_failure(lock: &str, e: &StoreError) -> Failure {
+    let code = match e {
+        StoreError::Fatal(FatalKind::Permission, _) => exit::PERMISSION,
+        StoreError::Fatal(FatalKind::TooLarge, _) => exit::BAD_RECORD,
+        _ => exit::UNAVAILABLE,
+    };
+    let msg = e.to_string();
+    Failure::new(
+        code,
+        if msg.contains(lock) {
+            msg
+        } else {
+            format!("{lock}: {msg}")
+        },
+    )
 }
 
 /// A failure to report as one line on stderr, with its exit status.

@@ -11,7 +11,7 @@ use crate::clock::{Instant, boot_now, sleep_until};
 use crate::election::FatalError;
 use crate::exit;
 use crate::lease::{CampaignError, CampaignOptions, Candidate, Leadership, LeaseState};
-use crate::store::{FatalKind, LockUrl, StoreError};
+use crate::store::StoreError;
 use crate::supervise::{Child, ChildExit, Program, become_subreaper};
 use crate::timing::{Dur, Timing, TimingSpec};
 use nix::sys::signal::Signal;
@@ -22,7 +22,7 @@ use tracing::{info, warn};
 pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let lock = args.lock.as_str();
     // Everything the user can get wrong is refused here, before any request.
-    let url = LockUrl::parse(lock).map_err(|m| Failure::new(exit::USAGE, m))?;
+    let url = super::lock_url(lock)?;
     let timing = Timing::new(&TimingSpec {
         lease: args.lease_duration,
         renew_every: args.renew_every,
@@ -37,10 +37,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         None => Program::Argv(args.argv.clone()),
     };
     let holder = args.id.clone().unwrap_or_else(default_holder);
-    let store = url
-        .open(&args.s3.options(timing.request_timeout()))
-        .await
-        .map_err(|e| store_failure(lock, &e))?;
+    let store = super::open_store(lock, &url, &args.s3, timing.request_timeout()).await?;
     // Signals are caught from here on: a stop request while waiting for the lock ends
     // the wait at once (consul lock ignores them there, and `systemctl stop` hangs).
     let mut signals =
@@ -359,7 +356,7 @@ fn campaign_failure(lock: &str, args: &RunArgs, e: CampaignError) -> Result<i32,
             ),
         )),
         CampaignError::Fatal(FatalError::Store(kind, msg)) => {
-            Err(store_failure(lock, &StoreError::Fatal(kind, msg)))
+            Err(super::store_failure(lock, &StoreError::Fatal(kind, msg)))
         }
         CampaignError::Fatal(FatalError::Record(msg)) => Err(Failure::new(
             exit::BAD_RECORD,
@@ -368,21 +365,4 @@ fn campaign_failure(lock: &str, args: &RunArgs, e: CampaignError) -> Result<i32,
             ),
         )),
     }
-}
-
-pub(crate) fn store_failure(lock: &str, e: &StoreError) -> Failure {
-    let code = match e {
-        StoreError::Fatal(FatalKind::Permission, _) => exit::PERMISSION,
-        StoreError::Fatal(FatalKind::TooLarge, _) => exit::BAD_RECORD,
-        _ => exit::UNAVAILABLE,
-    };
-    let msg = e.to_string();
-    Failure::new(
-        code,
-        if msg.contains(lock) {
-            msg
-        } else {
-            format!("{lock}: {msg}")
-        },
-    )
 }

@@ -6,7 +6,7 @@
 use super::{Failure, S3Args};
 use crate::exit;
 use crate::record::LockRecord;
-use crate::store::{LockStore, LockUrl, ReadReply};
+use crate::store::{LockStore, ReadReply};
 use crate::timing::Dur;
 use clap::Args;
 use std::time::{Duration, SystemTime};
@@ -26,15 +26,12 @@ pub struct StatusArgs {
 
 pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
     let lock = args.lock.as_str();
-    let url = LockUrl::parse(lock).map_err(|m| Failure::new(exit::USAGE, m))?;
-    let store = url
-        .open(&args.s3.options(Duration::from_secs(5)))
-        .await
-        .map_err(|e| super::run::store_failure(lock, &e))?;
+    let url = super::lock_url(lock)?;
+    let store = super::open_store(lock, &url, &args.s3, super::ONE_SHOT_REQUEST_TIMEOUT).await?;
     let reply = store
         .read(None)
         .await
-        .map_err(|e| super::run::store_failure(lock, &e))?;
+        .map_err(|e| super::store_failure(lock, &e))?;
     let record = match reply {
         ReadReply::Found { body, .. } => Some(
             LockRecord::decode(&body)
