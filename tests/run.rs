@@ -92,15 +92,7 @@ fn the_child_sees_its_lease_in_the_environment() {
 // ---- busy: -n, -E, -w ------------------------------------------------------------------
 
 fn busy_lock_is_refused(lock: Lock) {
-    let ready = lock.path("ready");
-    let mut holder = lock
-        .run(&["-c", &format!("touch {}; sleep 30", ready.display())])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn holder");
-    wait_for("the first run to start its command", LIMIT, || {
-        ready.exists()
-    });
+    let mut holder = lock.hold(&[]);
 
     let ran = lock.path("ran");
     let touch = format!("touch {}", ran.display());
@@ -153,11 +145,7 @@ fn exit_status_passes_through() {
 fn sigterm_is_forwarded_and_the_lock_released(lock: Lock) {
     let out = lock.path("out");
     let script = looping(&out, "trap 'echo got-TERM >> {o}; exit 7' TERM;");
-    let mut s = lock
-        .run(&["-c", &script])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut s = lock.start(&["-c", &script]);
     wait_started(&out);
     send_signal(s.id(), "TERM");
     let st = wait_exit(&mut s, LIMIT);
@@ -226,11 +214,7 @@ fn hup_and_usr1_are_forwarded() {
         &out,
         "trap 'echo HUP >> {o}' HUP; trap 'echo USR1 >> {o}' USR1; trap 'exit 0' TERM;",
     );
-    let mut s = lock
-        .run(&["-c", &script])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut s = lock.start(&["-c", &script]);
     wait_started(&out);
     send_signal(s.id(), "HUP");
     wait_for("HUP to reach the command", LIMIT, || {
@@ -247,13 +231,7 @@ fn hup_and_usr1_are_forwarded() {
 #[test]
 fn sigterm_while_waiting_for_the_lock_ends_the_wait() {
     let lock = Lock::file();
-    let ready = lock.path("ready");
-    let mut holder = lock
-        .run(&["-c", &format!("touch {}; sleep 30", ready.display())])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn holder");
-    wait_for("the holder to start", LIMIT, || ready.exists());
+    let mut holder = lock.hold(&[]);
     let ran = lock.path("ran");
     let log = lock.path("waiter.log");
     let mut waiter = lock
@@ -370,11 +348,7 @@ fn kill_9_of_s3lead_takes_the_child_and_grandchild_with_it() {
         pids.display(),
         p = pids.display()
     );
-    let mut s = lock
-        .run(&["-c", &script])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut s = lock.start(&["-c", &script]);
     wait_for("the pids file", LIMIT, || {
         read(&pids).split_whitespace().count() == 2
     });

@@ -5,8 +5,8 @@
 mod e2e;
 mod support;
 
-use e2e::{Lock, finish, read, send_signal, wait_exit, wait_for};
-use std::process::{Command, Stdio};
+use e2e::{Lock, finish, send_signal, wait_exit};
+use std::process::Command;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -29,18 +29,7 @@ fn status(lock: &Lock, json: bool) -> serde_json::Value {
 
 fn status_follows_the_lease(lock: Lock) {
     assert_eq!(status(&lock, true)["state"], "absent");
-    let ready = lock.path("ready");
-    let mut holder = lock
-        .run(&[
-            "--id",
-            "op-visible",
-            "-c",
-            &format!("touch {}; sleep 30", ready.display()),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    wait_for("the command to start", LIMIT, || ready.exists());
+    let mut holder = lock.hold(&["--id", "op-visible"]);
     let v = status(&lock, true);
     assert_eq!(v["state"], "held");
     assert_eq!(v["record"]["holder"], "op-visible");
@@ -57,7 +46,6 @@ fn status_follows_the_lease(lock: Lock) {
         text.as_str().unwrap().contains("next holder gets term 2"),
         "{text}"
     );
-    let _ = read(&ready);
 }
 
 on_both_stores!(status_follows_the_lease);

@@ -81,6 +81,13 @@ impl Net {
         }
     }
 
+    /// The writes held back by `LostNoAnswer` land now.
+    fn deliver_held(&mut self) {
+        for req in std::mem::take(&mut self.held) {
+            self.apply(&req);
+        }
+    }
+
     fn current(&self) -> LockRecord {
         LockRecord::decode(&self.store.body().expect("object exists")).unwrap()
     }
@@ -306,9 +313,7 @@ fn a_lost_write_that_lands_late_counts_from_its_first_send() {
     net.fault_next_write(Fault::LostNoAnswer);
     run(&mut a, &mut net, at(10_000));
     // The held write lands now, before the retry.
-    for req in std::mem::take(&mut net.held) {
-        net.apply(&req);
-    }
+    net.deliver_held();
     assert_eq!(net.current().seq, 2);
     // The retry fails (412: the ETag moved); the re-read shows our seq.
     let ev = run(&mut a, &mut net, at(12_000));
@@ -456,9 +461,7 @@ fn a_create_lost_then_landed_late_is_recognised() {
     net.fault_next_write(Fault::LostNoAnswer);
     let ev = run(&mut a, &mut net, at(0));
     assert_eq!(elected(&ev), None);
-    for req in std::mem::take(&mut net.held) {
-        net.apply(&req);
-    }
+    net.deliver_held();
     let ev = run(&mut a, &mut net, at(2_000));
     assert_eq!(elected(&ev), Some(Term::FIRST));
     assert_eq!(
@@ -474,9 +477,7 @@ fn a_lease_recognised_too_late_is_renewed_before_it_is_announced() {
     let mut a = candidate("a");
     net.fault_next_write(Fault::LostNoAnswer);
     run(&mut a, &mut net, at(0));
-    for req in std::mem::take(&mut net.held) {
-        net.apply(&req);
-    }
+    net.deliver_held();
     // Recognised at 25 s, past the stop point of a lease counted from 0 s.
     let ev = run(&mut a, &mut net, at(25_000));
     assert_eq!(elected(&ev), Some(Term::FIRST));
@@ -556,9 +557,7 @@ fn a_late_lease_that_cannot_be_renewed_goes_back_to_following() {
     let mut a = candidate("a");
     net.fault_next_write(Fault::LostNoAnswer);
     run(&mut a, &mut net, at(0));
-    for req in std::mem::take(&mut net.held) {
-        net.apply(&req);
-    }
+    net.deliver_held();
     // Every renewal is lost from now on.
     for _ in 0..100 {
         net.fault_next_write(Fault::LostNoAnswer);

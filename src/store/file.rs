@@ -578,6 +578,16 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// The directory's entries, sorted.
+    fn file_names(dir: &tempfile::TempDir) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
     fn store_in(dir: &tempfile::TempDir) -> FileStore {
         FileStore::open(&dir.path().join("lock")).unwrap()
     }
@@ -631,12 +641,7 @@ mod tests {
             })
         );
         // No temporary file is left behind by successful writes.
-        let mut names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["lock", "lock.flock"]);
+        assert_eq!(file_names(&dir), ["lock", "lock.flock"]);
     }
 
     #[tokio::test]
@@ -878,12 +883,7 @@ mod tests {
         scratch.create(b"two".to_vec()).await.unwrap();
         scratch.delete_scratch().await.unwrap();
         scratch.delete_scratch().await.unwrap();
-        let mut names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["lock", "lock.flock"]);
+        assert_eq!(file_names(&dir), ["lock", "lock.flock"]);
     }
 
     #[test]

@@ -98,6 +98,31 @@ impl Lock {
         c
     }
 
+    /// Starts `s3lead run <extra> <lock>` (the caller's `extra` ends with `-c CMD`), its
+    /// log discarded.
+    pub fn start(&self, extra: &[&str]) -> Child {
+        self.run(extra)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn s3lead")
+    }
+
+    /// Starts a run (with `extra` options) whose command holds the lock for 30 s, and
+    /// waits until that command runs.
+    pub fn hold(&self, extra: &[&str]) -> Child {
+        let ready = self.path("holding");
+        let cmd = format!("touch {}; sleep 30", ready.display());
+        let mut args = extra.to_vec();
+        args.extend(["-c", &cmd]);
+        let child = self.start(&args);
+        wait_for(
+            "the holder to start its command",
+            Duration::from_secs(60),
+            || ready.exists(),
+        );
+        child
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
