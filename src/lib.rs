@@ -11,6 +11,7 @@ pub mod election;
 pub mod exit;
 pub mod lease;
 pub mod record;
+pub mod stop;
 pub mod store;
 pub mod supervise;
 pub mod timing;

@@ -18,8 +18,14 @@ fn main() {
             std::process::exit(code);
         }
     };
-    if let Command::Guard = cli.command {
-        std::process::exit(s3lead::supervise::guard_main());
+    if let Command::Guard(g) = &cli.command {
+        // Before logging or a runtime: the guard has no use for either.
+        std::process::exit(s3lead::supervise::guard::main(
+            g.ctl_fd,
+            g.report_fd,
+            g.deadline_ns,
+            &g.argv,
+        ));
     }
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -37,7 +43,7 @@ fn main() {
             Command::Run(args) => s3lead::cli::run::run(*args).await,
             Command::Status(args) => s3lead::cli::status::status(args).await,
             Command::Check(args) => s3lead::cli::check::check(args).await,
-            Command::Guard => Ok(0),
+            Command::Guard(_) => Ok(0),
         }
     });
     // Dropping the runtime would wait for blocking tasks (a stuck file lock, a DNS

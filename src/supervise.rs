@@ -1,32 +1,57 @@
-//! The child of DESIGN §4: spawned straight from argv in its own process group, killed
-//! by the kernel if s3lead dies, reaped with its orphans, signalled as a group. This
-//! room touches no store; `cli/run.rs` joins it to the lease.
+//! The child of DESIGN §4: the command, everything it starts, and the guard that holds
+//! them. This room touches no store; `cli/run.rs` joins it to the lease, and the stop
+//! policy (`stop.rs`) says when to signal.
 //!
-//! Three mechanisms close the three ways a child could outlive its lease:
-//! - `PR_SET_PDEATHSIG = SIGKILL` in the child: if s3lead is killed (even `kill -9`),
-//!   the kernel kills the child. The setting does not survive `fork`, so it does not
-//!   cover grandchildren (a `sh -c` pipeline, a worker pool).
-//! - A *guard* process (`s3lead __guard`, in its own process group, ignoring the usual
-//!   signals) holds the read end of a pipe whose only writer is s3lead. When s3lead
-//!   dies for any reason the pipe reaches end-of-file and the guard SIGKILLs the child's
-//!   whole process group. An orderly s3lead tells it "done" first.
-//! - s3lead is a child subreaper, so grandchildren orphaned by the child are reparented
-//!   to it: it reaps them, and the group is known to be gone only when `kill(-pgid, 0)`
-//!   finds no process. A process that leaves the group (`setsid`) leaves our reach; that
-//!   is the one escape, and it is documented.
+//! ```text
+//! s3lead run                  renews the lease, drives the stop policy
+//!   └─ s3lead __guard         own process group, subreaper, watchdog (guard.rs)
+//!        └─ the command       own process group, PR_SET_PDEATHSIG = SIGKILL
+//!             └─ descendants  whatever they do to their group or session
+//! ```
 //!
-//! Like tini, signals are delivered to the whole process group (not only the child), so
-//! a `sh -c` that does not forward SIGTERM still sees its children stopped.
+//! Why the guard sits between s3lead and the command, and not beside it:
+//! - **The deadline has a floor that nothing in s3lead can stall.** s3lead hands the
+//!   guard every new `valid_until`; the guard arms a `CLOCK_BOOTTIME` timerfd and, when
+//!   it passes, SIGKILLs every descendant, whether s3lead is blocked on a write, stopped
+//!   by SIGSTOP, panicked or killed. s3lead's own stop sequence runs first.
+//! - **Every descendant, not the process group.** The guard is a child subreaper, so a
+//!   descendant whose parent exits is reparented to the guard and never to init: its
+//!   subtree, walked by parentage in `/proc` (`tree.rs`), is every process the command
+//!   started, whatever `setsid`/`setpgid` they called (GNU `timeout`, `set -m` shells,
+//!   sudo with `use_pty`). A cgroup would kill a tree atomically, but only where the host
+//!   delegates one (systemd `Delegate=yes`); parentage works everywhere, and the kill is
+//!   repeated until nothing is left, which a process being SIGKILLed cannot outrun.
+//! - **`kill -9` of s3lead**: the guard sees end-of-file on its control pipe and kills
+//!   its whole subtree. PDEATHSIG alone would not do: it does not survive `fork`, and a
+//!   setuid exec clears it.
+//! - **The guard dies** (OOM killer): the command dies of PDEATHSIG; what it left is
+//!   reparented to s3lead (a subreaper too), which sees end-of-file on the report pipe,
+//!   kills and reaps the rest itself, and ends the run.
+//!
+//! The guard reaps the command and reports its exit status, and "gone" once it has no
+//! child left. A descendant this user may not signal (a setuid program that kept its
+//! privileges) cannot be stopped by s3lead or its guard: it is reported by pid, the
+//! lease is kept (renewed) while it lives, and the run cannot end before it does.
+//!
+//! Stop signals go to every descendant and are followed by SIGCONT (as systemd does);
+//! other forwarded signals go to the command's process group, as tini does.
 
+pub mod guard;
+pub mod tree;
+
+use crate::clock::Instant;
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::fcntl::OFlag;
+use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
+use nix::unistd::{Pid, pipe2};
 use std::ffi::OsString;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 
 /// What to run.
@@ -79,270 +104,350 @@ impl SpawnError {
     }
 }
 
-/// Makes s3lead the reaper of its descendants' orphans. Call once, before spawning.
+/// Makes s3lead the reaper of its descendants' orphans (the guard's, should it die).
+/// Call once, before spawning.
 pub fn become_subreaper() -> Result<(), SpawnError> {
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| SpawnError::Setup(format!("PR_SET_CHILD_SUBREAPER: {e}")))
 }
 
-/// A running child and its process group.
-pub struct Child {
-    pid: Pid,
-    exit: Option<ChildExit>,
-    sigchld: SignalStream,
-    guard: Option<Guard>,
+/// What the supervised command did, as the guard reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeEvent {
+    /// The command itself exited; its descendants may live on.
+    ChildExited(ChildExit),
+    /// The watchdog's deadline passed: the guard is killing everything.
+    WatchdogFired,
+    /// No process of the command is left.
+    Gone,
+    /// The guard died (OOM killer, `kill -9`): PDEATHSIG killed the command, and what
+    /// it left behind was reparented to s3lead, which must now end it.
+    GuardLost(String),
 }
 
-impl Child {
-    /// Spawns `program` in a new process group, with `env` added after removing every
-    /// inherited `S3LEAD_*` variable.
-    pub fn spawn(program: &Program, env: &[(String, String)]) -> Result<Child, SpawnError> {
-        // SIGCHLD is listened to before the child exists, so its exit cannot be missed.
-        let sigchld = signal(SignalKind::child())
-            .map_err(|e| SpawnError::Setup(format!("SIGCHLD handler: {e}")))?;
-        let (mut cmd, name) = match program {
-            Program::Argv(argv) => {
-                let Some((first, rest)) = argv.split_first() else {
-                    return Err(SpawnError::Setup("no command given".into()));
-                };
-                let mut c = Command::new(first);
-                c.args(rest);
-                (c, first.to_string_lossy().into_owned())
-            }
+/// A supervised command: the guard process, the command under it, and every descendant.
+pub struct Supervised {
+    guard_pid: Pid,
+    child_pid: Pid,
+    ctl: std::fs::File,
+    reports: LineReader,
+    sigchld: SignalStream,
+    /// The guard is gone: s3lead reaps and kills what is left itself.
+    orphaned: bool,
+    gone: bool,
+    finished: bool,
+    /// Descendants reported once as impossible to signal.
+    refused: std::collections::HashSet<Pid>,
+    pending_refused: Vec<Pid>,
+}
+
+impl Supervised {
+    /// Starts the guard, which spawns `program` under it with `env` added after every
+    /// inherited `S3LEAD_*` variable is removed, and waits for it to say whether the
+    /// command started. The watchdog holds `deadline` before the command exists.
+    pub async fn spawn(
+        program: &Program,
+        env: &[(String, String)],
+        deadline: Instant,
+    ) -> Result<Self, SpawnError> {
+        let setup =
+            |what: &str, e: &dyn std::fmt::Display| SpawnError::Setup(format!("{what}: {e}"));
+        // SIGCHLD is listened to before the guard exists, so its death cannot be missed.
+        let sigchld = signal(SignalKind::child()).map_err(|e| setup("SIGCHLD handler", &e))?;
+        let argv: Vec<OsString> = match program {
+            Program::Argv(argv) => argv.clone(),
             Program::Shell(line) => {
                 let shell = std::env::var_os("SHELL")
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| "/bin/sh".into());
-                let mut c = Command::new(&shell);
-                c.arg("-c").arg(line);
-                (c, shell.to_string_lossy().into_owned())
+                vec![shell, "-c".into(), line.into()]
             }
         };
+        if argv.is_empty() {
+            return Err(SpawnError::Setup("no command given".into()));
+        }
+        let flags = OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let (ctl_r, ctl_w) = pipe2(flags).map_err(|e| setup("pipe", &e))?;
+        let (rep_r, rep_w) = pipe2(flags).map_err(|e| setup("pipe", &e))?;
+        let exe = std::env::current_exe()
+            .ok()
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| "/proc/self/exe".into());
+        let mut cmd = Command::new(exe);
+        cmd.arg("__guard")
+            .arg(ctl_r.as_raw_fd().to_string())
+            .arg(rep_w.as_raw_fd().to_string())
+            .arg(nanos(deadline).to_string())
+            .arg("--")
+            .args(&argv);
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("S3LEAD_") {
                 cmd.env_remove(&k);
             }
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        // Its own group: a Ctrl-C on the terminal reaches s3lead (which forwards it), not
+        // the guard, which must outlive everything it guards.
         cmd.process_group(0);
-        let parent = nix::unistd::getpid();
-        // SAFETY: the closure runs between fork and exec and calls only prctl and
-        // getppid, both async-signal-safe system calls.
+        let (ctl_fd, rep_fd) = (ctl_r.as_raw_fd(), rep_w.as_raw_fd());
+        // SAFETY: between fork and exec this calls only fcntl, async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-                // s3lead may have died between fork and prctl: then nobody would send
-                // the death signal, so do not run at all.
-                if nix::unistd::getppid() != parent {
-                    return Err(std::io::Error::other(
-                        "s3lead exited before the command started",
-                    ));
+                // The guard's two pipe ends survive exec; every other descriptor of
+                // s3lead's is close-on-exec.
+                for fd in [ctl_fd, rep_fd] {
+                    if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
         }
-        // The guard exists before the child, so there is no instant at which s3lead's
-        // death would leave the child's group unguarded once it has a pid.
-        let guard = Guard::spawn()?;
-        let child = cmd.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SpawnError::NotFound {
-                program: name.clone(),
-            },
-            _ => SpawnError::CannotRun {
-                program: name.clone(),
-                source: e,
-            },
-        });
-        let child = match child {
-            Ok(c) => c,
-            Err(e) => {
-                guard.dismiss();
-                return Err(e);
-            }
-        };
-        let pid = Pid::from_raw(child.id() as i32);
-        // The std handle is dropped without waiting: reaping is done here, by pid and
-        // group, so orphaned grandchildren are reaped too.
-        drop(child);
-        let mut guard = guard;
-        guard.watch(pid);
-        Ok(Child {
-            pid,
-            exit: None,
-            sigchld,
-            guard: Some(guard),
-        })
-    }
-
-    pub fn pid(&self) -> Pid {
-        self.pid
-    }
-
-    /// Sends `sig` to the child's whole process group.
-    pub fn signal_group(&self, sig: Signal) {
-        match killpg(self.pid, sig) {
-            Ok(()) | Err(Errno::ESRCH) => {}
-            Err(e) => tracing::warn!("cannot send {sig} to process group {}: {e}", self.pid),
-        }
-    }
-
-    /// Is any process of the child's group still alive (zombies are reaped first)?
-    pub fn group_alive(&mut self) -> bool {
-        self.reap();
-        !matches!(
-            kill(Pid::from_raw(-self.pid.as_raw()), None),
-            Err(Errno::ESRCH)
-        )
-    }
-
-    /// Reaps every exited process of the group that is our child (the child itself and
-    /// orphans reparented to us), remembering the child's own status.
-    fn reap(&mut self) {
-        loop {
-            match waitpid(
-                Pid::from_raw(-self.pid.as_raw()),
-                Some(WaitPidFlag::WNOHANG),
-            ) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == self.pid => {
-                    self.exit = Some(ChildExit::Code(code))
-                }
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == self.pid => {
-                    self.exit = Some(ChildExit::Signaled(sig))
-                }
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// Waits for the child itself to exit.
-    pub async fn wait(&mut self) -> ChildExit {
-        loop {
-            self.reap();
-            if let Some(e) = self.exit {
-                return e;
-            }
-            // A tick as well as SIGCHLD: signals coalesce, and one SIGCHLD may stand for
-            // several exits already reaped or for none of ours.
-            tokio::select! {
-                _ = self.sigchld.recv() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
-        }
-    }
-
-    /// Waits until no process of the group is left.
-    pub async fn wait_group_gone(&mut self) {
-        while self.group_alive() {
-            tokio::select! {
-                _ = self.sigchld.recv() => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
-        }
-    }
-
-    /// The group is gone: the guard can stand down.
-    pub fn finish(&mut self) {
-        if let Some(g) = self.guard.take() {
-            g.dismiss();
-        }
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        // Leaving without `finish` (an error path): make sure nothing of the group
-        // survives us, then let the guard go.
-        if let Some(g) = self.guard.take() {
-            if self.group_alive() {
-                self.signal_group(Signal::SIGKILL);
-            }
-            g.dismiss();
-        }
-    }
-}
-
-/// The guard process: kills the child's group if s3lead dies.
-struct Guard {
-    proc: std::process::Child,
-    stdin: Option<std::process::ChildStdin>,
-}
-
-impl Guard {
-    fn spawn() -> Result<Guard, SpawnError> {
-        let exe = std::env::current_exe()
-            .ok()
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| "/proc/self/exe".into());
-        let mut proc = Command::new(exe)
-            .arg("__guard")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .process_group(0)
+        let guard = cmd
             .spawn()
-            .map_err(|e| SpawnError::Setup(format!("cannot start the guard process: {e}")))?;
-        let stdin = proc.stdin.take();
-        Ok(Guard { proc, stdin })
-    }
-
-    fn watch(&mut self, pgid: Pid) {
-        if let Some(w) = self.stdin.as_mut() {
-            if let Err(e) = writeln!(w, "{}", pgid.as_raw()).and_then(|_| w.flush()) {
-                tracing::warn!(
-                    "the guard process is gone ({e}); a kill -9 of s3lead could leave grandchildren"
-                );
+            .map_err(|e| setup("cannot start the guard process", &e))?;
+        let guard_pid = Pid::from_raw(guard.id() as i32);
+        drop((ctl_r, rep_w));
+        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(rep_r)
+            .map_err(|e| setup("guard pipe", &e))?;
+        let mut sup = Supervised {
+            guard_pid,
+            child_pid: guard_pid,
+            ctl: std::fs::File::from(ctl_w),
+            reports: LineReader::new(receiver),
+            sigchld,
+            orphaned: false,
+            gone: false,
+            finished: false,
+            refused: Default::default(),
+            pending_refused: Vec::new(),
+        };
+        // The std handle is not waited on: the guard is reaped by pid.
+        drop(guard);
+        match sup.reports.next_line().await {
+            Some(line) => match guard::Report::parse(&line) {
+                Some(guard::Report::Started(pid)) => {
+                    sup.child_pid = pid;
+                    Ok(sup)
+                }
+                Some(guard::Report::SpawnFailed { not_found, message }) => {
+                    sup.finish();
+                    let program = argv[0].to_string_lossy().into_owned();
+                    Err(if not_found {
+                        SpawnError::NotFound { program }
+                    } else {
+                        SpawnError::CannotRun {
+                            program,
+                            source: std::io::Error::other(message),
+                        }
+                    })
+                }
+                _ => Err(SpawnError::Setup(format!(
+                    "the guard process said {line:?}"
+                ))),
+            },
+            None => {
+                let _ = waitpid(guard_pid, None);
+                Err(SpawnError::Setup(
+                    "the guard process exited before starting the command".into(),
+                ))
             }
         }
     }
 
-    fn dismiss(mut self) {
-        if let Some(mut w) = self.stdin.take() {
-            let _ = writeln!(w, "done").and_then(|_| w.flush());
+    /// The command's pid (also its process group).
+    pub fn pid(&self) -> Pid {
+        self.child_pid
+    }
+
+    /// Hands the watchdog a new deadline (boot-time clock).
+    pub fn watchdog(&mut self, deadline: Instant) {
+        self.tell(&format!("deadline {}\n", nanos(deadline)));
+    }
+
+    /// Sends `sig` to every process of the command (its group, then every descendant,
+    /// wherever its group or session), then SIGCONT so a stopped process can act on it,
+    /// as systemd does. Returns the processes that may not be signalled, once each.
+    pub fn stop(&mut self, sig: Signal) -> Vec<Pid> {
+        self.signal_everything(sig);
+        if sig != Signal::SIGKILL && sig != Signal::SIGCONT {
+            self.signal_everything(Signal::SIGCONT);
         }
-        let _ = self.proc.wait();
+        self.newly_refused()
+    }
+
+    /// SIGKILL to every process of the command; the guard keeps killing until nothing is
+    /// left.
+    pub fn kill(&mut self) -> Vec<Pid> {
+        self.signal_everything(Signal::SIGKILL);
+        self.tell("kill\n");
+        self.newly_refused()
+    }
+
+    /// Forwards `sig` to the command's process group (tini's semantics for signals that
+    /// are not a stop: a HUP or USR1 is for the job, not for what it detached).
+    pub fn forward(&self, sig: Signal) {
+        match killpg(self.child_pid, sig) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => tracing::warn!("cannot send {sig} to process group {}: {e}", self.child_pid),
+        }
+    }
+
+    fn root(&self) -> Pid {
+        if self.orphaned {
+            nix::unistd::getpid()
+        } else {
+            self.guard_pid
+        }
+    }
+
+    fn signal_everything(&mut self, sig: Signal) {
+        if self.gone {
+            return;
+        }
+        let _ = killpg(self.child_pid, sig);
+        let s = tree::signal_all(self.root(), sig);
+        self.pending_refused = s.refused;
+    }
+
+    fn newly_refused(&mut self) -> Vec<Pid> {
+        std::mem::take(&mut self.pending_refused)
+            .into_iter()
+            .filter(|p| self.refused.insert(*p))
+            .collect()
+    }
+
+    /// A line to the guard. The pipe is non-blocking: s3lead never waits on its guard.
+    /// A full pipe (the guard stopped for long) drops the line, which can only make the
+    /// guard's deadline earlier than the lease's, never later.
+    fn tell(&mut self, line: &str) {
+        if self.orphaned {
+            return;
+        }
+        let _ = self.ctl.write(line.as_bytes());
+    }
+
+    /// The next thing the command did. Cancel-safe: call it again after a `select!`.
+    pub async fn next(&mut self) -> TreeEvent {
+        loop {
+            if self.orphaned {
+                if let Some(e) = self.reap_orphans() {
+                    return e;
+                }
+                tokio::select! {
+                    _ = self.sigchld.recv() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+                continue;
+            }
+            // Only the guard holds the write end of the report pipe (close-on-exec keeps
+            // it from the command): end-of-file means the guard is gone.
+            match self.reports.next_line().await {
+                Some(line) => match guard::Report::parse(&line) {
+                    Some(guard::Report::Exited(e)) => return TreeEvent::ChildExited(e),
+                    Some(guard::Report::Watchdog) => return TreeEvent::WatchdogFired,
+                    Some(guard::Report::Gone) => {
+                        self.gone = true;
+                        return TreeEvent::Gone;
+                    }
+                    _ => {}
+                },
+                None => return self.guard_died(),
+            }
+        }
+    }
+
+    fn guard_died(&mut self) -> TreeEvent {
+        self.orphaned = true;
+        let how = match waitpid(self.guard_pid, None) {
+            Ok(WaitStatus::Signaled(_, sig, _)) => format!("killed by {sig}"),
+            Ok(WaitStatus::Exited(_, code)) => format!("exited with status {code}"),
+            Ok(other) => format!("{other:?}"),
+            Err(e) => e.to_string(),
+        };
+        TreeEvent::GuardLost(how)
+    }
+
+    /// Without a guard, the command's leftovers are s3lead's children (it is their
+    /// subreaper): reap them, and report when none is left.
+    fn reap_orphans(&mut self) -> Option<TreeEvent> {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => return None,
+                Ok(_) => continue,
+                Err(Errno::ECHILD) => {
+                    if self.gone {
+                        return None;
+                    }
+                    self.gone = true;
+                    return Some(TreeEvent::Gone);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Everything is gone: the guard can stand down.
+    pub fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if !self.orphaned {
+            self.tell("done\n");
+            let _ = waitpid(self.guard_pid, None);
+        }
     }
 }
 
-/// The guard's whole life (`s3lead __guard`): read the group id, then wait for "done"
-/// or end-of-file; on end-of-file without "done", s3lead died: SIGKILL the group.
-pub fn guard_main() -> i32 {
-    use nix::sys::signal::{SigHandler, signal as set_handler};
-    for sig in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGPIPE,
-    ] {
-        // SAFETY: SIG_IGN installs no handler code.
-        let _ = unsafe { set_handler(sig, SigHandler::SigIgn) };
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        // Leaving without `finish` (an error path): nothing of the command may survive
+        // us. Closing the control pipe makes the guard kill whatever is left.
+        if !self.finished && !self.gone {
+            self.signal_everything(Signal::SIGKILL);
+        }
     }
-    let mut pgid: Option<i32> = None;
-    let stdin = std::io::stdin();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match stdin.read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let l = line.trim();
-                if l == "done" {
-                    return 0;
-                }
-                if let Ok(p) = l.parse::<i32>() {
-                    if p > 1 {
-                        pgid = Some(p);
-                    }
-                }
+}
+
+fn nanos(t: Instant) -> u64 {
+    u64::try_from(t.since_origin().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Lines from the guard's report pipe.
+struct LineReader {
+    pipe: tokio::net::unix::pipe::Receiver,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl LineReader {
+    fn new(pipe: tokio::net::unix::pipe::Receiver) -> LineReader {
+        LineReader {
+            pipe,
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// The next whole line; `None` at end-of-file. Cancel-safe: bytes read stay in the
+    /// buffer.
+    async fn next_line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return Some(String::from_utf8_lossy(&line[..i]).into_owned());
+            }
+            if self.eof {
+                return None;
+            }
+            let mut chunk = [0u8; 512];
+            match self.pipe.read(&mut chunk).await {
+                Ok(0) | Err(_) => self.eof = true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
     }
-    if let Some(p) = pgid {
-        let _ = killpg(Pid::from_raw(p), Signal::SIGKILL);
-    }
-    0
 }
 
 /// Parses a signal as `TERM`, `SIGTERM`, `term` or `15`.

@@ -251,14 +251,12 @@ fn sigterm_while_waiting_for_the_lock_ends_the_wait() {
 
 // ---- lease lost --------------------------------------------------------------------------
 
-fn a_lost_lease_stops_the_child(lock: Lock, ignore_term: bool) {
+/// Someone else's lease id in the record: the lease can no longer be proven ours (another
+/// holder may already run), so the command is killed at once, without its grace.
+fn a_taken_over_lease_kills_the_child_at_once(lock: Lock) {
     let out = lock.path("out");
-    let trap = if ignore_term {
-        "trap 'echo got-TERM >> {o}' TERM;"
-    } else {
-        "trap 'echo got-TERM >> {o}; exit 0' TERM;"
-    };
-    let script = looping(&out, trap);
+    // A child that would take its whole grace: it ignores TERM.
+    let script = looping(&out, "trap 'echo got-TERM >> {o}' TERM;");
     let s = lock.run(&["-c", &script]);
     let handle = std::thread::spawn(move || finish(s, LIMIT));
     wait_started(&out);
@@ -269,31 +267,26 @@ fn a_lost_lease_stops_the_child(lock: Lock, ignore_term: bool) {
     lock.overwrite(&thief);
     let f = handle.join().expect("run thread");
     assert_eq!(f.code, Some(76), "the lost code: {}", f.stderr);
-    assert!(
-        read(&out).contains("got-TERM"),
-        "the child got the stop signal first"
-    );
     assert!(f.stderr.contains("taken over by thief"), "{}", f.stderr);
-    if ignore_term {
-        assert!(f.log("SIGKILL").is_some(), "{}", f.stderr);
-    }
+    let kill = f.log("SIGKILL").expect("SIGKILL logged");
+    assert!(kill.to_string().contains("no grace"), "{kill}");
+    assert!(
+        !read(&out).contains("got-TERM"),
+        "no stop signal, no grace: {}",
+        f.stderr
+    );
     // The thief's record is left alone: no release over someone else's lease.
     assert_eq!(lock.record()["holder"], "thief");
 }
 
 #[test]
-fn a_lost_lease_stops_the_child_on_file() {
-    a_lost_lease_stops_the_child(Lock::file(), false);
+fn a_taken_over_lease_kills_the_child_at_once_on_file() {
+    a_taken_over_lease_kills_the_child_at_once(Lock::file());
 }
 
 #[test]
-fn a_lost_lease_kills_a_child_ignoring_sigterm_on_file() {
-    a_lost_lease_stops_the_child(Lock::file(), true);
-}
-
-#[test]
-fn a_lost_lease_stops_the_child_on_s3() {
-    a_lost_lease_stops_the_child(Lock::s3("lost"), false);
+fn a_taken_over_lease_kills_the_child_at_once_on_s3() {
+    a_taken_over_lease_kills_the_child_at_once(Lock::s3("lost"));
 }
 
 /// The store goes away after acquisition: the child must be stopped, and the stop logged

@@ -2,21 +2,25 @@
 //! stop it before the lease can pass to anyone else, release after it is gone.
 //!
 //! This is where the lease (`lease.rs`) meets the child (`supervise.rs`); neither knows
-//! the other. The order of the stop path is the promise of DESIGN §1: the stop signal
-//! at `stop_at`, SIGKILL of the whole group at the latest at `valid_until`, and the
-//! release only once no process of the group is left.
+//! the other, and the stop policy (`stop.rs`) decides between them: the stop signal at
+//! `stop_at`, SIGKILL of every process of the command at the latest at `valid_until`
+//! (with the guard's watchdog as the floor), and the release only once no process of the
+//! command is left.
 
 use super::{Failure, RunArgs};
 use crate::clock::{Instant, boot_now, sleep_until};
 use crate::election::FatalError;
 use crate::exit;
-use crate::lease::{CampaignError, CampaignOptions, Candidate, Leadership, LeaseState};
+use crate::lease::{
+    CampaignError, CampaignOptions, Candidate, Leadership, LeaseState, LeaseStatus,
+};
+use crate::stop::{Action, KillWhy, StopConfig, StopPolicy, StopWhy};
 use crate::store::StoreError;
-use crate::supervise::{Child, ChildExit, Program, become_subreaper};
+use crate::supervise::{ChildExit, Program, Supervised, TreeEvent, become_subreaper};
 use crate::timing::{Dur, Timing, TimingSpec};
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Runs `s3lead run`; returns the exit status.
 pub async fn run(args: RunArgs) -> Result<i32, Failure> {
@@ -74,7 +78,16 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             leadership.lease_id().to_string(),
         ),
     ];
-    let spawned = become_subreaper().and_then(|()| Child::spawn(&program, &env));
+    let cfg = StopConfig {
+        stop_signal: args.signal,
+        kill_after: timing.kill_after(),
+        lost_exit_code: i32::from(args.lost_exit_code),
+    };
+    let status = leadership.status();
+    let spawned = match become_subreaper() {
+        Ok(()) => Supervised::spawn(&program, &env, status.valid_until).await,
+        Err(e) => Err(e),
+    };
     let child = match spawned {
         Ok(c) => c,
         Err(e) => {
@@ -85,202 +98,191 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     info!(lock, %term, pid = child.pid().as_raw(), "command started");
     Supervision {
         lock,
-        stop_signal: args.signal,
-        kill_after: timing.kill_after(),
+        policy: StopPolicy::new(cfg, status),
         child,
-        leadership,
+        leadership: Some(leadership),
         signals,
-        stopping: None,
-        lost: false,
     }
-    .run(args.lost_exit_code)
+    .run()
     .await
 }
 
-/// The stop sequence once begun: stop signal sent, SIGKILL due at `kill_at`.
-struct Stopping {
-    kill_at: Instant,
-    killed: bool,
-}
-
+/// `s3lead run` once the command runs: the stop policy (`stop.rs`) decides, this loop
+/// performs. Every signal is sent before the line that reports it, and the log writer
+/// never blocks (`log.rs`), so nothing on the stop path waits on stderr.
 struct Supervision<'a> {
     lock: &'a str,
-    stop_signal: Signal,
-    kill_after: std::time::Duration,
-    child: Child,
-    leadership: Leadership,
+    policy: StopPolicy,
+    child: Supervised,
+    leadership: Option<Leadership>,
     signals: Signals,
-    stopping: Option<Stopping>,
-    /// The lease was lost (or reached its stop point) while the command ran.
-    lost: bool,
 }
 
 impl Supervision<'_> {
-    async fn run(mut self, lost_exit_code: u8) -> Result<i32, Failure> {
+    async fn run(mut self) -> Result<i32, Failure> {
         let lock = self.lock;
         let mut lease_open = true;
-        // Phase 1: until the child itself exits.
-        let exit = loop {
-            let st = self.leadership.status();
-            let kill_at = self.kill_deadline(st.valid_until);
-            let killed = self.stopping.as_ref().is_some_and(|s| s.killed);
+        loop {
+            let now = boot_now();
+            let wait = match self.policy.poll(now) {
+                Action::Wait(t) => t,
+                Action::Exit(code) => return Ok(code),
+                Action::Watchdog(t) => {
+                    self.child.watchdog(t);
+                    continue;
+                }
+                Action::Forward(sig) => {
+                    self.child.forward(sig);
+                    info!(lock, "forwarded {sig} to the command");
+                    continue;
+                }
+                Action::Stop { sig, why } => {
+                    let refused = self.child.stop(sig);
+                    self.report_stop(sig, &why, now);
+                    self.report_refused(&refused);
+                    continue;
+                }
+                Action::Kill(why) => {
+                    let refused = self.child.kill();
+                    self.report_kill(&why, now);
+                    self.report_refused(&refused);
+                    continue;
+                }
+                Action::Release => {
+                    self.child.finish();
+                    if let Some(l) = self.leadership.take() {
+                        match l.release().await {
+                            LeaseState::Released => {}
+                            other => warn!(
+                                lock,
+                                "release did not complete ({other:?}); the lease will expire"
+                            ),
+                        }
+                    }
+                    self.policy.on_released();
+                    continue;
+                }
+            };
+            let sleep = async {
+                match wait {
+                    Some(t) => sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                e = self.child.wait() => break e,
-                sig = self.signals.recv() => self.on_signal(sig),
-                st = self.leadership.changed(), if lease_open => match st {
-                    Some(st) if matches!(st.state, LeaseState::AtRisk | LeaseState::Lost(_)) => self.lose(),
-                    Some(_) => {}
-                    None => { lease_open = false; self.lose(); }
+                ev = self.child.next() => self.on_tree(ev),
+                sig = self.signals.recv() => self.policy.on_signal(sig, boot_now()),
+                st = changed(&mut self.leadership), if lease_open => match st {
+                    Some(st) => self.policy.on_lease(st),
+                    None => {
+                        lease_open = false;
+                        if let Some(l) = &self.leadership {
+                            self.policy.on_lease(l.status());
+                        }
+                    }
                 },
-                // The lease task signals the stop point too; these timers make the child's
-                // deadlines independent of that task being scheduled in time.
-                _ = sleep_until(st.stop_at), if self.stopping.is_none() => {
-                    if boot_now() >= self.leadership.status().stop_at {
-                        self.lose();
-                    }
+                _ = sleep => {}
+            }
+        }
+    }
+
+    fn on_tree(&mut self, ev: TreeEvent) {
+        let lock = self.lock;
+        let now = boot_now();
+        match ev {
+            TreeEvent::ChildExited(e) => {
+                self.policy.on_child_exit(e, now);
+                match e {
+                    ChildExit::Code(c) => info!(lock, "command exited with status {c}"),
+                    ChildExit::Signaled(s) => info!(lock, "command killed by {s}"),
                 }
-                _ = sleep_until(kill_at), if !killed => {
-                    let st = self.leadership.status();
-                    let now = boot_now();
-                    if now >= st.valid_until {
-                        // The lease ran out (a pause or a stalled scheduler can bring us
-                        // here before the stop point's branch ran): it is lost.
-                        self.lose();
-                    }
-                    if now >= self.kill_deadline(st.valid_until) {
-                        self.kill();
-                    }
-                }
+            }
+            TreeEvent::WatchdogFired => warn!(
+                lock,
+                now_ms = ms(now),
+                "the watchdog's deadline passed: the guard is killing every process of the command"
+            ),
+            TreeEvent::Gone => {
+                self.child.finish();
+                self.policy.on_tree_gone(now);
+            }
+            TreeEvent::GuardLost(how) => {
+                self.policy.on_guard_lost(now);
+                error!(
+                    lock,
+                    "the guard process {how}; the command died with it, and s3lead is killing what it left"
+                );
+            }
+        }
+    }
+
+    fn report_stop(&self, sig: Signal, why: &StopWhy, now: Instant) {
+        let lock = self.lock;
+        let kill_at = self.policy.kill_at().unwrap_or(now);
+        let valid_until = self.leadership.as_ref().map(|l| l.status().valid_until);
+        let reason = match why {
+            StopWhy::Shutdown(s) => format!("{s} to s3lead: forwarded"),
+            StopWhy::AtRisk => "renewals failed up to the stop point".into(),
+            StopWhy::Expired => "the lease ran out".into(),
+            StopWhy::Leftovers => "the command exited and left processes behind".into(),
+        };
+        if matches!(why, StopWhy::Shutdown(_) | StopWhy::Leftovers) {
+            info!(
+                lock,
+                now_ms = ms(now),
+                valid_until_ms = valid_until.map(ms),
+                "sent {sig} to the command; SIGKILL in {} at the latest ({reason})",
+                Dur(kill_at - now)
+            );
+        } else {
+            warn!(
+                lock,
+                now_ms = ms(now),
+                valid_until_ms = valid_until.map(ms),
+                "sent {sig} to the command; SIGKILL in {} at the latest: the lease is no longer safe to hold ({reason})",
+                Dur(kill_at - now)
+            );
+        }
+    }
+
+    fn report_kill(&self, why: &KillWhy, now: Instant) {
+        let lock = self.lock;
+        let valid_until = self.leadership.as_ref().map(|l| l.status().valid_until);
+        let reason = match why {
+            KillWhy::GraceOver => "the grace after the stop signal ran out".to_string(),
+            KillWhy::LeaseEnds => "the lease ends now".into(),
+            KillWhy::SecondSignal(s) => format!("second {s}"),
+            KillWhy::LeaseGone(r) => format!("{r}; no grace, another holder may already run"),
+            KillWhy::GuardLost => "the guard process is gone".into(),
+            KillWhy::Again => {
+                debug!(lock, "processes remain after SIGKILL; sent it again");
+                return;
             }
         };
-        // The child may have exited in the same instant the lease was lost; a lease past
-        // its stop point is not ours to release, and the run counts as lost.
-        let st = self.leadership.status();
-        if matches!(st.state, LeaseState::AtRisk | LeaseState::Lost(_)) || boot_now() >= st.stop_at
-        {
-            self.lost = true;
-        }
-        match exit {
-            ChildExit::Code(c) => info!(lock, "command exited with status {c}"),
-            ChildExit::Signaled(s) => info!(lock, "command killed by {s}"),
-        }
-
-        // Phase 2: the child is gone; what is left of its group is stopped too, and the
-        // lease is kept (renewing) until no process of the group remains.
-        if self.child.group_alive() {
-            warn!(
-                lock,
-                "the command exited but left processes in its group; stopping them"
-            );
-            self.begin_stop(self.stop_signal);
-            while self.child.group_alive() {
-                let st = self.leadership.status();
-                let kill_at = self.kill_deadline(st.valid_until);
-                let killed = self.stopping.as_ref().is_some_and(|s| s.killed);
-                tokio::select! {
-                    _ = self.child.wait_group_gone() => {}
-                    sig = self.signals.recv() => self.on_signal(sig),
-                    st = self.leadership.changed(), if lease_open => match st {
-                        Some(st) if matches!(st.state, LeaseState::AtRisk | LeaseState::Lost(_)) => self.lose(),
-                        Some(_) => {}
-                        None => { lease_open = false; self.lose(); }
-                    },
-                    _ = sleep_until(kill_at), if !killed => self.kill(),
-                }
-            }
-        }
-        self.child.finish();
-
-        if self.lost {
-            return Ok(i32::from(lost_exit_code));
-        }
-        match self.leadership.release().await {
-            LeaseState::Released => {}
-            other => warn!(
-                lock,
-                "release did not complete ({other:?}); the lease will expire"
-            ),
-        }
-        Ok(exit.code())
-    }
-
-    /// SIGKILL is due at the stop sequence's deadline, and never later than the lease.
-    fn kill_deadline(&self, valid_until: Instant) -> Instant {
-        match &self.stopping {
-            Some(s) => s.kill_at.min(valid_until),
-            None => valid_until,
-        }
-    }
-
-    fn on_signal(&mut self, sig: Signal) {
-        let shutdown = matches!(sig, Signal::SIGTERM | Signal::SIGINT);
-        if shutdown && self.stopping.is_some() {
-            // A second TERM/INT: the user means it.
-            info!(
-                lock = self.lock,
-                "second {sig}: killing the command's process group"
-            );
-            self.kill();
-            return;
-        }
-        info!(lock = self.lock, "forwarding {sig} to the command");
-        if shutdown {
-            self.begin_stop(sig);
-        } else {
-            self.child.signal_group(sig);
-        }
-    }
-
-    /// The lease is at risk or lost: stop the command now.
-    fn lose(&mut self) {
-        if !self.lost {
-            self.lost = true;
-            warn!(
-                lock = self.lock,
-                "stopping the command: the lease is no longer safe to hold"
-            );
-        }
-        self.begin_stop(self.stop_signal);
-    }
-
-    fn begin_stop(&mut self, sig: Signal) {
-        if self.stopping.is_some() {
-            return;
-        }
-        self.child.signal_group(sig);
-        let now = boot_now();
-        let st = self.leadership.status();
-        let kill_at = (now + self.kill_after).min(st.valid_until);
-        self.stopping = Some(Stopping {
-            kill_at,
-            killed: false,
-        });
-        info!(
-            lock = self.lock,
-            now_ms = ms(now),
-            valid_until_ms = ms(st.valid_until),
-            "sent {sig} to the command; SIGKILL in {} at the latest",
-            Dur(kill_at - now)
-        );
-    }
-
-    fn kill(&mut self) {
         warn!(
-            lock = self.lock,
-            now_ms = ms(boot_now()),
-            valid_until_ms = ms(self.leadership.status().valid_until),
-            "sending SIGKILL to the command's process group"
+            lock,
+            now_ms = ms(now),
+            valid_until_ms = valid_until.map(ms),
+            "sent SIGKILL to every process of the command ({reason})"
         );
-        self.child.signal_group(Signal::SIGKILL);
-        match &mut self.stopping {
-            Some(s) => s.killed = true,
-            None => {
-                self.stopping = Some(Stopping {
-                    kill_at: boot_now(),
-                    killed: true,
-                })
-            }
+    }
+
+    fn report_refused(&self, refused: &[nix::unistd::Pid]) {
+        for pid in refused {
+            error!(
+                lock = self.lock,
+                "process {pid} of the command may not be signalled by this user (a setuid program?); \
+                 s3lead keeps the lease while it lives and cannot stop it (run s3lead as its user or root)"
+            );
         }
+    }
+}
+
+/// The lease's next change, or `None` once its renewal task has ended.
+async fn changed(leadership: &mut Option<Leadership>) -> Option<LeaseStatus> {
+    match leadership {
+        Some(l) => l.changed().await,
+        None => None,
     }
 }
 

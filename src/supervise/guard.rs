@@ -1,0 +1,367 @@
+//! The guard process (`s3lead __guard`): the parent of the command, the reaper of every
+//! descendant, and the watchdog of the lease's deadline. It runs no async runtime and
+//! does nothing but wait in `poll(2)` on three things:
+//!
+//! - its control pipe from s3lead: `deadline <boot-ns>` re-arms the watchdog, `kill`
+//!   starts killing, `done` ends the guard; end-of-file means s3lead died (`kill -9`,
+//!   a panic): kill everything;
+//! - a `CLOCK_BOOTTIME` timerfd armed at the deadline: when it fires, kill everything,
+//!   whatever s3lead is doing (blocked on a write, stopped, wedged);
+//! - SIGCHLD (signal-hook's self-pipe): reap, report the command's exit status, and
+//!   report `gone` once no child is left.
+//!
+//! "Kill everything" is SIGKILL to every descendant found by parentage (`tree.rs`),
+//! repeated every few milliseconds until the guard has no child left; as a subreaper it
+//! inherits every orphan of its subtree, so nothing can leave it by exiting its parent.
+//!
+//! The guard ignores the signals s3lead forwards (TERM, INT, HUP, QUIT, USR1, USR2),
+//! so a signal meant for the job, or systemd's SIGTERM to the whole unit, cannot take
+//! the watchdog away before the command is gone; the command gets them back at their
+//! defaults. It never writes to stderr, which may be the blocked pipe that stalled
+//! s3lead: its reports go through a non-blocking pipe of its own.
+
+use super::ChildExit;
+use super::tree;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigHandler, Signal, signal as set_handler};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+/// The signals s3lead forwards, which the guard ignores and the command gets back.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// How often the guard walks and kills again while something is left.
+const KILL_EVERY: Duration = Duration::from_millis(10);
+
+/// What the guard tells s3lead, one line each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    Started(Pid),
+    SpawnFailed { not_found: bool, message: String },
+    Exited(ChildExit),
+    Watchdog,
+    Gone,
+}
+
+impl Report {
+    fn line(&self) -> String {
+        match self {
+            Report::Started(pid) => format!("started {pid}\n"),
+            Report::SpawnFailed { not_found, message } => {
+                let kind = if *not_found { "notfound" } else { "cannot" };
+                format!("spawn-failed {kind} {}\n", message.replace('\n', " "))
+            }
+            Report::Exited(ChildExit::Code(c)) => format!("exit code {c}\n"),
+            Report::Exited(ChildExit::Signaled(s)) => format!("exit signal {}\n", *s as i32),
+            Report::Watchdog => "watchdog\n".into(),
+            Report::Gone => "gone\n".into(),
+        }
+    }
+
+    pub fn parse(line: &str) -> Option<Report> {
+        let mut words = line.splitn(3, ' ');
+        match (words.next()?, words.next(), words.next()) {
+            ("started", Some(pid), None) => Some(Report::Started(Pid::from_raw(pid.parse().ok()?))),
+            ("spawn-failed", Some(kind), message) => Some(Report::SpawnFailed {
+                not_found: kind == "notfound",
+                message: message.unwrap_or_default().to_owned(),
+            }),
+            ("exit", Some("code"), Some(c)) => {
+                Some(Report::Exited(ChildExit::Code(c.parse().ok()?)))
+            }
+            ("exit", Some("signal"), Some(n)) => Some(Report::Exited(ChildExit::Signaled(
+                Signal::try_from(n.parse::<i32>().ok()?).ok()?,
+            ))),
+            ("watchdog", None, None) => Some(Report::Watchdog),
+            ("gone", None, None) => Some(Report::Gone),
+            _ => None,
+        }
+    }
+}
+
+/// The guard's whole life. `ctl` and `report` are the pipe ends s3lead left open for it,
+/// `deadline_ns` the lease's first `valid_until` on the boot clock.
+pub fn main(ctl: RawFd, report: RawFd, deadline_ns: u64, argv: &[OsString]) -> i32 {
+    for sig in FORWARDED {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { set_handler(sig, SigHandler::SigIgn) };
+    }
+    let (Some(ctl), Some(report)) = (adopt(ctl), adopt(report)) else {
+        return crate::exit::OS_ERROR;
+    };
+    let mut guard = match Guard::new(ctl, report, deadline_ns) {
+        Ok(g) => g,
+        Err(_) => return crate::exit::OS_ERROR,
+    };
+    guard.spawn(argv);
+    guard.run()
+}
+
+/// Takes ownership of a descriptor s3lead passed down, and keeps it from the command.
+fn adopt(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: F_GETFD/F_SETFD only read and set the descriptor's flags.
+    unsafe {
+        if nix::libc::fcntl(fd, nix::libc::F_GETFD) < 0 {
+            return None;
+        }
+        nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC);
+        Some(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+struct Guard {
+    ctl: OwnedFd,
+    report: OwnedFd,
+    timer: TimerFd,
+    sigchld: UnixStream,
+    child: Option<Pid>,
+    child_exited: bool,
+    killing: bool,
+    /// s3lead is gone (end-of-file on the control pipe).
+    orphaned: bool,
+    gone: bool,
+    ctl_buf: Vec<u8>,
+}
+
+impl Guard {
+    fn new(ctl: OwnedFd, report: OwnedFd, deadline_ns: u64) -> std::io::Result<Guard> {
+        nix::sys::prctl::set_child_subreaper(true)?;
+        let (sigchld, sigchld_w) = UnixStream::pair()?;
+        sigchld.set_nonblocking(true)?;
+        sigchld_w.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGCHLD, sigchld_w)?;
+        let timer = TimerFd::new(
+            ClockId::CLOCK_BOOTTIME,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        let g = Guard {
+            ctl,
+            report,
+            timer,
+            sigchld,
+            child: None,
+            child_exited: false,
+            killing: false,
+            orphaned: false,
+            gone: false,
+            ctl_buf: Vec::new(),
+        };
+        g.arm(deadline_ns)?;
+        Ok(g)
+    }
+
+    fn arm(&self, deadline_ns: u64) -> std::io::Result<()> {
+        // An all-zero expiration would disarm the timer; the origin is long past anyway.
+        let at = Duration::from_nanos(deadline_ns.max(1));
+        self.timer.set(
+            Expiration::OneShot(TimeSpec::from_duration(at)),
+            TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+        )?;
+        Ok(())
+    }
+
+    fn tell(&self, r: &Report) {
+        // Non-blocking: a stopped s3lead must not stop its watchdog.
+        let _ = nix::unistd::write(&self.report, r.line().as_bytes());
+    }
+
+    fn spawn(&mut self, argv: &[OsString]) {
+        let Some((first, rest)) = argv.split_first() else {
+            self.tell(&Report::SpawnFailed {
+                not_found: false,
+                message: "no command given".into(),
+            });
+            return;
+        };
+        let mut cmd = std::process::Command::new(first);
+        cmd.args(rest).process_group(0);
+        let guard_pid = nix::unistd::getpid();
+        // SAFETY: between fork and exec this calls only signal, prctl and getppid, all
+        // async-signal-safe system calls.
+        unsafe {
+            cmd.pre_exec(move || {
+                for sig in FORWARDED {
+                    set_handler(sig, SigHandler::SigDfl).map_err(std::io::Error::from)?;
+                }
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                // The guard may have died between fork and prctl: then nobody would send
+                // the death signal, so do not run at all.
+                if nix::unistd::getppid() != guard_pid {
+                    return Err(std::io::Error::other(
+                        "the guard exited before the command started",
+                    ));
+                }
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(child) => {
+                let pid = Pid::from_raw(child.id() as i32);
+                // Reaped here by pid, with the orphans: the std handle is not waited on.
+                drop(child);
+                self.child = Some(pid);
+                self.tell(&Report::Started(pid));
+            }
+            Err(e) => {
+                self.tell(&Report::SpawnFailed {
+                    not_found: e.kind() == std::io::ErrorKind::NotFound,
+                    message: e.to_string(),
+                });
+                self.child_exited = true;
+                self.gone = true;
+            }
+        }
+    }
+
+    fn run(&mut self) -> i32 {
+        loop {
+            if self.killing {
+                tree::signal_all(nix::unistd::getpid(), Signal::SIGKILL);
+            }
+            self.reap();
+            if self.gone && (self.orphaned || self.child.is_none()) {
+                return 0;
+            }
+            let timeout = if self.killing && !self.gone {
+                PollTimeout::try_from(KILL_EVERY).unwrap_or(PollTimeout::ZERO)
+            } else {
+                PollTimeout::NONE
+            };
+            let (ctl_ready, timer_ready, chld_ready) = {
+                let mut fds = [
+                    PollFd::new(self.ctl.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN),
+                ];
+                if self.orphaned {
+                    // A closed pipe stays readable forever: stop polling it.
+                    fds[0] = PollFd::new(self.timer.as_fd(), PollFlags::empty());
+                }
+                match poll(&mut fds, timeout) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(_) => std::thread::sleep(KILL_EVERY),
+                }
+                let ready = |f: &PollFd| f.any().unwrap_or(false);
+                (
+                    !self.orphaned && ready(&fds[0]),
+                    ready(&fds[1]),
+                    ready(&fds[2]),
+                )
+            };
+            if timer_ready {
+                let mut buf = [0u8; 8];
+                let _ = nix::unistd::read(self.timer.as_fd(), &mut buf);
+                if !self.gone {
+                    self.killing = true;
+                    self.tell(&Report::Watchdog);
+                }
+            }
+            if chld_ready {
+                let mut buf = [0u8; 64];
+                while matches!((&self.sigchld).read(&mut buf), Ok(n) if n > 0) {}
+            }
+            if ctl_ready && self.read_ctl() {
+                return 0;
+            }
+        }
+    }
+
+    /// Reads and obeys control lines; true when s3lead says "done".
+    fn read_ctl(&mut self) -> bool {
+        let mut chunk = [0u8; 512];
+        match nix::unistd::read(self.ctl.as_fd(), &mut chunk) {
+            Ok(0) => {
+                // s3lead died: nothing it started may outlive it.
+                self.orphaned = true;
+                self.killing = true;
+                return false;
+            }
+            Ok(n) => self.ctl_buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return false,
+        }
+        while let Some(i) = self.ctl_buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.ctl_buf.drain(..=i).collect();
+            let line = String::from_utf8_lossy(&line[..i]).into_owned();
+            let mut words = line.split(' ');
+            match (words.next(), words.next()) {
+                (Some("deadline"), Some(ns)) => {
+                    if let Ok(ns) = ns.parse::<u64>() {
+                        let _ = self.arm(ns);
+                    }
+                }
+                (Some("kill"), None) => self.killing = true,
+                (Some("done"), None) => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// Reaps every exited child (the command, and orphans reparented to the guard).
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if Some(pid) == self.child => {
+                    self.child_exited = true;
+                    self.tell(&Report::Exited(ChildExit::Code(code)));
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) if Some(pid) == self.child => {
+                    self.child_exited = true;
+                    self.tell(&Report::Exited(ChildExit::Signaled(sig)));
+                }
+                Ok(WaitStatus::StillAlive) => return,
+                Ok(_) => {}
+                Err(Errno::EINTR) => {}
+                Err(_) => {
+                    // ECHILD: no child at all is left, so no descendant either.
+                    if self.child_exited && !self.gone {
+                        self.gone = true;
+                        self.killing = false;
+                        self.tell(&Report::Gone);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip() {
+        for r in [
+            Report::Started(Pid::from_raw(42)),
+            Report::SpawnFailed {
+                not_found: true,
+                message: "No such file or directory (os error 2)".into(),
+            },
+            Report::Exited(ChildExit::Code(3)),
+            Report::Exited(ChildExit::Signaled(Signal::SIGKILL)),
+            Report::Watchdog,
+            Report::Gone,
+        ] {
+            let line = r.line();
+            assert_eq!(Report::parse(line.trim_end()), Some(r), "{line:?}");
+        }
+        assert_eq!(Report::parse("nonsense"), None);
+    }
+}
