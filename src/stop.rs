@@ -207,12 +207,13 @@ impl StopPolicy {
     /// The guard (the watchdog) died. PDEATHSIG killed the command itself; whatever it
     /// left is now ours, and is killed at once.
     pub fn on_guard_lost(&mut self, now: Instant) {
+        if self.tree_gone {
+            return; // it had nothing left to guard
+        }
         if self.verdict == Verdict::Kept {
             self.verdict = Verdict::GuardLost;
         }
-        if !self.tree_gone {
-            self.kill(KillWhy::GuardLost, now);
-        }
+        self.kill(KillWhy::GuardLost, now);
     }
 
     /// The release the policy asked for has completed (landed or not).

@@ -329,6 +329,10 @@ impl Supervised {
 
     /// The next thing the command did. Cancel-safe: call it again after a `select!`.
     pub async fn next(&mut self) -> TreeEvent {
+        if self.gone {
+            // Nothing is left to report (and the guard, told "done", exits).
+            return std::future::pending().await;
+        }
         loop {
             if self.orphaned {
                 if let Some(e) = self.reap_orphans() {
