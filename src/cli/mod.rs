@@ -56,6 +56,22 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Campaign for the lock; run the command only while the lease is held.
+    ///
+    /// The command runs under a guard process that is its parent and reaper: every
+    /// process it starts stays under the guard, whatever it does to its process group or
+    /// session (setsid, setpgid, timeout, set -m, sudo use_pty), and is stopped with the
+    /// rest. The guard is also the lease's watchdog: it holds the lease's latest end and
+    /// SIGKILLs every process of the command when that instant passes on its own
+    /// boot-time clock, even if s3lead itself is blocked, stopped (SIGSTOP) or killed.
+    /// The stop signal goes out at the stop point (lease end minus --kill-after), SIGKILL
+    /// no later than the lease's end; a lease taken over or deleted gets no grace. The
+    /// lease is released only when no process of the command is left.
+    ///
+    /// Outside the promise: a process the kernel cannot kill in time (uninterruptible
+    /// I/O), a whole host or VM paused past its lease, a setuid descendant an unprivileged
+    /// s3lead may not signal, clock rates differing by more than 2 %. For these, have
+    /// whatever the command writes to refuse writes carrying a smaller S3LEAD_TERM than it
+    /// has seen: the fencing term protects the data when a process outlives its lease.
     #[command(
         after_long_help = crate::exit::EXIT_STATUS_TEXT,
         override_usage = "s3lead run [OPTIONS] <LOCK> -- <COMMAND> [ARGS]...\n       s3lead run [OPTIONS] <LOCK> -c '<shell command>'"
