@@ -47,25 +47,45 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let mut signals =
         Signals::new().map_err(|e| Failure::new(exit::OS_ERROR, format!("{lock}: {e}")))?;
 
-    let campaign = Candidate::new(store, timing, holder.clone(), lock).campaign(CampaignOptions {
+    let store = std::sync::Arc::new(store);
+    let opts = CampaignOptions {
         nonblock: args.nonblock,
         give_up_at: args.timeout.map(|d| boot_now() + d),
-    });
-    tokio::pin!(campaign);
+    };
     let leadership = loop {
-        tokio::select! {
-            outcome = &mut campaign => break outcome,
-            sig = signals.recv() => {
-                if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGQUIT) {
-                    info!(lock, "{sig} while waiting for the lock; not running the command");
-                    return Ok(128 + sig as i32);
+        let campaign = Candidate::new(store.clone(), timing, holder.clone(), lock).campaign(opts);
+        tokio::pin!(campaign);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut campaign => break outcome,
+                sig = signals.recv() => {
+                    if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGQUIT) {
+                        info!(lock, "{sig} while waiting for the lock; not running the command");
+                        return Ok(128 + sig as i32);
+                    }
                 }
             }
+        };
+        let leadership = match outcome {
+            Ok(l) => l,
+            Err(e) => return campaign_failure(lock, &args, e),
+        };
+        // Spawn only with runway: the election announces a lease only with a retry
+        // period left before its stop point, but this task may have been starved since
+        // (a loaded host, a stopped process). A command that would be stopped at once is
+        // not started: the lease is released and the campaign begins again.
+        let left = leadership.status().stop_at.saturating_since(boot_now());
+        if left >= timing.retry_period() {
+            break leadership;
         }
-    };
-    let leadership = match leadership {
-        Ok(l) => l,
-        Err(e) => return campaign_failure(lock, &args, e),
+        warn!(
+            lock,
+            term = %leadership.term(),
+            "elected too late to run the command (its stop point is {} away, less than the {} minimum); releasing and campaigning again",
+            Dur(left),
+            Dur(timing.retry_period())
+        );
+        leadership.release().await;
     };
 
     let term = leadership.term();

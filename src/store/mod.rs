@@ -165,6 +165,29 @@ pub trait LockStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Etag, StoreError>> + Send;
 }
 
+/// A shared store is a store: `s3lead run` campaigns again over the same client after
+/// releasing a lease it could not use.
+impl<S: LockStore> LockStore for std::sync::Arc<S> {
+    fn read(
+        &self,
+        known: Option<&Etag>,
+    ) -> impl Future<Output = Result<ReadReply, StoreError>> + Send {
+        (**self).read(known)
+    }
+
+    fn create(&self, body: Vec<u8>) -> impl Future<Output = Result<Etag, StoreError>> + Send {
+        (**self).create(body)
+    }
+
+    fn replace(
+        &self,
+        etag: &Etag,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<Etag, StoreError>> + Send {
+        (**self).replace(etag, body)
+    }
+}
+
 /// Where a lock lives, as the user names it: `s3://bucket/key`, `file:///abs/path`, or
 /// a plain path (the file store).
 #[derive(Clone, Debug, PartialEq, Eq)]
