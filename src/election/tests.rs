@@ -383,7 +383,7 @@ fn a_deleted_object_is_a_loss() {
     let mut net = Net::new();
     let mut a = candidate("a");
     run(&mut a, &mut net, at(0));
-    net.store = MemoryStore::new();
+    net.store.delete();
     let ev = run(&mut a, &mut net, at(10_000));
     assert_eq!(ev, vec![Event::Lost(LossReason::Deleted)]);
 }
