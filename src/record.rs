@@ -29,10 +29,15 @@ impl Term {
         self.0
     }
 
-    /// The term of the next leader. A lock object would need 2^64 acquisitions to
-    /// exhaust it; saturating keeps the code panic-free regardless.
-    pub fn next(self) -> Term {
-        Term(self.0.saturating_add(1))
+    /// The highest term: a record that holds it can never be taken over, since its
+    /// successor would need a larger one.
+    pub const LAST: Term = Term(u64::MAX);
+
+    /// The term of the next leader, or `None` after [`Term::LAST`]. Real locks never get
+    /// there by counting (2^64 acquisitions); a hand-written record can. A saturating
+    /// `next` would hand the same term to two leaders, so the caller must refuse instead.
+    pub fn next(self) -> Option<Term> {
+        self.0.checked_add(1).map(Term)
     }
 
     #[cfg(test)]
@@ -323,7 +328,8 @@ mod tests {
 
     #[test]
     fn terms_only_go_up() {
-        assert_eq!(Term::FIRST.next().get(), 2);
-        assert_eq!(Term(u64::MAX).next().get(), u64::MAX);
+        assert_eq!(Term::FIRST.next(), Some(Term(2)));
+        assert_eq!(Term(u64::MAX - 1).next(), Some(Term::LAST));
+        assert_eq!(Term::LAST.next(), None, "the last term is never repeated");
     }
 }
