@@ -16,6 +16,15 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The largest lock object s3lead reads. Real records are a few hundred bytes.
 pub const MAX_RECORD_BYTES: u64 = 64 * 1024;
 
+/// The longest lease a record may carry, and `--lease-duration` may ask for: one day.
+/// Followers wait out the `lease_ms` written in the record, so a record with a huge one
+/// (written by hand, or by a bug) would make every candidate wait years; it is refused as
+/// a bad record instead.
+pub const MAX_LEASE: Duration = Duration::from_millis(MAX_LEASE_MS);
+
+/// [`MAX_LEASE`] in milliseconds, the unit of `lease_ms`.
+pub const MAX_LEASE_MS: u64 = 86_400_000;
+
 /// The fencing term: it grows by one with every acquisition and never goes down.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -125,6 +134,10 @@ pub enum RecordError {
     UnsupportedVersion { found: u64 },
     #[error("the lock object is not a valid s3lead record: {0}")]
     Invalid(&'static str),
+    #[error(
+        "the lock object is not a valid s3lead record: lease_ms is {lease_ms}, above the maximum of {MAX_LEASE_MS} (one day)"
+    )]
+    LeaseTooLong { lease_ms: u64 },
 }
 
 impl LockRecord {
@@ -203,6 +216,11 @@ impl LockRecord {
         }
         if record.lease_ms == 0 {
             return Err(RecordError::Invalid("lease_ms is 0"));
+        }
+        if record.lease_ms > MAX_LEASE_MS {
+            return Err(RecordError::LeaseTooLong {
+                lease_ms: record.lease_ms,
+            });
         }
         if record.lease_id.0.is_empty() {
             return Err(RecordError::Invalid("lease_id is empty"));
@@ -318,6 +336,27 @@ mod tests {
             LockRecord::decode(&serde_json::to_vec(&v).unwrap()),
             Err(RecordError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn refuses_a_lease_of_zero_or_above_one_day() {
+        let with_lease = |ms: u64| {
+            let mut v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+            v["lease_ms"] = serde_json::json!(ms);
+            LockRecord::decode(&serde_json::to_vec(&v).unwrap())
+        };
+        assert_eq!(with_lease(MAX_LEASE_MS).unwrap().lease(), MAX_LEASE);
+        let err = with_lease(MAX_LEASE_MS + 1).unwrap_err();
+        assert!(
+            matches!(err, RecordError::LeaseTooLong { lease_ms } if lease_ms == MAX_LEASE_MS + 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("one day"), "{err}");
+        assert!(matches!(
+            with_lease(u64::MAX),
+            Err(RecordError::LeaseTooLong { .. })
+        ));
+        assert!(matches!(with_lease(0), Err(RecordError::Invalid(_))));
     }
 
     #[test]

@@ -626,3 +626,17 @@ fn the_term_before_the_last_is_handed_out_once() {
     assert_eq!(net.current().term, Term::LAST);
     assert!(net.current().released);
 }
+
+#[test]
+fn a_record_whose_lease_is_over_a_day_is_fatal_not_waited_out() {
+    let mut net = Net::new();
+    let mut r = foreign_record(3, false);
+    r.lease_ms = crate::record::MAX_LEASE_MS + 1;
+    net.store.overwrite(r.encode());
+    let mut a = candidate("a");
+    let ev = run(&mut a, &mut net, at(0));
+    assert!(
+        matches!(ev.as_slice(), [Event::Fatal(FatalError::Record(m))] if m.contains("lease_ms")),
+        "{ev:?}"
+    );
+}
