@@ -10,8 +10,8 @@
 //! offset of any size and a rate within ±0.99 % (so two clocks differ by less than the
 //! 2 % the default margin covers). Timings are any that `Timing::new` accepts: a short
 //! 3 s lease, a 10 s lease whose retry period exceeds its margin, the CLI defaults, and
-//! random ones, including leases of 50 s and more where the default margin is exactly
-//! 2 %; sometimes each host has its own. On each host a supervisor drives the state
+//! random ones, including leases of 50 s and more where the default margin's clock-rate
+//! part is exactly 2 %; sometimes each host has its own. On each host a supervisor drives the state
 //! machine as `lease.rs` does, and runs a child while elected, as `cli/run.rs` does:
 //!
 //! - A request from `Step::Send` travels to the store with a delay and is applied at the

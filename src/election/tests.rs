@@ -15,10 +15,15 @@ fn at(n_ms: u64) -> Instant {
     Instant::from_origin(ms(n_ms))
 }
 
-/// lease 30 s, renew 10 s, retry 2 s, kill after 5 s, margin 1 s.
+/// lease 30 s, renew 10 s, retry 2 s, kill after 5 s, margin 1.25 s.
 fn timing() -> Timing {
     Timing::new(&TimingSpec::default()).unwrap()
 }
+
+/// With [`timing`], a lease counted from send instant `s` is valid until `s + VALID`…
+const VALID: u64 = 28_750;
+/// …and its stop point is `s + STOP`.
+const STOP: u64 = 23_750;
 
 #[derive(Clone, Debug)]
 enum Fault {
@@ -144,8 +149,8 @@ fn an_absent_record_is_created_with_term_1() {
     assert_eq!(r.seq, 1);
     assert_eq!(r.lease_ms, 30_000);
     assert!(!r.released);
-    assert_eq!(a.valid_until(), Some(at(29_000)));
-    assert_eq!(a.stop_at(), Some(at(24_000)));
+    assert_eq!(a.valid_until(), Some(at(VALID)));
+    assert_eq!(a.stop_at(), Some(at(STOP)));
 }
 
 #[test]
@@ -158,7 +163,7 @@ fn the_leader_renews_every_renew_interval_and_stays_leader() {
     assert!(a.is_leader());
     let r = net.current();
     assert_eq!(r.seq, 11, "ten renewals in 100 s");
-    assert_eq!(a.valid_until(), Some(at(100_000 + 29_000)));
+    assert_eq!(a.valid_until(), Some(at(100_000 + VALID)));
 }
 
 #[test]
@@ -280,7 +285,7 @@ fn an_ambiguous_renewal_that_landed_is_recognised() {
     assert!(a.is_leader());
     assert_eq!(net.current().seq, 2, "no second write was needed");
     // The lease counts from the send of the write that landed.
-    assert_eq!(a.valid_until(), Some(at(10_000 + 29_000)));
+    assert_eq!(a.valid_until(), Some(at(10_000 + VALID)));
     // Renewing continues from the adopted ETag.
     run(&mut a, &mut net, at(20_000));
     assert_eq!(net.current().seq, 3);
@@ -296,13 +301,13 @@ fn an_ambiguous_renewal_that_did_not_land_is_retried() {
     assert_eq!(net.current().seq, 1);
     assert_eq!(
         a.valid_until(),
-        Some(at(29_000)),
+        Some(at(VALID)),
         "the lease is not extended by a lost write"
     );
     let ev = run(&mut a, &mut net, at(12_000));
     assert_eq!(ev, vec![Event::Recovered]);
     assert_eq!(net.current().seq, 2);
-    assert_eq!(a.valid_until(), Some(at(12_000 + 29_000)));
+    assert_eq!(a.valid_until(), Some(at(12_000 + VALID)));
 }
 
 #[test]
@@ -321,7 +326,7 @@ fn a_lost_write_that_lands_late_counts_from_its_first_send() {
     assert!(a.is_leader());
     assert_eq!(
         a.valid_until(),
-        Some(at(10_000 + 29_000)),
+        Some(at(10_000 + VALID)),
         "from the earliest send"
     );
 }
@@ -338,7 +343,7 @@ fn a_conflict_then_success_keeps_the_lease() {
     let ev = run(&mut a, &mut net, at(12_000));
     assert_eq!(ev, vec![Event::Recovered]);
     assert_eq!(net.current().seq, 2);
-    assert_eq!(a.valid_until(), Some(at(12_000 + 29_000)));
+    assert_eq!(a.valid_until(), Some(at(12_000 + VALID)));
 }
 
 #[test]
@@ -365,7 +370,7 @@ fn a_412_with_another_lease_id_is_a_loss() {
     let mut thief = net.current();
     thief.lease_id = LeaseId::from_str_for_test("other");
     thief.holder = "thief".into();
-    thief.term = thief.term.next();
+    thief.term = Term::new_for_test(2);
     net.store.overwrite(thief.encode());
     let ev = run(&mut a, &mut net, at(10_000));
     assert_eq!(
@@ -383,7 +388,7 @@ fn a_deleted_object_is_a_loss() {
     let mut net = Net::new();
     let mut a = candidate("a");
     run(&mut a, &mut net, at(0));
-    net.store = MemoryStore::new();
+    net.store.delete();
     let ev = run(&mut a, &mut net, at(10_000));
     assert_eq!(ev, vec![Event::Lost(LossReason::Deleted)]);
 }
@@ -396,18 +401,18 @@ fn failing_renewals_reach_the_stop_point_then_expire() {
     for _ in 0..100 {
         net.fault_next_write(Fault::LostNoAnswer);
     }
-    let ev = run_until(&mut a, &mut net, 1, 23_999, 1);
+    let ev = run_until(&mut a, &mut net, 1, STOP - 1, 1);
     assert!(ev.is_empty(), "{ev:?}");
-    let ev = run(&mut a, &mut net, at(24_000));
+    let ev = run(&mut a, &mut net, at(STOP));
     assert_eq!(
         ev,
         vec![Event::AtRisk {
-            valid_until: at(29_000)
+            valid_until: at(VALID)
         }]
     );
-    let ev = run_until(&mut a, &mut net, 24_001, 28_999, 1);
+    let ev = run_until(&mut a, &mut net, STOP + 1, VALID - 1, 1);
     assert!(ev.is_empty(), "{ev:?}");
-    let ev = run(&mut a, &mut net, at(29_000));
+    let ev = run(&mut a, &mut net, at(VALID));
     assert_eq!(ev, vec![Event::Lost(LossReason::Expired)]);
     assert!(a.is_ended());
 }
@@ -437,7 +442,7 @@ fn the_leader_wakes_for_its_stop_point() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(now, at(24_000), "woke at {woke:?}");
+    assert_eq!(now, at(STOP), "woke at {woke:?}");
 }
 
 #[test]
@@ -451,7 +456,7 @@ fn an_ambiguous_takeover_that_landed_is_recognised_by_lease_id() {
     net.fault_next_write(Fault::LandedNoAnswer);
     let ev = run(&mut b, &mut net, at(200));
     assert_eq!(elected(&ev), Some(Term::new_for_test(2)));
-    assert_eq!(b.valid_until(), Some(at(200 + 29_000)));
+    assert_eq!(b.valid_until(), Some(at(200 + VALID)));
 }
 
 #[test]
@@ -466,7 +471,7 @@ fn a_create_lost_then_landed_late_is_recognised() {
     assert_eq!(elected(&ev), Some(Term::FIRST));
     assert_eq!(
         a.valid_until(),
-        Some(at(29_000)),
+        Some(at(VALID)),
         "counted from the lost attempt's send"
     );
 }
@@ -482,7 +487,7 @@ fn a_lease_recognised_too_late_is_renewed_before_it_is_announced() {
     let ev = run(&mut a, &mut net, at(25_000));
     assert_eq!(elected(&ev), Some(Term::FIRST));
     assert_eq!(net.current().seq, 2, "renewed before announcing");
-    assert_eq!(a.valid_until(), Some(at(25_000 + 29_000)));
+    assert_eq!(a.valid_until(), Some(at(25_000 + VALID)));
 }
 
 #[test]
@@ -574,4 +579,69 @@ fn a_late_lease_that_cannot_be_renewed_goes_back_to_following() {
     net.faults.clear();
     let ev = run_until(&mut a, &mut net, 30_000, 70_000, 500);
     assert_eq!(elected(&ev), Some(Term::new_for_test(2)));
+}
+
+/// A record of another lease with term `term`, written behind the protocol's back.
+fn foreign_record(term: u64, released: bool) -> LockRecord {
+    let mut r = LockRecord::acquired(
+        Term::new_for_test(term),
+        "elsewhere",
+        LeaseId::from_str_for_test("foreign"),
+        ms(30_000),
+    );
+    r.released = released;
+    r
+}
+
+#[test]
+fn a_record_at_the_last_term_is_refused_not_reused() {
+    for released in [false, true] {
+        let mut net = Net::new();
+        net.store
+            .overwrite(foreign_record(Term::LAST.get(), released).encode());
+        let before = net.store.body();
+        let mut a = candidate("a");
+        let ev = run_until(&mut a, &mut net, 0, 40_000, 500);
+        assert!(
+            matches!(ev.as_slice(), [Event::Fatal(FatalError::Record(m))]
+                if m.contains("term is at its maximum") && m.contains("new lock key")),
+            "released: {released}: {ev:?}"
+        );
+        assert!(a.is_ended());
+        assert_eq!(net.store.body(), before, "nothing written");
+    }
+}
+
+#[test]
+fn the_term_before_the_last_is_handed_out_once() {
+    let mut net = Net::new();
+    net.store
+        .overwrite(foreign_record(Term::LAST.get() - 1, true).encode());
+    let mut a = candidate("a");
+    let ev = run(&mut a, &mut net, at(0));
+    assert_eq!(elected(&ev), Some(Term::LAST));
+    a.resign();
+    assert_eq!(run(&mut a, &mut net, at(1_000)), vec![Event::Released]);
+    let mut b = candidate("b");
+    let ev = run(&mut b, &mut net, at(2_000));
+    assert!(
+        matches!(ev.as_slice(), [Event::Fatal(FatalError::Record(_))]),
+        "{ev:?}"
+    );
+    assert_eq!(net.current().term, Term::LAST);
+    assert!(net.current().released);
+}
+
+#[test]
+fn a_record_whose_lease_is_over_a_day_is_fatal_not_waited_out() {
+    let mut net = Net::new();
+    let mut r = foreign_record(3, false);
+    r.lease_ms = crate::record::MAX_LEASE_MS + 1;
+    net.store.overwrite(r.encode());
+    let mut a = candidate("a");
+    let ev = run(&mut a, &mut net, at(0));
+    assert!(
+        matches!(ev.as_slice(), [Event::Fatal(FatalError::Record(m))] if m.contains("lease_ms")),
+        "{ev:?}"
+    );
 }
