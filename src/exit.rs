@@ -9,7 +9,7 @@
 //! | 64 | usage: a bad flag, a bad lock name, an unsafe timing |
 //! | 65 | the lock object is not a record this s3lead can read |
 //! | 69 | the store is unreachable or unusable (no such bucket, missing directory, store without conditional writes) |
-//! | 70 | internal error |
+//! | 70 | internal error; also: the guard process died, so the command was stopped |
 //! | 71 | the operating system refused to set up supervision |
 //! | 75 | lock busy (`-n`) or wait timed out (`-w`); change with `-E` |
 //! | 76 | the lease was lost and the command was stopped; change with `--lost-exit-code` |
@@ -36,7 +36,8 @@ The child's exit status, or 128+N if signal N killed it.
 64: usage error (bad flag, bad lock name, unsafe timing); nothing was run.
 65: the lock object is not a record this s3lead can read.
 69: the store is unusable (no such bucket or directory, no conditional writes).
-70: internal error. 71: the operating system refused to set up supervision.
+70: internal error, or the guard process died and the command was stopped.
+71: the operating system refused to set up supervision.
 75: the lock is busy (-n) or the wait timed out (-w); set with -E.
 76: the lease was lost and the command was stopped; set with --lost-exit-code.
 77: permission denied (credentials, bucket policy, file permissions).
