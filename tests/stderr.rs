@@ -70,6 +70,20 @@ fn closed_pipe() -> OwnedFd {
     w
 }
 
+/// A running s3lead that is killed if the test ends early (a failed assertion), so that a
+/// leader stuck on its stderr does not outlive the test; its command follows by
+/// PDEATHSIG and the guard.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 // ---- the children's record of when they ran --------------------------------------------
 
 /// A shell command for the command named `who`: it appends `who start|tick|stop SECONDS`
@@ -134,23 +148,25 @@ fn span(marks: &[Mark], who: &str) -> Option<(f64, f64)> {
 fn a_stuck_stderr_does_not_stop_the_leader(lock: Lock) {
     let out = lock.path("runs");
     let (stuck, _unread) = full_pipe(false);
-    let mut a = lock
-        .run(&["-v", "--id", "A", "-c", &timestamped("A", &out, 7)])
-        .stdout(Stdio::null())
-        .stderr(stuck)
-        .spawn()
-        .expect("spawn the leader");
+    let mut a = Running(
+        lock.run(&["-v", "--id", "A", "-c", &timestamped("A", &out, 7)])
+            .stdout(Stdio::null())
+            .stderr(stuck)
+            .spawn()
+            .expect("spawn the leader"),
+    );
     wait_for("the leader's command to start", LIMIT, || {
         span(&marks(&out), "A").is_some()
     });
 
     let b_log = lock.path("follower.log");
-    let mut b = lock
-        .run(&["-v", "--id", "B", "-c", &timestamped("B", &out, 0)])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&b_log).expect("follower log"))
-        .spawn()
-        .expect("spawn the follower");
+    let mut b = Running(
+        lock.run(&["-v", "--id", "B", "-c", &timestamped("B", &out, 0)])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&b_log).expect("follower log"))
+            .spawn()
+            .expect("spawn the follower"),
+    );
     wait_for("the follower to see the leader", LIMIT, || {
         read(&b_log).contains("held by A")
     });
@@ -174,8 +190,8 @@ fn a_stuck_stderr_does_not_stop_the_leader(lock: Lock) {
         "the follower's command started while the leader's ran (the leader stopped renewing): {m:?}"
     );
 
-    send_signal(a.id(), "TERM");
-    let st = wait_exit(&mut a, LIMIT);
+    send_signal(a.0.id(), "TERM");
+    let st = wait_exit(&mut a.0, LIMIT);
     assert_eq!(
         st.code(),
         Some(7),
@@ -203,8 +219,8 @@ fn a_stuck_stderr_does_not_stop_the_leader(lock: Lock) {
         read(&b_log)
     );
 
-    send_signal(b.id(), "TERM");
-    assert_eq!(wait_exit(&mut b, LIMIT).code(), Some(0));
+    send_signal(b.0.id(), "TERM");
+    assert_eq!(wait_exit(&mut b.0, LIMIT).code(), Some(0));
     let rec = lock.record();
     assert_eq!(rec["holder"], "B");
     assert_eq!(rec["term"], 2);
@@ -284,12 +300,13 @@ fn lines_logged_while_stderr_is_stuck_come_out_when_it_is_read() {
         started.display(),
         lock.path("go").display()
     );
-    let mut s = lock
-        .run(&["-v", "-c", &cmd])
-        .stdout(Stdio::null())
-        .stderr(stuck)
-        .spawn()
-        .expect("spawn s3lead");
+    let mut s = Running(
+        lock.run(&["-v", "-c", &cmd])
+            .stdout(Stdio::null())
+            .stderr(stuck)
+            .spawn()
+            .expect("spawn s3lead"),
+    );
     wait_for("the command to start", LIMIT, || started.exists());
     let reader = std::thread::spawn(move || {
         let mut all = Vec::new();
@@ -297,7 +314,7 @@ fn lines_logged_while_stderr_is_stuck_come_out_when_it_is_read() {
         String::from_utf8_lossy(&all).into_owned()
     });
     std::fs::write(lock.path("go"), "").expect("go");
-    assert_eq!(wait_exit(&mut s, LIMIT).code(), Some(3));
+    assert_eq!(wait_exit(&mut s.0, LIMIT).code(), Some(3));
     let logged = reader.join().expect("reader");
     let logged = logged.trim_start_matches('.');
     let messages: Vec<String> = logged
