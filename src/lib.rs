@@ -3,13 +3,15 @@
 //! The library is what the `s3lead` binary itself uses, so Rust programs can embed the
 //! same election: [`record`] is the lock object, [`store`] where it lives, [`clock`] the
 //! boot-time clock, [`election`] the protocol as a state machine with no I/O, and
-//! [`lease`] the async driver that runs it over a store.
+//! [`lease`] the async driver that runs it over a store. [`log`] is the binary's logging,
+//! which never blocks on stderr.
 
 pub mod cli;
 pub mod clock;
 pub mod election;
 pub mod exit;
 pub mod lease;
+pub mod log;
 pub mod record;
 pub mod stop;
 pub mod store;

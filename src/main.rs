@@ -1,18 +1,26 @@
-//! The `s3lead` binary: parse the command line, set up logging and a single-threaded
-//! runtime, run the subcommand, and map its outcome to an exit status (`exit.rs`).
+//! The `s3lead` binary: parse the command line, set up logging (`log.rs`) and a
+//! single-threaded runtime, run the subcommand, and map its outcome to an exit status
+//! (`exit.rs`).
 //!
 //! The runtime is current-thread on purpose: the child is spawned from the main thread,
 //! and `PR_SET_PDEATHSIG` fires when the *thread* that forked exits, so a worker thread
 //! of a pool must never be the one that spawns it.
+//!
+//! Once logging is set up nothing here writes to stderr itself: the last error line goes
+//! through the log queue, which neither blocks on a stuck stderr nor fails on a closed
+//! one, and exiting waits for it a bounded time only.
 
 use clap::Parser;
-use s3lead::cli::{Cli, Command, LogFormat};
+use s3lead::cli::{Cli, Command};
 use s3lead::exit;
+use std::io::Write;
 
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
+            // Help and usage errors come before any lock is touched, so a stuck stream
+            // holds nothing back here; `print` returns a write error instead of panicking.
             let code = if e.use_stderr() { exit::USAGE } else { 0 };
             let _ = e.print();
             std::process::exit(code);
@@ -27,16 +35,27 @@ fn main() {
             &g.argv,
         ));
     }
-    init_logging(&cli);
+    if let Command::Status(_) = cli.command {
+        end_quietly_when_stdout_is_gone();
+    }
+    let log = match s3lead::log::init(&cli) {
+        Ok(log) => log,
+        Err(e) => {
+            // No lock is touched yet: a plain write cannot hold a lease back, and it
+            // must not panic.
+            let _ = writeln!(std::io::stderr(), "s3lead: {e}");
+            std::process::exit(exit::OS_ERROR);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("s3lead: cannot start the async runtime: {e}");
-            std::process::exit(exit::OS_ERROR);
-        }
+        Err(e) => log.exit(
+            exit::OS_ERROR,
+            Some(&format!("cannot start the async runtime: {e}")),
+        ),
     };
     let outcome = runtime.block_on(async {
         match cli.command {
@@ -50,31 +69,20 @@ fn main() {
     // look-up); the outcome is decided, so exit without waiting.
     std::mem::forget(runtime);
     match outcome {
-        Ok(code) => std::process::exit(code),
-        Err(f) => {
-            eprintln!("s3lead: {}", f.message);
-            std::process::exit(f.code);
-        }
+        Ok(code) => log.exit(code, None),
+        Err(f) => log.exit(f.code, Some(&f.message)),
     }
 }
 
-fn init_logging(cli: &Cli) {
-    let level = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        (false, _) => "trace",
-    };
-    // Our own crate at the chosen level; the AWS SDK's chatter only when asked for.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("S3LEAD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,s3lead={level}")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+/// `s3lead status … | head -c0`: end as `cat` and `ls` do when nobody reads their output
+/// any more, killed by SIGPIPE, silently. Rust ignores SIGPIPE, which turns that write
+/// into an error, and `println!` panics on it (exit 101 and a panic message).
+///
+/// Only for `status`, one read and a few lines: `run` and `check` keep ignoring SIGPIPE
+/// because the S3 client writes its sockets with `writev`, which would raise it on a
+/// connection the server had reset, and end them without a word.
+fn end_quietly_when_stdout_is_gone() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler code, and no other thread runs yet.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
