@@ -12,8 +12,12 @@
 //! - A leader counts its lease from the instant its last successful write was *sent*
 //!   (which precedes any follower's `first_seen` of that write) and treats it as valid
 //!   until `sent + lease_ms − margin`; the margin absorbs clock-rate differences.
-//! - A write whose outcome is unknown may land later: the lease then counts from the
-//!   earliest send of that write, and a re-read recognises it by `lease_id` and `seq`.
+//! - Only 412, and 404 on `If-Match`, refuse a write for certain. After any other answer
+//!   (a timeout, 5xx, 409, 503, even a fatal one such as 403 or an SDK parse error) the
+//!   write may have landed or may still land: the lease then counts from the earliest
+//!   send of that write, and a re-read recognises it by `lease_id` and `seq`. A fatal
+//!   answer to a follower's write ends the campaign only once a re-read shows that the
+//!   write did not land.
 //! - No decision compares a timestamp written by another host with the local clock.
 
 use crate::clock::Instant;
@@ -209,6 +213,9 @@ struct Follower {
     attempt: Option<Write>,
     /// Before any other request, re-read to learn whether `attempt` landed.
     reconcile: bool,
+    /// `attempt` was answered with this error: unless the re-read shows that it landed,
+    /// the campaign ends with it.
+    fatal_unless_landed: Option<FatalError>,
     next_at: Instant,
 }
 
@@ -221,6 +228,7 @@ impl Follower {
             max_term,
             attempt: None,
             reconcile: false,
+            fatal_unless_landed: None,
             next_at: Instant::default(),
         }
     }
@@ -495,6 +503,9 @@ impl Election {
         };
         match reply {
             Reply::Read(Ok(ReadReply::Missing)) => {
+                if let Some(e) = f.fatal_unless_landed.take() {
+                    return self.fatal(e);
+                }
                 f.reconcile = false;
                 f.observed = None;
                 f.absent = true;
@@ -510,6 +521,9 @@ impl Election {
                 };
             }
             Reply::Read(Ok(ReadReply::NotModified)) => {
+                if let Some(e) = f.fatal_unless_landed.take() {
+                    return self.fatal(e);
+                }
                 f.reconcile = false;
                 f.next_at = match &f.observed {
                     Some(o) => retry.min(o.first_seen + o.record.lease()),
@@ -535,6 +549,9 @@ impl Election {
                     if !still_possible {
                         f.attempt = None;
                     }
+                }
+                if let Some(e) = f.fatal_unless_landed.take() {
+                    return self.fatal(e);
                 }
                 // No one can ever take this record over; better to say so now than to
                 // wait out its lease first.
@@ -575,9 +592,8 @@ impl Election {
                     self.become_leader(a, etag, record, sent, now);
                 }
             }
-            Reply::Write(Err(e)) => match e {
-                StoreError::Fatal(kind, msg) => self.fatal(FatalError::Store(kind, msg)),
-                StoreError::PreconditionFailed | StoreError::Missing | StoreError::Conflict => {
+            Reply::Write(Err(e)) => {
+                if is_refusal(&e) {
                     // Someone else wrote (or the object went away): follow again. An
                     // earlier attempt whose answer was lost may still be ours.
                     if matches!(&f.attempt, Some(a) if !a.maybe_landed) {
@@ -587,18 +603,21 @@ impl Election {
                     f.observed = None;
                     f.absent = false;
                     f.next_at = now;
+                    return;
                 }
-                StoreError::Unavailable(_) => {
-                    f.next_at = retry;
+                if let Some(a) = f.attempt.as_mut() {
+                    a.maybe_landed = true;
                 }
-                StoreError::Ambiguous(_) => {
-                    if let Some(a) = f.attempt.as_mut() {
-                        a.maybe_landed = true;
-                    }
-                    f.reconcile = true;
-                    f.next_at = now;
+                // Even a fatal answer (a 403 from a proxy, an SDK that could not parse
+                // the response) may hide a write that landed: a lease of ours must not
+                // be left running unknown to us, so read first. If the read does not
+                // show our write, the error ends the campaign as it would have.
+                if let StoreError::Fatal(kind, msg) = e {
+                    f.fatal_unless_landed = Some(FatalError::Store(kind, msg));
                 }
-            },
+                f.reconcile = true;
+                f.next_at = now;
+            }
         }
     }
 
@@ -656,29 +675,19 @@ impl Election {
             }
             Reply::Write(Err(e)) => {
                 l.failures += 1;
-                match e {
-                    StoreError::PreconditionFailed | StoreError::Missing | StoreError::Conflict => {
-                        // Did an earlier attempt land, or did someone take over? Ask.
-                        l.reconcile = true;
-                        l.next_at = if e == StoreError::Conflict {
-                            retry
-                        } else {
-                            now
-                        };
-                    }
-                    StoreError::Ambiguous(_) => {
-                        if let Some(w) = l.pending.as_mut() {
-                            w.maybe_landed = true;
-                        }
-                        l.reconcile = true;
-                        l.next_at = now;
-                    }
-                    StoreError::Unavailable(_) | StoreError::Fatal(..) => {
-                        // Keep trying until the stop point: a revoked credential or a
-                        // store outage ends the lease by expiry, never by guessing.
-                        l.next_at = retry;
+                // A refusal: did an earlier attempt land, or did someone take over? Any
+                // other answer, a fatal one included, may hide this attempt landing: the
+                // lease then counts from the earliest attempt that could have. Either
+                // way, ask; and keep trying until the stop point, so that a revoked
+                // credential or a store outage ends the lease by expiry, never by
+                // guessing.
+                if !is_refusal(&e) {
+                    if let Some(w) = l.pending.as_mut() {
+                        w.maybe_landed = true;
                     }
                 }
+                l.reconcile = true;
+                l.next_at = now;
             }
             Reply::Read(Ok(ReadReply::Found { etag, body })) => {
                 let record = match LockRecord::decode(&body) {
@@ -782,6 +791,12 @@ impl Election {
         self.phase = Phase::Ended;
         self.events.push_back(Event::Fatal(e));
     }
+}
+
+/// A definite refusal of a conditional write: 412, or 404 on `If-Match`. The write did
+/// not land and never will. Every other answer may hide a write that landed.
+fn is_refusal(e: &StoreError) -> bool {
+    matches!(e, StoreError::PreconditionFailed | StoreError::Missing)
 }
 
 /// The next instant a leader must look at the world: its next planned request, its

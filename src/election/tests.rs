@@ -35,6 +35,10 @@ enum Fault {
     Conflict,
     /// The store answers 412 without looking (a quirky store).
     Spurious412,
+    /// The write is applied, then this error is the answer.
+    LandedThen(StoreError),
+    /// The write is not applied (yet: it is held back), and this error is the answer.
+    HeldThen(StoreError),
 }
 
 struct Net {
@@ -42,6 +46,8 @@ struct Net {
     faults: VecDeque<Option<Fault>>,
     /// Writes held back: applied later by `deliver_held`.
     held: Vec<Request>,
+    /// Held writes reach the store just before the next write does.
+    deliver_held_before_next_write: bool,
 }
 
 impl Net {
@@ -50,6 +56,7 @@ impl Net {
             store: MemoryStore::new(),
             faults: VecDeque::new(),
             held: Vec::new(),
+            deliver_held_before_next_write: false,
         }
     }
 
@@ -71,6 +78,9 @@ impl Net {
         if matches!(req, Request::Read { .. }) {
             return self.apply(&req);
         }
+        if self.deliver_held_before_next_write {
+            self.deliver_held();
+        }
         match self.faults.pop_front().flatten() {
             None => self.apply(&req),
             Some(Fault::LandedNoAnswer) => {
@@ -83,6 +93,14 @@ impl Net {
             }
             Some(Fault::Conflict) => Reply::Write(Err(StoreError::Conflict)),
             Some(Fault::Spurious412) => Reply::Write(Err(StoreError::PreconditionFailed)),
+            Some(Fault::LandedThen(e)) => {
+                let _ = self.apply(&req);
+                Reply::Write(Err(e))
+            }
+            Some(Fault::HeldThen(e)) => {
+                self.held.push(req);
+                Reply::Write(Err(e))
+            }
         }
     }
 
@@ -644,4 +662,122 @@ fn a_record_whose_lease_is_over_a_day_is_fatal_not_waited_out() {
         matches!(ev.as_slice(), [Event::Fatal(FatalError::Record(m))] if m.contains("lease_ms")),
         "{ev:?}"
     );
+}
+
+fn forbidden() -> StoreError {
+    StoreError::Fatal(FatalKind::Permission, "403 access denied".into())
+}
+
+/// Answers that are not a definite refusal, each of which may hide a landed write.
+fn not_refusals() -> [StoreError; 4] {
+    [
+        forbidden(),
+        StoreError::Unavailable("503 slow down".into()),
+        StoreError::Conflict,
+        StoreError::Ambiguous("timeout".into()),
+    ]
+}
+
+#[test]
+fn a_landed_renewal_answered_with_any_error_counts_from_its_first_send() {
+    for e in not_refusals() {
+        let mut net = Net::new();
+        let mut a = candidate("a");
+        run(&mut a, &mut net, at(0));
+        net.fault_next_write(Fault::LandedThen(e.clone()));
+        let ev = run_until(&mut a, &mut net, 10_000, 14_000, 1_000);
+        assert_eq!(ev, vec![Event::Recovered], "{e}");
+        assert!(a.is_leader());
+        assert_eq!(net.current().seq, 2, "{e}: no second write landed");
+        assert_eq!(
+            a.valid_until(),
+            Some(at(10_000 + VALID)),
+            "{e}: the lease counts from the send that landed, not from a retry"
+        );
+    }
+}
+
+#[test]
+fn a_renewal_that_lands_just_before_its_retry_counts_from_its_first_send() {
+    // Answered at once (409, 503, 403), yet still on its way to the store: it lands
+    // just before the retry, which then fails; the re-read shows our seq.
+    for e in not_refusals() {
+        let mut net = Net::new();
+        let mut a = candidate("a");
+        run(&mut a, &mut net, at(0));
+        net.fault_next_write(Fault::HeldThen(e.clone()));
+        net.deliver_held_before_next_write = true;
+        let ev = run_until(&mut a, &mut net, 10_000, 14_000, 1_000);
+        assert_eq!(ev, vec![Event::Recovered], "{e}");
+        assert_eq!(net.current().seq, 2, "{e}");
+        assert_eq!(a.valid_until(), Some(at(10_000 + VALID)), "{e}");
+    }
+}
+
+#[test]
+fn renewals_answered_fatal_are_retried_until_the_stop_point() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    for _ in 0..100 {
+        net.fault_next_write(Fault::HeldThen(forbidden()));
+    }
+    let ev = run_until(&mut a, &mut net, 1, STOP - 1, 500);
+    assert!(ev.is_empty(), "{ev:?}");
+    assert!(net.held.len() > 1, "retried: {}", net.held.len());
+    let ev = run_until(&mut a, &mut net, STOP, VALID, 250);
+    assert_eq!(
+        ev,
+        vec![
+            Event::AtRisk {
+                valid_until: at(VALID)
+            },
+            Event::Lost(LossReason::Expired)
+        ]
+    );
+}
+
+#[test]
+fn a_creation_answered_fatal_that_landed_leads_from_its_send() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    net.fault_next_write(Fault::LandedThen(forbidden()));
+    let ev = run(&mut a, &mut net, at(0));
+    assert_eq!(elected(&ev), Some(Term::FIRST), "{ev:?}");
+    assert_eq!(a.valid_until(), Some(at(VALID)));
+    assert_eq!(net.current().seq, 1);
+}
+
+#[test]
+fn a_write_answered_fatal_that_did_not_land_ends_the_campaign() {
+    // A creation, and a takeover of a released record.
+    for released_first in [false, true] {
+        let mut net = Net::new();
+        if released_first {
+            net.store.overwrite(foreign_record(4, true).encode());
+        }
+        let mut a = candidate("a");
+        net.fault_next_write(Fault::HeldThen(forbidden()));
+        let ev = run_until(&mut a, &mut net, 0, 10_000, 500);
+        assert!(
+            matches!(ev.as_slice(), [.., Event::Fatal(FatalError::Store(FatalKind::Permission, m))] if m.contains("403")),
+            "{ev:?}"
+        );
+        assert_eq!(elected(&ev), None);
+        assert!(a.is_ended());
+        assert_eq!(net.held.len(), 1, "tried once, no loop");
+    }
+}
+
+#[test]
+fn a_takeover_answered_with_any_error_that_landed_leads_from_its_send() {
+    for e in not_refusals() {
+        let mut net = Net::new();
+        net.store.overwrite(foreign_record(4, true).encode());
+        let mut b = candidate("b");
+        net.fault_next_write(Fault::LandedThen(e.clone()));
+        let ev = run(&mut b, &mut net, at(200));
+        assert_eq!(elected(&ev), Some(Term::new_for_test(5)), "{e}: {ev:?}");
+        assert_eq!(b.valid_until(), Some(at(200 + VALID)), "{e}");
+    }
 }
