@@ -18,6 +18,12 @@
 //!   send of that write, and a re-read recognises it by `lease_id` and `seq`. A fatal
 //!   answer to a follower's write ends the campaign only once a re-read shows that the
 //!   write did not land.
+//! - An object that vanishes behind the protocol's back (an operator, a lifecycle rule)
+//!   is a change like any other: a follower that had seen a record waits out the longest
+//!   lease it saw from the read that found the object gone before it creates, with a
+//!   term above every term it saw. A leader that finds its record gone or replaced
+//!   reports a loss that [`LossReason::is_superseded`]: its child must die at once.
+//! - A term is never handed out twice: a record at [`Term::LAST`] is refused.
 //! - No decision compares a timestamp written by another host with the local clock.
 
 use crate::clock::Instant;
@@ -25,6 +31,7 @@ use crate::record::{LeaseId, LockRecord, RecordError, Term};
 use crate::store::{Etag, FatalKind, ReadReply, StoreError};
 use crate::timing::Timing;
 use std::collections::VecDeque;
+use std::time::Duration;
 
 /// A request for the driver to perform, against the one lock object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +101,16 @@ pub enum LossReason {
     Deleted,
     /// The object is no longer a record we can read.
     Unreadable(String),
+}
+
+impl LossReason {
+    /// Someone else changed the object (took it over, deleted or overwrote it), rather
+    /// than the lease running out: another holder may already run, or start at any
+    /// moment (a candidate that never saw our record creates a deleted object at once),
+    /// so the child must be killed now, not at `valid_until`.
+    pub fn is_superseded(&self) -> bool {
+        !matches!(self, LossReason::Expired)
+    }
 }
 
 impl std::fmt::Display for LossReason {
@@ -210,6 +227,13 @@ struct Follower {
     absent: bool,
     /// The highest term seen on this object, so a re-created object keeps growing.
     max_term: Option<Term>,
+    /// The longest `lease_ms` of the records seen on this object.
+    longest_lease: Option<Duration>,
+    /// Local instant after the first read that found the object gone, having seen a
+    /// record before. The object can vanish behind the protocol's back (an operator, a
+    /// lifecycle rule); its holder may still be running its child, so the disappearance
+    /// is waited out like a change of the record: see [`Follower::may_create_at`].
+    gone_since: Option<Instant>,
     attempt: Option<Write>,
     /// Before any other request, re-read to learn whether `attempt` landed.
     reconcile: bool,
@@ -220,17 +244,34 @@ struct Follower {
 }
 
 impl Follower {
-    /// Knowing nothing of the object yet, but the highest term seen so far.
-    fn new(max_term: Option<Term>) -> Follower {
+    /// Knowing nothing of the object yet but the highest term and the longest lease seen
+    /// on it so far.
+    fn new(max_term: Option<Term>, longest_lease: Option<Duration>) -> Follower {
         Follower {
             observed: None,
             absent: false,
             max_term,
+            longest_lease,
+            gone_since: None,
             attempt: None,
             reconcile: false,
             fatal_unless_landed: None,
             next_at: Instant::default(),
         }
+    }
+
+    /// When a creation may be sent, the object being gone.
+    ///
+    /// A follower that never saw a record may create at once. One that did waits out
+    /// the longest lease it saw, counted from the first read that found the object gone
+    /// (on its own clock, after that read arrived), not from when it first saw the last
+    /// record: between its last read of the record and the deletion, a renewal or a
+    /// takeover it never saw may have landed, and that lease can only have been sent
+    /// before the read that found the object gone. So the old holder's child is dead by
+    /// then, as after any takeover. (A creation by someone who never saw the record, or a
+    /// record of a longer lease that this follower never saw, is beyond its knowledge.)
+    fn may_create_at(&self) -> Option<Instant> {
+        Some(self.gone_since? + self.longest_lease?)
     }
 }
 
@@ -278,7 +319,7 @@ impl Election {
         Election {
             timing,
             holder: holder.into(),
-            phase: Phase::Following(Follower::new(None)),
+            phase: Phase::Following(Follower::new(None, None)),
             in_flight: InFlight::None,
             events: VecDeque::new(),
             resign: false,
@@ -387,7 +428,11 @@ impl Election {
             return Step::Send(Request::Read { known: None });
         }
         let Some(obs) = &f.observed else {
-            // Absent when last read: (re)send the creation.
+            // Absent when last read: (re)send the creation, once a disappearance has
+            // been waited out; until then, keep watching for a new record.
+            if f.may_create_at().is_some_and(|t| now < t) {
+                return Step::Send(Request::Read { known: None });
+            }
             if matches!(&f.attempt, Some(a) if a.condition != Condition::Absent) {
                 f.attempt = None;
             }
@@ -509,14 +554,18 @@ impl Election {
                 f.reconcile = false;
                 f.observed = None;
                 f.absent = true;
+                if f.longest_lease.is_some() && f.gone_since.is_none() {
+                    f.gone_since = Some(now);
+                }
                 // An attempt under another condition can no longer land.
                 if matches!(&f.attempt, Some(a) if a.condition != Condition::Absent) {
                     f.attempt = None;
                 }
                 // Resending a creation whose answer was lost waits a retry period, so a
                 // store that times out writes is not hammered.
-                f.next_at = match &f.attempt {
-                    Some(a) if a.maybe_landed => retry,
+                f.next_at = match (&f.attempt, f.may_create_at()) {
+                    (Some(a), _) if a.maybe_landed => retry,
+                    (_, Some(t)) if now < t => retry.min(t),
                     _ => now,
                 };
             }
@@ -538,6 +587,11 @@ impl Election {
                     Err(e) => return self.fatal(FatalError::from(e)),
                 };
                 f.max_term = Some(f.max_term.map_or(record.term, |t| t.max(record.term)));
+                f.longest_lease = Some(
+                    f.longest_lease
+                        .map_or(record.lease(), |l| l.max(record.lease())),
+                );
+                f.gone_since = None;
                 if let Some(a) = &f.attempt {
                     if a.record.lease_id == record.lease_id && !record.released {
                         // Our acquisition landed, though we never heard so.
@@ -777,8 +831,8 @@ impl Election {
     fn lose(&mut self, reason: LossReason) {
         match &self.phase {
             Phase::Leading(l) if !l.announced => {
-                let term = l.term;
-                self.phase = Phase::Following(Follower::new(Some(term)));
+                let (term, lease) = (l.term, l.record.lease());
+                self.phase = Phase::Following(Follower::new(Some(term), Some(lease)));
             }
             _ => {
                 self.phase = Phase::Ended;

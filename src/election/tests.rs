@@ -781,3 +781,92 @@ fn a_takeover_answered_with_any_error_that_landed_leads_from_its_send() {
         assert_eq!(b.valid_until(), Some(at(200 + VALID)), "{e}");
     }
 }
+
+#[test]
+fn a_follower_waits_out_a_deleted_record_from_when_it_found_it_gone() {
+    let mut net = Net::new();
+    net.store.overwrite(foreign_record(7, false).encode());
+    let mut b = candidate("b");
+    let ev = run(&mut b, &mut net, at(5_000));
+    assert!(matches!(ev.as_slice(), [Event::Observed { .. }]), "{ev:?}");
+    // Deleted behind the protocol's back (an operator, a lifecycle rule) while its
+    // holder may still run: b's next read, at 7 s, finds it gone.
+    net.store.delete();
+    let ev = run_until(&mut b, &mut net, 5_001, 7_000 + 30_000 - 1, 1);
+    assert_eq!(elected(&ev), None, "created while the old lease may run");
+    assert!(net.store.body().is_none(), "nothing written");
+    let ev = run(&mut b, &mut net, at(37_000));
+    assert_eq!(
+        elected(&ev),
+        Some(Term::new_for_test(8)),
+        "above the term seen"
+    );
+}
+
+#[test]
+fn a_record_created_while_a_deletion_is_waited_out_is_followed() {
+    let mut net = Net::new();
+    net.store.overwrite(foreign_record(3, false).encode());
+    let mut b = candidate("b");
+    run(&mut b, &mut net, at(0));
+    net.store.delete();
+    run(&mut b, &mut net, at(2_000));
+    // Someone who never saw the old record creates the object anew.
+    let mut c = candidate("c");
+    let ev = run(&mut c, &mut net, at(3_000));
+    assert_eq!(elected(&ev), Some(Term::FIRST));
+    // c lives on: b follows it, and neither takes it over nor creates anew.
+    let mut events = Vec::new();
+    for t in (3_000..=200_000).step_by(500) {
+        run(&mut c, &mut net, at(t));
+        events.extend(run(&mut b, &mut net, at(t)));
+    }
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e, Event::Observed { holder, .. } if holder == "c")),
+        "{events:?}"
+    );
+    assert_eq!(net.current().holder, "c");
+    // Once c is gone, b takes over above every term it has seen.
+    let ev = run_until(&mut b, &mut net, 200_500, 240_000, 500);
+    assert_eq!(elected(&ev), Some(Term::new_for_test(4)));
+}
+
+#[test]
+fn a_follower_that_never_saw_a_record_creates_at_once() {
+    let mut net = Net::new();
+    let mut b = candidate("b");
+    let ev = run(&mut b, &mut net, at(0));
+    assert_eq!(elected(&ev), Some(Term::FIRST));
+}
+
+#[test]
+fn a_leader_s_deleted_or_overwritten_record_is_a_loss_to_act_on_at_once() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    net.store.delete();
+    let ev = run(&mut a, &mut net, at(10_000));
+    let [Event::Lost(reason)] = ev.as_slice() else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(*reason, LossReason::Deleted);
+    assert!(reason.is_superseded(), "the child is killed at once");
+
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    net.store.overwrite(foreign_record(2, false).encode());
+    let ev = run(&mut a, &mut net, at(10_000));
+    let [Event::Lost(reason)] = ev.as_slice() else {
+        panic!("{ev:?}")
+    };
+    assert!(matches!(reason, LossReason::TakenOver { .. }), "{reason:?}");
+    assert!(reason.is_superseded());
+
+    assert!(
+        !LossReason::Expired.is_superseded(),
+        "stopped at the stop point"
+    );
+}
