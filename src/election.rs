@@ -74,7 +74,8 @@ pub enum Event {
         term: Term,
         released: bool,
     },
-    /// We lead. The child may run until [`Election::stop_at`].
+    /// We lead. The child may run until [`Election::stop_at`], which is at least
+    /// [`Timing::min_runway`] away.
     Elected { term: Term, lease_id: LeaseId },
     /// A renewal landed after one or more failed attempts.
     Recovered,
@@ -701,10 +702,9 @@ impl Election {
         };
         debug_assert_eq!(w.record.lease_id, l.lease_id);
         let valid_until = (valid_from + timing.lease()).saturating_sub(timing.margin());
-        let stop_at = valid_until.saturating_sub(timing.kill_after());
         // A lease recognised late (after ambiguous answers) may have too little time
         // left to run a child: renew it first and announce only after that lands.
-        if now < stop_at {
+        if has_runway(&timing, valid_until, now) {
             l.announced = true;
             self.events.push_back(Event::Elected {
                 term: l.term,
@@ -811,7 +811,7 @@ impl Election {
         }
         let valid_until = (sent + timing.lease()).saturating_sub(timing.margin());
         if !l.announced {
-            if now < valid_until.saturating_sub(timing.kill_after()) {
+            if has_runway(&timing, valid_until, now) {
                 l.announced = true;
                 self.events.push_back(Event::Elected {
                     term: l.term,
@@ -845,6 +845,12 @@ impl Election {
         self.phase = Phase::Ended;
         self.events.push_back(Event::Fatal(e));
     }
+}
+
+/// Whether a lease valid until `valid_until` leaves, at `now`, the minimum runway before
+/// its stop point that a child needs to be started.
+fn has_runway(timing: &Timing, valid_until: Instant, now: Instant) -> bool {
+    now + timing.min_runway() <= valid_until.saturating_sub(timing.kill_after())
 }
 
 /// A definite refusal of a conditional write: 412, or 404 on `If-Match`. The write did

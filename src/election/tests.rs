@@ -870,3 +870,61 @@ fn a_leader_s_deleted_or_overwritten_record_is_a_loss_to_act_on_at_once() {
         "stopped at the stop point"
     );
 }
+
+/// Polls `e` at `now` until its first renewal (a `Replace`) is about to be sent;
+/// returns whether it was leader by then, and the events seen on the way.
+fn until_first_renewal(e: &mut Election, net: &mut Net, now: Instant) -> (bool, Vec<Event>) {
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        match e.poll(now) {
+            Step::Send(req) => {
+                if matches!(req, Request::Replace { .. }) {
+                    let leading = e.is_leader();
+                    let reply = net.perform(req);
+                    e.handle(reply, now);
+                    return (leading, events);
+                }
+                let reply = net.perform(req);
+                e.handle(reply, now);
+            }
+            Step::Event(ev) => events.push(ev),
+            other => panic!("{other:?} before any renewal: {events:?}"),
+        }
+    }
+    panic!("no renewal: {events:?}");
+}
+
+/// A candidate whose creation, sent at 0, was lost and has landed since: the lease it
+/// finds counts from 0.
+fn candidate_with_a_late_lease(net: &mut Net) -> Election {
+    let mut a = candidate("a");
+    net.fault_next_write(Fault::LostNoAnswer);
+    run(&mut a, net, at(0));
+    net.deliver_held();
+    a
+}
+
+#[test]
+fn a_lease_recognised_with_less_than_the_runway_left_is_renewed_before_it_is_announced() {
+    let mut net = Net::new();
+    let mut a = candidate_with_a_late_lease(&mut net);
+    // Recognised before the stop point but with less than one retry period (2 s) to it:
+    // too little to start a child on.
+    let now = STOP - 1_999;
+    let (leading, ev) = until_first_renewal(&mut a, &mut net, at(now));
+    assert!(!leading, "announced before renewing: {ev:?}");
+    assert_eq!(elected(&ev), None);
+    let ev = run(&mut a, &mut net, at(now));
+    assert_eq!(elected(&ev), Some(Term::FIRST));
+    assert_eq!(net.current().seq, 2);
+    assert_eq!(a.valid_until(), Some(at(now + VALID)));
+}
+
+#[test]
+fn a_lease_recognised_with_exactly_the_runway_left_is_announced_at_once() {
+    let mut net = Net::new();
+    let mut a = candidate_with_a_late_lease(&mut net);
+    let (leading, ev) = until_first_renewal(&mut a, &mut net, at(STOP - 2_000));
+    assert!(leading, "{ev:?}");
+    assert_eq!(elected(&ev), Some(Term::FIRST));
+}
