@@ -13,7 +13,7 @@
 //! child is dead only once both have happened, however short the lease.
 //!
 //! A lease is at most [`MAX_LEASE`] (one day), the bound a lock record's `lease_ms` must
-//! keep.
+//! keep, and the command starts only with [`Timing::min_runway`] ahead of its stop point.
 
 use crate::record::MAX_LEASE;
 use std::fmt;
@@ -163,6 +163,16 @@ impl Timing {
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
     }
+
+    /// s3lead starts the command only if its lease's stop point is at least one retry
+    /// period away. A lease recognised late (its write's answer was lost, and a re-read
+    /// found it) may have almost none left: a command started then would be stopped
+    /// before it did anything, or, with a renewal that lands late, run on a lease with no
+    /// room for a single retry. Such a lease is renewed first and announced only once a
+    /// renewal lands in time.
+    pub fn min_runway(&self) -> Duration {
+        self.retry_period
+    }
 }
 
 /// `min(5 s, renew_every / 2)`: a request that cannot finish in half a renewal interval
@@ -218,6 +228,7 @@ mod tests {
         let t = Timing::new(&TimingSpec::default()).unwrap();
         assert_eq!(t.margin(), ms(1_250));
         assert_eq!(t.request_timeout(), secs(5));
+        assert_eq!(t.min_runway(), secs(2), "one retry period");
     }
 
     #[test]
