@@ -306,7 +306,7 @@ impl StopPolicy {
     /// command must be stopped.
     fn judge_lease(&mut self, now: Instant) {
         if let LeaseState::Lost(reason) = &self.lease.state {
-            if !matches!(reason, LossReason::Expired) {
+            if reason.is_superseded() {
                 let reason = reason.clone();
                 self.verdict = Verdict::Lost;
                 if self.killed_at.is_none() {

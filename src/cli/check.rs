@@ -23,6 +23,15 @@
 //! missing bucket exit as they do for `run`. Answers too vague to judge (timeouts, 5xx
 //! where a definite answer was due) end the check with 69: nothing is proven either way.
 
+/// A line on stdout that never panics: `s3lead check … | head` must still delete its
+/// scratch keys and give its exit status when nobody reads the rest.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use super::store_failure;
 use super::{Failure, S3Args};
 use crate::exit;
@@ -131,9 +140,9 @@ pub async fn check(args: CheckArgs) -> Result<i32, Failure> {
             "writers": args.writers,
             "checks": report.lines,
         });
-        println!("{v}");
+        out!("{v}");
     } else {
-        println!("{verdict}");
+        out!("{verdict}");
     }
     Ok(if safe { 0 } else { exit::UNSAFE_STORE })
 }
@@ -204,14 +213,18 @@ impl Report {
     fn add(&mut self, line: Line) {
         if !self.json {
             match line.result {
-                Outcome::Ok => println!("ok   {}: {}", line.check, line.got),
-                Outcome::Warn => println!(
+                Outcome::Ok => out!("ok   {}: {}", line.check, line.got),
+                Outcome::Warn => out!(
                     "WARN {}: expected {}; got {}",
-                    line.check, line.expected, line.got
+                    line.check,
+                    line.expected,
+                    line.got
                 ),
-                Outcome::Fail => println!(
+                Outcome::Fail => out!(
                     "FAIL {}: expected {}; got {}",
-                    line.check, line.expected, line.got
+                    line.check,
+                    line.expected,
+                    line.got
                 ),
             }
         }

@@ -75,7 +75,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         // (a loaded host, a stopped process). A command that would be stopped at once is
         // not started: the lease is released and the campaign begins again.
         let left = leadership.status().stop_at.saturating_since(boot_now());
-        if left >= timing.retry_period() {
+        if left >= timing.min_runway() {
             break leadership;
         }
         warn!(
@@ -83,7 +83,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             term = %leadership.term(),
             "elected too late to run the command (its stop point is {} away, less than the {} minimum); releasing and campaigning again",
             Dur(left),
-            Dur(timing.retry_period())
+            Dur(timing.min_runway())
         );
         leadership.release().await;
     };
@@ -379,6 +379,10 @@ fn campaign_failure(lock: &str, args: &RunArgs, e: CampaignError) -> Result<i32,
         )),
         CampaignError::Fatal(FatalError::Store(kind, msg)) => {
             Err(super::store_failure(lock, &StoreError::Fatal(kind, msg)))
+        }
+        // A message that already names its fix (the term at its maximum) stands alone.
+        CampaignError::Fatal(FatalError::Record(msg)) if msg.contains("use a new lock key") => {
+            Err(Failure::new(exit::BAD_RECORD, format!("{lock}: {msg}")))
         }
         CampaignError::Fatal(FatalError::Record(msg)) => Err(Failure::new(
             exit::BAD_RECORD,
