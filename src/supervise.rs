@@ -305,8 +305,9 @@ impl Supervised {
         if self.gone {
             return;
         }
-        let _ = killpg(self.child_pid, sig);
-        let s = tree::signal_all(self.root(), sig);
+        // The command's group at once (tini's way), then whatever left it, each once.
+        let skip = killpg(self.child_pid, sig).ok().map(|()| self.child_pid);
+        let s = tree::signal_all(self.root(), sig, skip);
         self.pending_refused = s.refused;
     }
 

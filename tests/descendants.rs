@@ -291,3 +291,41 @@ fn a_killed_guard_is_noticed_and_the_command_stopped_on_file() {
     assert!(old.iter().all(|&p| !alive(p)), "left running: {log}");
     assert_eq!(lock.record()["released"], true, "nothing runs: released");
 }
+
+// ---- the stop signal reaches every process ----------------------------------------------
+
+#[test]
+fn the_stop_signal_reaches_every_process_outside_the_group_too_on_file() {
+    // The group is signalled as a group, and the processes outside it one by one, each
+    // once (two TERMs microseconds apart would coalesce in the kernel anyway, so this
+    // test cannot tell one from two; it checks that nobody is missed, or seen twice).
+    let lock = Lock::file();
+    let out = lock.path("terms-seen");
+    let o = out.display();
+    let cmd = format!(
+        "trap 'echo main >> {o}' TERM; \
+         setsid sh -c \"trap 'echo setsid >> {o}' TERM; echo up >> {o}; while :; do sleep 0.05; done\" & \
+         sh -c \"trap 'echo group >> {o}' TERM; while :; do sleep 0.05; done\" & \
+         echo up >> {o}; while :; do sleep 0.05; done"
+    );
+    let mut s = lock
+        .run(&["-c", &cmd])
+        .stderr(std::fs::File::create(lock.path("log")).expect("log"))
+        .spawn()
+        .expect("spawn");
+    wait_for("both to start", LIMIT, || {
+        read(&out).matches("up").count() == 2
+    });
+    send_signal(s.id(), "TERM");
+    // They all ignore it: SIGKILL ends them after the grace.
+    let st = wait_exit(&mut s, LIMIT);
+    assert_eq!(st.code(), Some(137), "{}", read(&lock.path("log")));
+    let seen = read(&out);
+    for who in ["main", "group", "setsid"] {
+        assert_eq!(
+            seen.lines().filter(|l| *l == who).count(),
+            1,
+            "{who} got TERM once: {seen:?}"
+        );
+    }
+}

@@ -232,7 +232,7 @@ impl Guard {
     fn run(&mut self) -> i32 {
         loop {
             if self.killing {
-                tree::signal_all(nix::unistd::getpid(), Signal::SIGKILL);
+                tree::signal_all(nix::unistd::getpid(), Signal::SIGKILL, None);
             }
             self.reap();
             if self.gone && (self.orphaned || self.child.is_none()) {

@@ -23,6 +23,8 @@ use std::collections::HashMap;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Member {
     pub pid: Pid,
+    /// Its process group.
+    pub pgid: Pid,
     /// A zombie has exited and waits to be reaped: it counts as gone.
     pub zombie: bool,
 }
@@ -41,9 +43,10 @@ pub fn descendants(root: Pid) -> Vec<Member> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue; // exited since the listing
         };
-        if let Some((state, ppid)) = parse_stat(&stat) {
+        if let Some((state, ppid, pgid)) = parse_stat(&stat) {
             children.entry(ppid).or_default().push(Member {
                 pid: Pid::from_raw(pid),
+                pgid: Pid::from_raw(pgid),
                 zombie: state == 'Z' || state == 'X',
             });
         }
@@ -61,14 +64,15 @@ pub fn descendants(root: Pid) -> Vec<Member> {
     out
 }
 
-/// `(state, ppid)` from a `/proc/PID/stat` line. The command name may hold spaces and
-/// parentheses, so the fields are read after its last `)`.
-fn parse_stat(stat: &str) -> Option<(char, i32)> {
+/// `(state, ppid, pgrp)` from a `/proc/PID/stat` line. The command name may hold spaces
+/// and parentheses, so the fields are read after its last `)`.
+fn parse_stat(stat: &str) -> Option<(char, i32, i32)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, ppid, pgrp))
 }
 
 /// Is any descendant of `root` alive (not a zombie)?
@@ -85,11 +89,13 @@ pub struct Signalled {
     pub refused: Vec<Pid>,
 }
 
-/// Sends `sig` to every live descendant of `root`.
-pub fn signal_all(root: Pid, sig: Signal) -> Signalled {
+/// Sends `sig` to every live descendant of `root`, except the members of process group
+/// `skip_group`, which the caller has signalled as a group already: a process must get a
+/// stop signal once, as many treat a second TERM or INT as "quit now".
+pub fn signal_all(root: Pid, sig: Signal, skip_group: Option<Pid>) -> Signalled {
     let mut out = Signalled::default();
     for m in descendants(root) {
-        if m.zombie {
+        if m.zombie || Some(m.pgid) == skip_group {
             continue;
         }
         match kill(m.pid, sig) {
@@ -108,10 +114,10 @@ mod tests {
     #[test]
     fn reads_state_and_parent_past_a_name_with_parentheses() {
         assert_eq!(
-            parse_stat("1234 (we) ird (x)) S 77 1234 1234 0 -1"),
-            Some(('S', 77))
+            parse_stat("1234 (we) ird (x)) S 77 1230 1234 0 -1"),
+            Some(('S', 77, 1230))
         );
-        assert_eq!(parse_stat("9 (sh) Z 1 9 9"), Some(('Z', 1)));
+        assert_eq!(parse_stat("9 (sh) Z 1 9 9"), Some(('Z', 1, 9)));
         assert_eq!(parse_stat("garbage"), None);
     }
 
@@ -138,7 +144,8 @@ mod tests {
             nix::unistd::getpgid(Some(sleeper)).ok(),
             nix::unistd::getpgid(Some(root)).ok()
         );
-        assert_eq!(signal_all(root, Signal::SIGKILL).sent, 1);
+        // Skipping the shell's group still reaches the sleeper in its own session.
+        assert_eq!(signal_all(root, Signal::SIGKILL, Some(root)).sent, 1);
         let _ = sh.wait();
     }
 }
