@@ -119,6 +119,17 @@ impl From<RecordError> for FatalError {
     }
 }
 
+impl FatalError {
+    /// The lock object's term is [`Term::LAST`]: the next leader would need a larger
+    /// one, and handing out the same term twice would break fencing.
+    fn terms_exhausted() -> FatalError {
+        FatalError::Record(format!(
+            "the lock's term is at its maximum ({}) and can never be reused: use a new lock key",
+            Term::LAST
+        ))
+    }
+}
+
 /// The condition a write was sent under: it can only ever land while that condition
 /// holds, which is how a follower knows when an unanswered write can be forgotten.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -372,29 +383,33 @@ impl Election {
             if matches!(&f.attempt, Some(a) if a.condition != Condition::Absent) {
                 f.attempt = None;
             }
-            let attempt = f.attempt.get_or_insert_with(|| {
-                let term = f.max_term.map_or(Term::FIRST, Term::next);
-                let record = LockRecord::acquired(
-                    term,
-                    &self.holder,
-                    LeaseId::random(),
-                    self.timing.lease(),
-                );
-                Write::new(record, Condition::Absent, now)
-            });
-            attempt.resend(now);
-            return Step::Send(attempt.request());
+            let attempt = match f.attempt.take() {
+                Some(a) => a,
+                None => {
+                    let Some(term) = f.max_term.map_or(Some(Term::FIRST), Term::next) else {
+                        self.fatal(FatalError::terms_exhausted());
+                        return Step::Done;
+                    };
+                    let lease_id = LeaseId::random();
+                    let record =
+                        LockRecord::acquired(term, &self.holder, lease_id, self.timing.lease());
+                    Write::new(record, Condition::Absent, now)
+                }
+            };
+            let a = f.attempt.insert(attempt);
+            a.resend(now);
+            return Step::Send(a.request());
         };
         let expires = obs.first_seen + obs.record.lease();
         if obs.record.released || now >= expires {
             let condition = Condition::Matches(obs.etag.clone());
             let reuse = matches!(&f.attempt, Some(a) if a.condition == condition);
             if !reuse {
-                let term = obs
-                    .record
-                    .term
-                    .max(f.max_term.unwrap_or(obs.record.term))
-                    .next();
+                let highest = obs.record.term.max(f.max_term.unwrap_or(obs.record.term));
+                let Some(term) = highest.next() else {
+                    self.fatal(FatalError::terms_exhausted());
+                    return Step::Done;
+                };
                 let record = LockRecord::acquired(
                     term,
                     &self.holder,
@@ -520,6 +535,11 @@ impl Election {
                     if !still_possible {
                         f.attempt = None;
                     }
+                }
+                // No one can ever take this record over; better to say so now than to
+                // wait out its lease first.
+                if record.term == Term::LAST {
+                    return self.fatal(FatalError::terms_exhausted());
                 }
                 let changed = f.observed.as_ref().is_none_or(|o| o.etag != etag);
                 if changed {

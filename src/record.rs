@@ -16,6 +16,15 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The largest lock object s3lead reads. Real records are a few hundred bytes.
 pub const MAX_RECORD_BYTES: u64 = 64 * 1024;
 
+/// The longest lease a record may carry, and `--lease-duration` may ask for: one day.
+/// Followers wait out the `lease_ms` written in the record, so a record with a huge one
+/// (written by hand, or by a bug) would make every candidate wait years; it is refused as
+/// a bad record instead.
+pub const MAX_LEASE: Duration = Duration::from_millis(MAX_LEASE_MS);
+
+/// [`MAX_LEASE`] in milliseconds, the unit of `lease_ms`.
+pub const MAX_LEASE_MS: u64 = 86_400_000;
+
 /// The fencing term: it grows by one with every acquisition and never goes down.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -29,10 +38,15 @@ impl Term {
         self.0
     }
 
-    /// The term of the next leader. A lock object would need 2^64 acquisitions to
-    /// exhaust it; saturating keeps the code panic-free regardless.
-    pub fn next(self) -> Term {
-        Term(self.0.saturating_add(1))
+    /// The highest term: a record that holds it can never be taken over, since its
+    /// successor would need a larger one.
+    pub const LAST: Term = Term(u64::MAX);
+
+    /// The term of the next leader, or `None` after [`Term::LAST`]. Real locks never get
+    /// there by counting (2^64 acquisitions); a hand-written record can. A saturating
+    /// `next` would hand the same term to two leaders, so the caller must refuse instead.
+    pub fn next(self) -> Option<Term> {
+        self.0.checked_add(1).map(Term)
     }
 
     #[cfg(test)]
@@ -120,6 +134,10 @@ pub enum RecordError {
     UnsupportedVersion { found: u64 },
     #[error("the lock object is not a valid s3lead record: {0}")]
     Invalid(&'static str),
+    #[error(
+        "the lock object is not a valid s3lead record: lease_ms is {lease_ms}, above the maximum of {MAX_LEASE_MS} (one day)"
+    )]
+    LeaseTooLong { lease_ms: u64 },
 }
 
 impl LockRecord {
@@ -198,6 +216,11 @@ impl LockRecord {
         }
         if record.lease_ms == 0 {
             return Err(RecordError::Invalid("lease_ms is 0"));
+        }
+        if record.lease_ms > MAX_LEASE_MS {
+            return Err(RecordError::LeaseTooLong {
+                lease_ms: record.lease_ms,
+            });
         }
         if record.lease_id.0.is_empty() {
             return Err(RecordError::Invalid("lease_id is empty"));
@@ -316,6 +339,27 @@ mod tests {
     }
 
     #[test]
+    fn refuses_a_lease_of_zero_or_above_one_day() {
+        let with_lease = |ms: u64| {
+            let mut v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+            v["lease_ms"] = serde_json::json!(ms);
+            LockRecord::decode(&serde_json::to_vec(&v).unwrap())
+        };
+        assert_eq!(with_lease(MAX_LEASE_MS).unwrap().lease(), MAX_LEASE);
+        let err = with_lease(MAX_LEASE_MS + 1).unwrap_err();
+        assert!(
+            matches!(err, RecordError::LeaseTooLong { lease_ms } if lease_ms == MAX_LEASE_MS + 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("one day"), "{err}");
+        assert!(matches!(
+            with_lease(u64::MAX),
+            Err(RecordError::LeaseTooLong { .. })
+        ));
+        assert!(matches!(with_lease(0), Err(RecordError::Invalid(_))));
+    }
+
+    #[test]
     fn lease_ids_are_random() {
         assert_ne!(LeaseId::random(), LeaseId::random());
         assert_eq!(LeaseId::random().as_str().len(), 32);
@@ -323,7 +367,8 @@ mod tests {
 
     #[test]
     fn terms_only_go_up() {
-        assert_eq!(Term::FIRST.next().get(), 2);
-        assert_eq!(Term(u64::MAX).next().get(), u64::MAX);
+        assert_eq!(Term::FIRST.next(), Some(Term(2)));
+        assert_eq!(Term(u64::MAX - 1).next(), Some(Term::LAST));
+        assert_eq!(Term::LAST.next(), None, "the last term is never repeated");
     }
 }

@@ -3,7 +3,11 @@
 //! A [`Timing`] cannot be built with settings that break the promise: the leader must be
 //! able to renew, retry once, stop its child with the full kill grace, and still be
 //! inside its lease minus the clock-rate margin, all before any follower may take over.
+//!
+//! A lease is at most [`MAX_LEASE`] (one day), the bound a lock record's `lease_ms` must
+//! keep.
 
+use crate::record::MAX_LEASE;
 use std::fmt;
 use std::time::Duration;
 
@@ -61,6 +65,14 @@ impl Timing {
         let request_timeout = spec
             .request_timeout
             .unwrap_or_else(|| default_request_timeout(spec.renew_every));
+        if spec.lease > MAX_LEASE {
+            return Err(TimingError(format!(
+                "--lease-duration ({}) exceeds the maximum of {}; followers would wait that \
+                 long for a holder that died",
+                Dur(spec.lease),
+                Dur(MAX_LEASE)
+            )));
+        }
         for (name, d) in [
             ("--lease-duration", spec.lease),
             ("--renew-every", spec.renew_every),
@@ -194,6 +206,23 @@ mod tests {
     fn margin_is_two_percent_of_long_leases() {
         assert_eq!(default_margin(secs(300)), secs(6));
         assert_eq!(default_margin(secs(10)), secs(1));
+    }
+
+    #[test]
+    fn refuses_a_lease_longer_than_a_day() {
+        let spec = |lease| TimingSpec {
+            lease,
+            renew_every: secs(3_600),
+            retry_period: secs(60),
+            kill_after: secs(60),
+            ..TimingSpec::default()
+        };
+        assert!(Timing::new(&spec(MAX_LEASE)).is_ok());
+        let err = Timing::new(&spec(MAX_LEASE + Duration::from_millis(1)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--lease-duration (1day 1ms)"), "{err}");
+        assert!(err.contains("maximum of 1day"), "{err}");
     }
 
     #[test]

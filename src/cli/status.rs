@@ -63,12 +63,16 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
                 })
                 .unwrap_or_default();
             if r.released {
-                println!(
-                    "{lock}: free (released by {}, term {}; the next holder gets term {})",
-                    r.holder,
-                    r.term,
-                    r.term.next()
-                );
+                match r.term.next() {
+                    Some(next) => println!(
+                        "{lock}: free (released by {}, term {}; the next holder gets term {next})",
+                        r.holder, r.term
+                    ),
+                    None => println!(
+                        "{lock}: released by {}, but its term {} is the highest: no holder can take it (use a new lock key)",
+                        r.holder, r.term
+                    ),
+                }
             } else {
                 println!("{lock}: held by {}", r.holder);
                 println!("  term       {}", r.term);

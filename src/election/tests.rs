@@ -365,7 +365,7 @@ fn a_412_with_another_lease_id_is_a_loss() {
     let mut thief = net.current();
     thief.lease_id = LeaseId::from_str_for_test("other");
     thief.holder = "thief".into();
-    thief.term = thief.term.next();
+    thief.term = Term::new_for_test(2);
     net.store.overwrite(thief.encode());
     let ev = run(&mut a, &mut net, at(10_000));
     assert_eq!(
@@ -383,7 +383,7 @@ fn a_deleted_object_is_a_loss() {
     let mut net = Net::new();
     let mut a = candidate("a");
     run(&mut a, &mut net, at(0));
-    net.store = MemoryStore::new();
+    net.store.delete();
     let ev = run(&mut a, &mut net, at(10_000));
     assert_eq!(ev, vec![Event::Lost(LossReason::Deleted)]);
 }
@@ -574,4 +574,69 @@ fn a_late_lease_that_cannot_be_renewed_goes_back_to_following() {
     net.faults.clear();
     let ev = run_until(&mut a, &mut net, 30_000, 70_000, 500);
     assert_eq!(elected(&ev), Some(Term::new_for_test(2)));
+}
+
+/// A record of another lease with term `term`, written behind the protocol's back.
+fn foreign_record(term: u64, released: bool) -> LockRecord {
+    let mut r = LockRecord::acquired(
+        Term::new_for_test(term),
+        "elsewhere",
+        LeaseId::from_str_for_test("foreign"),
+        ms(30_000),
+    );
+    r.released = released;
+    r
+}
+
+#[test]
+fn a_record_at_the_last_term_is_refused_not_reused() {
+    for released in [false, true] {
+        let mut net = Net::new();
+        net.store
+            .overwrite(foreign_record(Term::LAST.get(), released).encode());
+        let before = net.store.body();
+        let mut a = candidate("a");
+        let ev = run_until(&mut a, &mut net, 0, 40_000, 500);
+        assert!(
+            matches!(ev.as_slice(), [Event::Fatal(FatalError::Record(m))]
+                if m.contains("term is at its maximum") && m.contains("new lock key")),
+            "released: {released}: {ev:?}"
+        );
+        assert!(a.is_ended());
+        assert_eq!(net.store.body(), before, "nothing written");
+    }
+}
+
+#[test]
+fn the_term_before_the_last_is_handed_out_once() {
+    let mut net = Net::new();
+    net.store
+        .overwrite(foreign_record(Term::LAST.get() - 1, true).encode());
+    let mut a = candidate("a");
+    let ev = run(&mut a, &mut net, at(0));
+    assert_eq!(elected(&ev), Some(Term::LAST));
+    a.resign();
+    assert_eq!(run(&mut a, &mut net, at(1_000)), vec![Event::Released]);
+    let mut b = candidate("b");
+    let ev = run(&mut b, &mut net, at(2_000));
+    assert!(
+        matches!(ev.as_slice(), [Event::Fatal(FatalError::Record(_))]),
+        "{ev:?}"
+    );
+    assert_eq!(net.current().term, Term::LAST);
+    assert!(net.current().released);
+}
+
+#[test]
+fn a_record_whose_lease_is_over_a_day_is_fatal_not_waited_out() {
+    let mut net = Net::new();
+    let mut r = foreign_record(3, false);
+    r.lease_ms = crate::record::MAX_LEASE_MS + 1;
+    net.store.overwrite(r.encode());
+    let mut a = candidate("a");
+    let ev = run(&mut a, &mut net, at(0));
+    assert!(
+        matches!(ev.as_slice(), [Event::Fatal(FatalError::Record(m))] if m.contains("lease_ms")),
+        "{ev:?}"
+    );
 }

@@ -47,10 +47,10 @@
 //! trust them: use it only on a local file system, and use S3 for candidates on several
 //! hosts.
 
+use super::content_etag as etag_of;
 use super::{Etag, FatalKind, LockStore, MAX_RECORD_BYTES, ReadReply, StoreError, is_scratch_name};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use sha2::{Digest, Sha256};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
@@ -228,18 +228,6 @@ impl LockStore for FileStore {
         )
         .await
     }
-}
-
-/// The ETag of a content: hex of the first 16 bytes of its SHA-256, quoted.
-fn etag_of(bytes: &[u8]) -> Etag {
-    let digest = Sha256::digest(bytes);
-    let mut s = String::with_capacity(34);
-    s.push('"');
-    for b in &digest[..16] {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s.push('"');
-    Etag::new(s)
 }
 
 impl Paths {

@@ -1,10 +1,13 @@
 //! A lock object in memory: the reference store for unit tests and the deterministic
-//! simulation. It is exactly atomic (one mutex) and its ETags never repeat, so any
-//! misbehaviour seen over it is the protocol's, not the store's. The synchronous
-//! methods let the single-threaded simulation apply a request at the simulated instant
-//! it reaches the store.
+//! simulation. It is exactly atomic (one mutex), so any misbehaviour seen over it is the
+//! protocol's, not the store's. Its ETags are derived from the body, as on AWS, MinIO and
+//! moto: a write that repeats its bytes gets the same ETag, which a counter would hide.
+//! The synchronous methods let the single-threaded simulation apply a request at the
+//! simulated instant it reaches the store; [`MemoryStore::overwrite`] and
+//! [`MemoryStore::delete`] act behind the protocol's back, as an operator, a broken peer
+//! or a lifecycle rule would.
 
-use super::{Etag, LockStore, ReadReply, StoreError};
+use super::{Etag, LockStore, ReadReply, StoreError, content_etag};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Clone, Debug, Default)]
@@ -15,7 +18,6 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Slot {
     object: Option<(Etag, Vec<u8>)>,
-    writes: u64,
 }
 
 impl MemoryStore {
@@ -61,6 +63,13 @@ impl MemoryStore {
         self.slot().put(body)
     }
 
+    /// Removes the object behind the protocol's back, as an operator or a lifecycle rule
+    /// would (s3lead itself never deletes a lock object). Removing an absent object is
+    /// not an error.
+    pub fn delete(&self) {
+        self.slot().object = None;
+    }
+
     /// The current body, if any.
     pub fn body(&self) -> Option<Vec<u8>> {
         self.slot().object.as_ref().map(|(_, b)| b.clone())
@@ -69,8 +78,7 @@ impl MemoryStore {
 
 impl Slot {
     fn put(&mut self, body: Vec<u8>) -> Etag {
-        self.writes += 1;
-        let etag = Etag::new(format!("\"m{}\"", self.writes));
+        let etag = content_etag(&body);
         self.object = Some((etag.clone(), body));
         etag
     }
@@ -87,5 +95,35 @@ impl LockStore for MemoryStore {
 
     async fn replace(&self, etag: &Etag, body: Vec<u8>) -> Result<Etag, StoreError> {
         self.replace_now(etag, body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_etag_follows_the_bytes_as_on_s3() {
+        let s = MemoryStore::new();
+        let a = s.create_now(b"one".to_vec()).unwrap();
+        let b = s.replace_now(&a, b"two".to_vec()).unwrap();
+        assert_ne!(a, b);
+        // The same bytes again: the same ETag, so a stale `If-Match` on it succeeds.
+        let again = s.replace_now(&b, b"one".to_vec()).unwrap();
+        assert_eq!(again, a);
+        assert_eq!(s.overwrite(b"two".to_vec()), b);
+        assert_eq!(s.replace_now(&b, b"three".to_vec()).map(|_| ()), Ok(()));
+    }
+
+    #[test]
+    fn delete_removes_the_object() {
+        let s = MemoryStore::new();
+        let a = s.create_now(b"one".to_vec()).unwrap();
+        s.delete();
+        assert_eq!(s.read_now(None), ReadReply::Missing);
+        assert_eq!(s.read_now(Some(&a)), ReadReply::Missing);
+        assert_eq!(s.replace_now(&a, b"two".to_vec()), Err(StoreError::Missing));
+        s.delete();
+        assert!(s.create_now(b"one".to_vec()).is_ok(), "created anew");
     }
 }
