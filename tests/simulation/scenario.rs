@@ -47,8 +47,11 @@ const BILLION: i128 = 1_000_000_000;
 
 impl LocalClock {
     fn local_ns(&self, real: Nanos) -> i128 {
-        let r = i128::from(real);
-        i128::from(self.offset) + r + (r * i128::from(self.ppb)).div_euclid(BILLION)
+        // `real × ppb / 10⁹`, floored, without a 128-bit division (this runs for every
+        // timer): whole seconds times `ppb` are exact, and the rest fits in 64 bits.
+        let (secs, rest) = ((real / SECOND) as i64, (real % SECOND) as i64);
+        let drift = secs * self.ppb + (rest * self.ppb).div_euclid(BILLION as i64);
+        i128::from(self.offset) + i128::from(real) + i128::from(drift)
     }
 
     /// What this host's clock reads at real instant `real`.
@@ -63,9 +66,9 @@ impl LocalClock {
         if target <= self.local_ns(0) {
             return 0;
         }
-        let estimate =
-            (target - i128::from(self.offset)) * BILLION / (BILLION + i128::from(self.ppb));
-        let mut r = estimate.max(0) as Nanos;
+        // A floating-point estimate, within a few nanoseconds; the loops make it exact.
+        let estimate = (target - i128::from(self.offset)) as f64 / (1.0 + self.ppb as f64 / 1e9);
+        let mut r = estimate.max(0.0) as Nanos;
         while self.local_ns(r) < target {
             r += 1;
         }
