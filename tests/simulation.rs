@@ -53,6 +53,9 @@
 //! - 409 Conflict, 503 Slow Down (nothing written), 500 before or after the write
 //!   (ambiguous either way), 412 after the write (a gateway that retried our PUT on its
 //!   own);
+//! - writes that land but are answered with an error that hides it: a fatal one (a 200
+//!   without an ETag, an answer the client cannot parse) or "not sent" (a 408 after the
+//!   body was stored);
 //! - `kill -9` of a supervisor, often the leader's (its guard kills the command at once);
 //! - a supervisor paused (SIGSTOP, a blocked stderr write, a long GC) for up to two
 //!   leases: its timers, answers and reports wait until it resumes; its guard, its clock

@@ -376,6 +376,12 @@ pub struct Faults {
     /// the sender's timeout, and writes land after the sender was told "ambiguous".
     pub slow: f64,
     pub fast_delay: Nanos,
+    /// The write landed, then the answer is a definite-looking error that says nothing
+    /// of the write: a 200 without an ETag, an answer the client cannot parse.
+    pub fatal_after_write: f64,
+    /// The write landed, then the client reports that nothing was sent (a gateway that
+    /// answers 408 after storing the body, a connection error misread as a refusal).
+    pub unavailable_after_write: f64,
     /// A supervisor that exits is restarted (systemd, cron) within this delay.
     pub restart_within: Nanos,
     /// Chance that a leader loses its network right after a write extended its lease
@@ -503,16 +509,32 @@ impl Scenario {
             fail_before: p(),
             fail_after: p(),
             slow: p(),
+            fatal_after_write: p(),
+            unavailable_after_write: p(),
             fast_delay: 0,
             restart_within: 0,
             cut_after_renewal: 0.0,
             host_pause: 0.0,
+        };
+        // Half the runs without each of the answers that hide a landed write, so that
+        // the others are seen on their own too.
+        let fatal_after_write = if rng.chance(0.5) {
+            faults.fatal_after_write
+        } else {
+            0.0
+        };
+        let unavailable_after_write = if rng.chance(0.5) {
+            faults.unavailable_after_write
+        } else {
+            0.0
         };
         let faults = Faults {
             fast_delay: rng.pick(&[0, MS / 10, MS, 20 * MS, min_retry / 2]),
             restart_within: rng.upto(max_lease),
             cut_after_renewal: rng.pick(&[0.0, 0.02, 0.1]),
             host_pause: rng.pick(&[0.0, 0.1, 0.3]),
+            fatal_after_write,
+            unavailable_after_write,
             ..faults
         };
         let command = Command {
@@ -626,13 +648,16 @@ impl fmt::Display for Scenario {
         writeln!(
             f,
             "  faults per request: lose request {:.3}, lose answer {:.3}, 409 {:.3}, 503 {:.3}, \
-             500 before write {:.3}, 500 after write {:.3}, slow {:.3}; fast delays ≤ {}",
+             500 before write {:.3}, 500 after write {:.3}, fatal after write {:.3}, \
+             \"not sent\" after write {:.3}, slow {:.3}; fast delays ≤ {}",
             fl.lose_request,
             fl.lose_answer,
             fl.conflict,
             fl.unavailable,
             fl.fail_before,
             fl.fail_after,
+            fl.fatal_after_write,
+            fl.unavailable_after_write,
             fl.slow,
             At(fl.fast_delay)
         )?;

@@ -30,12 +30,12 @@ use super::rng::Rng;
 use super::scenario::{At, Flaw, KILL_LATENCY, LocalClock, Nanos, Scenario, nanos};
 use nix::sys::signal::Signal;
 use s3lead::clock::Instant;
-use s3lead::election::{Election, Event, Reply, Request, Step};
+use s3lead::election::{Election, Event, FatalError, Reply, Request, Step};
 use s3lead::lease::{LeaseState, LeaseStatus};
 use s3lead::record::LockRecord;
 use s3lead::stop::{Action, StopConfig, StopPolicy};
 use s3lead::store::memory::MemoryStore;
-use s3lead::store::{ReadReply, StoreError};
+use s3lead::store::{FatalKind, ReadReply, StoreError};
 use s3lead::supervise::ChildExit;
 use s3lead::timing::Timing;
 use std::cmp::Ordering;
@@ -680,9 +680,14 @@ impl World<'_> {
             }
             Event::Abandoned => note!(self, self.who(c), "abandoned"),
             Event::Fatal(e) => {
-                // This world gives no fatal answer, and every record is readable.
-                self.violation(format!("c{c}: fatal error from the election: {e}"));
-                if self.supervision(c).is_none() {
+                let leading = self.supervision(c).is_some();
+                // The store errors are the injected answers that hide a landed write; a
+                // record the machine cannot read, or a fatal error while leading, is no
+                // answer this world gives.
+                if leading || matches!(e, FatalError::Record(_)) {
+                    self.violation(format!("c{c}: fatal error from the election: {e}"));
+                }
+                if !leading {
                     self.exit(c, &format!("the campaign failed: {e}"));
                 }
             }
@@ -1190,6 +1195,19 @@ impl World<'_> {
             } else {
                 StoreError::Ambiguous("500 after writing".into())
             })
+        } else if is_write && hit(f.fatal_after_write) {
+            Fate::FailAfterWrite(StoreError::Fatal(
+                FatalKind::Other,
+                if self.rng.chance(0.5) {
+                    "200 OK without an ETag".into()
+                } else {
+                    "cannot parse the answer".into()
+                },
+            ))
+        } else if is_write && hit(f.unavailable_after_write) {
+            Fate::FailAfterWrite(StoreError::Unavailable(
+                "408 request timeout (the body was stored)".into(),
+            ))
         } else {
             Fate::Deliver
         };
