@@ -65,12 +65,16 @@
 //!   fencing term must answer;
 //! - the operator's TERM or INT to a supervisor, a leader most of the time, now and then
 //!   a second one (the policy kills), or a HUP to forward;
+//! - the lock object deleted behind the protocol's back (an operator, a lifecycle rule),
+//!   at random or right after a leader's renewal. A supervisor that has seen no record
+//!   cannot know a lease runs, so the world deletes only when every live supervisor has
+//!   seen one, and starts none afresh until any lease of the deleted object is over;
 //! - a leader's command finishing its job, after which the supervisor releases the lease;
 //! - the driver's timeout: the store's request timeout, `lease.rs`'s backstop, or a
 //!   patient two leases.
 //!
-//! Then a calm phase: no new faults, crashes, pauses, signals or finished jobs, short
-//! delays.
+//! Then a calm phase: no new faults, crashes, pauses, signals, deletions or finished
+//! jobs, short delays.
 //!
 //! # The checks (`check.rs`)
 //!
@@ -78,7 +82,9 @@
 //! 2. No child runs past its watchdog's deadline plus the kill latency, paused
 //!    supervisor or not. Only a whole host paused excuses a late child, and an overlap
 //!    it causes must be fenced: the late child's term is smaller.
-//! 3. Terms of successive leaders, in order of start, strictly increase.
+//! 3. Terms of successive leaders, in order of start, strictly increase, except across
+//!    a deletion of the object (whoever creates it again counts on from the terms it
+//!    saw; one that saw none starts from the first).
 //! 4. Once the calm phase has drained every consequence of the fault phase, there is
 //!    never a stretch longer than `Scenario::liveness_bound` without a running child.
 //!
@@ -93,8 +99,8 @@
 //! world instead). The other tests run deliberately broken worlds and require the
 //! checker to find overlapping children in them: a 1 ms margin with clocks ±5 %, a 1 %
 //! margin where the documented rate bound needs 2 %, the margin without its fixed
-//! kill-latency part, a guard without a watchdog timer, and a supervisor that ignores
-//! the policy's timers (and has no watchdog).
+//! kill-latency part, a guard without a watchdog timer, a supervisor that ignores the
+//! policy's timers (and has no watchdog), and followers that forget a deleted record.
 
 // The crate root of an integration test resolves modules beside it, in tests/.
 #[path = "simulation/check.rs"]
@@ -122,6 +128,7 @@ struct Verdict {
     elections: u64,
     fenced_overlaps: u64,
     late_children: u64,
+    term_restarts: u64,
     /// The longest calm stretch without a leader, in thousandths of the bound.
     longest_gap_permille: u64,
 }
@@ -147,6 +154,7 @@ impl Verdict {
 fn judge(sc: &Scenario, outcome: &world::Outcome) -> Verdict {
     let env = Environment {
         host_pauses: &outcome.host_pauses,
+        deletions: &outcome.deletions,
         kill_latency: nanos(KILL_LATENCY),
         end_of_run: outcome.end_at,
     };
@@ -162,6 +170,7 @@ fn judge(sc: &Scenario, outcome: &world::Outcome) -> Verdict {
         elections: outcome.children.len() as u64,
         fenced_overlaps: safety.fenced_overlaps,
         late_children: safety.late_children,
+        term_restarts: safety.term_restarts,
         longest_gap_permille: liveness.longest_gap * 1000 / bound.max(1),
     }
 }
@@ -347,10 +356,12 @@ fn the_protocol_keeps_its_promise_under_faults() {
     }
     let fenced: u64 = verdicts.iter().map(|v| v.fenced_overlaps).sum();
     let late: u64 = verdicts.iter().map(|v| v.late_children).sum();
+    let restarts: u64 = verdicts.iter().map(|v| v.term_restarts).sum();
     if let Some(v) = verdicts.iter().max_by_key(|v| v.longest_gap_permille) {
         eprintln!(
             "details: {late} children outlived their watchdog because their whole host was paused, \
              {fenced} overlaps they caused (all fenced unless counted above); \
+             {restarts} terms started again after the object was deleted; \
              longest calm stretch without a leader: {:.1} % of the bound (seed {})",
             v.longest_gap_permille as f64 / 10.0,
             v.seed
@@ -428,4 +439,9 @@ fn the_checker_catches_a_guard_without_a_watchdog() {
 #[test]
 fn the_checker_catches_a_margin_without_the_kill_latency() {
     checker_catches(Variant::NO_KILL_LATENCY_MARGIN, 400);
+}
+
+#[test]
+fn the_checker_catches_followers_that_forget_a_deleted_record() {
+    checker_catches(Variant::FORGETS_DELETED_RECORD, 400);
 }

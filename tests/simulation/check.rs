@@ -2,8 +2,9 @@
 //! interval during which each supervised command ran (from its start until its last
 //! process died), the term it was given, and the deadlines its supervisor handed to the
 //! watchdog. These functions know nothing of the protocol or of the stop policy; they
-//! judge only their effects, and the one fault of the environment that DESIGN §1 names
-//! as its exception: a whole host paused past its lease.
+//! judge only their effects, against the faults of the environment that DESIGN §1
+//! names as its exception (a whole host paused past its lease) or its limit (a lock
+//! object deleted behind the protocol's back takes its terms with it).
 
 use super::scenario::{At, Nanos};
 
@@ -69,6 +70,8 @@ pub struct Violation {
 pub struct Environment<'a> {
     /// Per candidate: the real intervals during which its whole host was paused.
     pub host_pauses: &'a [Vec<(Nanos, Nanos)>],
+    /// When the lock object was deleted behind the protocol's back.
+    pub deletions: &'a [Nanos],
     /// How long after SIGKILL a process may still run.
     pub kill_latency: Nanos,
     pub end_of_run: Nanos,
@@ -82,6 +85,8 @@ pub struct Safety {
     pub late_children: u64,
     /// Overlaps such a late child caused, each checked to be fenced.
     pub fenced_overlaps: u64,
+    /// Leaders whose term did not grow because the object was deleted in between.
+    pub term_restarts: u64,
 }
 
 /// Mutual exclusion (§1.1), the watchdog (§4) and fencing (§1.2). Intervals are
@@ -92,7 +97,9 @@ pub struct Safety {
 /// in between excuses it (DESIGN §1's exception); such a late child may overlap a child
 /// that started after its deadline, but only one with a higher term.
 ///
-/// Terms grow from each leader to the next in order of start.
+/// Terms grow from each leader to the next in order of start, except across a
+/// deletion of the object: a candidate that finds the object gone can only count on
+/// from the terms it saw, and one that saw none starts again from the first.
 pub fn safety(children: &[ChildRun], env: &Environment<'_>) -> Safety {
     let mut found = Safety::default();
     let mut order: Vec<&ChildRun> = children.iter().collect();
@@ -100,6 +107,10 @@ pub fn safety(children: &[ChildRun], env: &Environment<'_>) -> Safety {
     for pair in order.windows(2) {
         let (x, y) = (pair[0], pair[1]);
         if y.term > x.term {
+            continue;
+        }
+        if env.deletions.iter().any(|&d| x.start < d && d <= y.start) {
+            found.term_restarts += 1;
             continue;
         }
         found.violations.push(Violation {
@@ -248,9 +259,10 @@ mod tests {
         }
     }
 
-    fn env(host_pauses: &[Vec<(Nanos, Nanos)>]) -> Environment<'_> {
+    fn env<'a>(host_pauses: &'a [Vec<(Nanos, Nanos)>], deletions: &'a [Nanos]) -> Environment<'a> {
         Environment {
             host_pauses,
+            deletions,
             kill_latency: 2,
             end_of_run: 100,
         }
@@ -261,9 +273,9 @@ mod tests {
     #[test]
     fn touching_children_are_fine_and_overlapping_ones_are_not() {
         let ok = [child(0, 1, 0, 10), child(1, 2, 10, 20)];
-        assert!(safety(&ok, &env(NO_PAUSES)).violations.is_empty());
+        assert!(safety(&ok, &env(NO_PAUSES, &[])).violations.is_empty());
         let bad = [child(0, 1, 0, 11), child(1, 2, 10, 20)];
-        let found = safety(&bad, &env(NO_PAUSES));
+        let found = safety(&bad, &env(NO_PAUSES, &[]));
         assert_eq!(found.violations.len(), 1);
         assert_eq!(found.violations[0].kind, Kind::Overlap);
         let open = [
@@ -273,15 +285,23 @@ mod tests {
             },
             child(1, 2, 50, 60),
         ];
-        assert_eq!(safety(&open, &env(NO_PAUSES)).violations.len(), 1);
+        assert_eq!(safety(&open, &env(NO_PAUSES, &[])).violations.len(), 1);
     }
 
     #[test]
-    fn terms_must_grow_in_start_order() {
+    fn terms_must_grow_in_start_order_except_across_a_deletion() {
         let repeated = [child(0, 3, 0, 10), child(1, 3, 20, 30)];
-        assert_eq!(safety(&repeated, &env(NO_PAUSES)).violations.len(), 1);
+        assert_eq!(safety(&repeated, &env(NO_PAUSES, &[])).violations.len(), 1);
         let down = [child(0, 3, 0, 10), child(1, 2, 20, 30)];
-        assert_eq!(safety(&down, &env(NO_PAUSES)).violations.len(), 1);
+        assert_eq!(safety(&down, &env(NO_PAUSES, &[])).violations.len(), 1);
+        let after_deletion = safety(&down, &env(NO_PAUSES, &[15]));
+        assert!(after_deletion.violations.is_empty());
+        assert_eq!(after_deletion.term_restarts, 1);
+        assert_eq!(
+            safety(&down, &env(NO_PAUSES, &[25])).violations.len(),
+            1,
+            "deleted after the second leader started"
+        );
     }
 
     #[test]
@@ -310,13 +330,13 @@ mod tests {
         let mut c = child(0, 1, 0, 8);
         c.watchdog = vec![(0, 5)];
         let runs = [c.clone()];
-        let found = safety(&runs, &env(NO_PAUSES));
+        let found = safety(&runs, &env(NO_PAUSES, &[]));
         assert_eq!(found.violations.len(), 1);
         assert_eq!(found.violations[0].kind, Kind::OutlivedWatchdog);
         c.end = Some(7);
         let runs = [c];
         assert!(
-            safety(&runs, &env(NO_PAUSES)).violations.is_empty(),
+            safety(&runs, &env(NO_PAUSES, &[])).violations.is_empty(),
             "within the kill latency"
         );
     }
@@ -326,18 +346,18 @@ mod tests {
         let mut late = child(0, 1, 0, 30);
         late.watchdog = vec![(0, 10)];
         let paused: &[Vec<(Nanos, Nanos)>] = &[vec![(8, 25)], Vec::new()];
-        let fenced = safety(&[late.clone(), child(1, 2, 15, 40)], &env(paused));
+        let fenced = safety(&[late.clone(), child(1, 2, 15, 40)], &env(paused, &[]));
         assert!(fenced.violations.is_empty(), "{:?}", fenced.violations);
         assert_eq!((fenced.late_children, fenced.fenced_overlaps), (1, 1));
-        let early = safety(&[late.clone(), child(1, 2, 5, 40)], &env(paused));
+        let early = safety(&[late.clone(), child(1, 2, 5, 40)], &env(paused, &[]));
         assert_eq!(
             early.violations.iter().map(|v| v.kind).collect::<Vec<_>>(),
             [Kind::Overlap],
             "started before the late child was due to die"
         );
-        let unfenced = safety(&[late.clone(), child(1, 1, 15, 40)], &env(paused));
+        let unfenced = safety(&[late.clone(), child(1, 1, 15, 40)], &env(paused, &[]));
         assert!(unfenced.violations.iter().any(|v| v.kind == Kind::Unfenced));
-        let not_paused = safety(&[late, child(1, 2, 15, 40)], &env(NO_PAUSES));
+        let not_paused = safety(&[late, child(1, 2, 15, 40)], &env(NO_PAUSES, &[]));
         assert!(
             not_paused
                 .violations

@@ -99,6 +99,9 @@ pub enum Flaw {
     /// the command exits), never at the instants the policy asks for, and the guard has
     /// no watchdog timer: the stop waits for the state machine to say so.
     NoTimers,
+    /// Every follower forgets the lock object when it is deleted (it is restarted at the
+    /// deletion), as followers that do not wait out a deleted record's lease would.
+    ForgetsDeletedRecord,
 }
 
 /// How long a candidate waits for an answer before treating the request as unanswered.
@@ -208,13 +211,26 @@ impl Variant {
         tune: worst_case_commands_cut_off,
     };
 
-    pub const ALL: [Variant; 6] = [
+    /// Broken: the lock object is deleted now and then, and followers forget what they
+    /// saw, so they create a new record at once while the last leader's child still runs.
+    pub const FORGETS_DELETED_RECORD: Variant = Variant {
+        key: "forgets-deleted",
+        name: "followers do not wait out a deleted record's lease",
+        rate_bound_ppb: 9_900_000,
+        timing: None,
+        flaw: Flaw::ForgetsDeletedRecord,
+        timeouts: None,
+        tune: frequent_deletions,
+    };
+
+    pub const ALL: [Variant; 7] = [
         Variant::SOUND,
         Variant::TINY_MARGIN_FAST_CLOCKS,
         Variant::HALF_THE_MARGIN,
         Variant::NO_TIMERS,
         Variant::NO_WATCHDOG,
         Variant::NO_KILL_LATENCY_MARGIN,
+        Variant::FORGETS_DELETED_RECORD,
     ];
 }
 
@@ -238,6 +254,14 @@ fn worst_case_commands_cut_off(sc: &mut Scenario) {
     }
     sc.faults.fast_delay = sc.faults.fast_delay.min(MS);
     sc.faults.cut_after_renewal = 0.3;
+}
+
+/// Deletions in every run, many of them right after a leader's renewal.
+fn frequent_deletions(sc: &mut Scenario) {
+    let mut rng = Rng::new(sc.seed ^ 0xDE1E7E);
+    sc.deletions = (0..4).map(|_| rng.below(sc.fault_phase)).collect();
+    sc.faults.delete_after_renewal = 0.05;
+    sc.faults.host_pause = 0.0;
 }
 
 /// The margin as it was before it had a fixed part: clock rates only.
@@ -390,6 +414,9 @@ pub struct Faults {
     /// Chance that a pause stops the whole host (a VM paused), its guard and its
     /// command too, rather than the supervisor alone.
     pub host_pause: f64,
+    /// Chance that the lock object is deleted (an operator, a lifecycle rule) shortly
+    /// after a leader's renewal landed, when a follower's view is most out of date.
+    pub delete_after_renewal: f64,
 }
 
 /// How the supervised command behaves: its stop signal may be ignored, it may leave a
@@ -416,7 +443,7 @@ pub struct Scenario {
     pub faults: Faults,
     pub command: Command,
     /// Faults happen in `[0, fault_phase)`; then the calm phase: no new fault, no crash,
-    /// no pause, no command finishing its job, no operator signal, one-way
+    /// no pause, no command finishing its job, no operator signal or deletion, one-way
     /// delays up to `calm_delay`.
     pub fault_phase: Nanos,
     pub calm_delay: Nanos,
@@ -434,6 +461,11 @@ pub struct Scenario {
     /// TERM or INT (stop the command, release the lease), now and then a second one, or
     /// a HUP to forward.
     pub signals: Vec<Nanos>,
+    /// When the lock object is deleted behind the protocol's back. Drawn only when all
+    /// hosts share one timing (a follower cannot wait out a lease it never saw) and never
+    /// with host pauses (fencing cannot answer a late child once the object that held
+    /// the terms is gone).
+    pub deletions: Vec<Nanos>,
 }
 
 impl Scenario {
@@ -515,6 +547,7 @@ impl Scenario {
             restart_within: 0,
             cut_after_renewal: 0.0,
             host_pause: 0.0,
+            delete_after_renewal: 0.0,
         };
         // Half the runs without each of the answers that hide a landed write, so that
         // the others are seen on their own too.
@@ -528,11 +561,21 @@ impl Scenario {
         } else {
             0.0
         };
+        let deletes = !mixed && rng.chance(0.25);
         let faults = Faults {
             fast_delay: rng.pick(&[0, MS / 10, MS, 20 * MS, min_retry / 2]),
             restart_within: rng.upto(max_lease),
             cut_after_renewal: rng.pick(&[0.0, 0.02, 0.1]),
-            host_pause: rng.pick(&[0.0, 0.1, 0.3]),
+            host_pause: if deletes {
+                0.0
+            } else {
+                rng.pick(&[0.0, 0.1, 0.3])
+            },
+            delete_after_renewal: if deletes {
+                rng.pick(&[0.0, 0.01, 0.05])
+            } else {
+                0.0
+            },
             fatal_after_write,
             unavailable_after_write,
             ..faults
@@ -550,6 +593,13 @@ impl Scenario {
         let partitions = (0..rng.upto(4)).map(|_| rng.below(fault_phase)).collect();
         let congestions = (0..rng.upto(4)).map(|_| rng.below(fault_phase)).collect();
         let signals = (0..rng.upto(3)).map(|_| rng.below(fault_phase)).collect();
+        let deletions = if deletes {
+            (0..rng.between(1, 3))
+                .map(|_| rng.below(fault_phase))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut sc = Scenario {
             seed,
             variant,
@@ -564,6 +614,7 @@ impl Scenario {
             partitions,
             congestions,
             signals,
+            deletions,
         };
         (variant.tune)(&mut sc);
         sc
@@ -671,7 +722,8 @@ impl fmt::Display for Scenario {
         write!(
             f,
             "  restart within {}, crashes at {:?}, pauses at {:?} (whole host {:.2}), \
-             network cut at {:?} (after a renewal {:.2}), congested at {:?}, operator signals at {:?}",
+             network cut at {:?} (after a renewal {:.2}), congested at {:?}, operator signals at {:?}, \
+             object deleted at {:?} (after a renewal {:.2})",
             At(fl.restart_within),
             instants(&self.crashes),
             instants(&self.freezes),
@@ -679,7 +731,9 @@ impl fmt::Display for Scenario {
             instants(&self.partitions),
             fl.cut_after_renewal,
             instants(&self.congestions),
-            instants(&self.signals)
+            instants(&self.signals),
+            instants(&self.deletions),
+            fl.delete_after_renewal
         )
     }
 }

@@ -52,6 +52,8 @@ pub struct Outcome {
     pub violations: Vec<Violation>,
     /// Per candidate: when its whole host was paused.
     pub host_pauses: Vec<Vec<(Nanos, Nanos)>>,
+    /// When the lock object was deleted.
+    pub deletions: Vec<Nanos>,
     /// When the calm phase had drained every consequence of the fault phase.
     pub drained_at: Nanos,
     pub end_at: Nanos,
@@ -93,6 +95,8 @@ pub fn run(sc: &Scenario, tracing: bool) -> Outcome {
         trees: Vec::new(),
         children: Vec::new(),
         violations: Vec::new(),
+        deletions: Vec::new(),
+        no_fresh_start_until: 0,
         trace: Vec::new(),
         tracing,
         calm: false,
@@ -119,6 +123,9 @@ pub fn run(sc: &Scenario, tracing: bool) -> Outcome {
     for &t in &sc.signals {
         w.schedule(t, Ev::OperatorSignal);
     }
+    for &t in &sc.deletions {
+        w.schedule(t, Ev::Delete { tries: 0 });
+    }
     w.schedule(sc.fault_phase, Ev::Calm);
     let mut events = 0u64;
     while let Some(s) = w.queue.pop() {
@@ -139,6 +146,7 @@ pub fn run(sc: &Scenario, tracing: bool) -> Outcome {
         children: w.children,
         violations: w.violations,
         host_pauses: w.cands.iter().map(|c| c.host_pauses.clone()).collect(),
+        deletions: w.deletions,
         drained_at: w.drained_at,
         end_at: w.end_at,
         trace: w.trace,
@@ -240,6 +248,10 @@ enum Ev {
     Congestion,
     /// The operator signals some supervisor.
     OperatorSignal,
+    /// The lock object is deleted behind the protocol's back.
+    Delete {
+        tries: u32,
+    },
     Thaw {
         c: usize,
     },
@@ -315,6 +327,8 @@ struct Process {
     wake_gen: u64,
     /// The machine said `Done`: the renewal task has ended.
     election_done: bool,
+    /// This life has seen a record (read one, or written one).
+    knows_a_record: bool,
     /// Once elected: the command under its guard, and the stop policy.
     run: Option<Supervision>,
 }
@@ -376,6 +390,10 @@ struct World<'a> {
     trees: Vec<Tree>,
     children: Vec<ChildRun>,
     violations: Vec<Violation>,
+    deletions: Vec<Nanos>,
+    /// After a deletion, no supervisor starts before this: nothing could tell it that a
+    /// lease still runs (see `delete`).
+    no_fresh_start_until: Nanos,
     trace: Vec<TraceLine>,
     tracing: bool,
     calm: bool,
@@ -526,6 +544,7 @@ impl World<'_> {
             Ev::Crash => self.crash(),
             Ev::Freeze => self.freeze(),
             Ev::OperatorSignal => self.operator_signal(),
+            Ev::Delete { tries } => self.delete(tries),
             Ev::Thaw { c } => self.thaw(c),
             Ev::Calm => {
                 self.calm = true;
@@ -546,6 +565,11 @@ impl World<'_> {
         if self.cands[c].process.is_some() {
             return;
         }
+        if self.now < self.no_fresh_start_until {
+            let at = self.no_fresh_start_until;
+            self.schedule(at, Ev::Start { c });
+            return;
+        }
         let cand = &mut self.cands[c];
         cand.incarnation += 1;
         let holder = format!("c{c}.{}", cand.incarnation);
@@ -554,6 +578,7 @@ impl World<'_> {
             awaiting: None,
             wake_gen: 0,
             election_done: false,
+            knows_a_record: false,
             run: None,
         });
         note!(self, self.who(c), "supervisor starts, campaigns");
@@ -1252,6 +1277,15 @@ impl World<'_> {
                 Fate::LoseRequest => unreachable!("a lost request never arrives"),
             }
         );
+        let renewal_landed = matches!(req, Request::Replace { .. })
+            && matches!(result, Some(Reply::Write(Ok(_))))
+            && self.cands[c].incarnation == inc
+            && self.supervision(c).is_some();
+        if renewal_landed && !self.calm && self.rng.chance(self.sc.faults.delete_after_renewal) {
+            let at = self.now + self.rng.upto(self.sc.max_retry());
+            self.fault_consequence(at);
+            self.schedule(at, Ev::Delete { tries: 0 });
+        }
         let error = |e: StoreError| match req {
             Request::Read { .. } => Reply::Read(Err(e)),
             _ => Reply::Write(Err(e)),
@@ -1303,6 +1337,12 @@ impl World<'_> {
             return;
         };
         p.awaiting = None;
+        if matches!(
+            reply,
+            Reply::Read(Ok(ReadReply::Found { .. })) | Reply::Write(Ok(_))
+        ) {
+            p.knows_a_record = true;
+        }
         note!(self, self.who(c), "gets {}", describe_reply(&reply));
         let Some(p) = self.process(c, inc) else {
             return;
@@ -1368,6 +1408,55 @@ impl World<'_> {
             let sig = Signal::SIGTERM;
             self.schedule(at, Ev::Signal { c, inc, sig });
         }
+    }
+
+    /// The lock object disappears behind the protocol's back (an operator, a lifecycle
+    /// rule). DESIGN §3: a follower that has seen a record waits out its lease before it
+    /// creates another. A supervisor that has seen none cannot know a lease still runs,
+    /// so the deletion strikes only when every live supervisor has seen a record, and no
+    /// supervisor starts afresh until any lease of the deleted object has ended.
+    fn delete(&mut self, tries: u32) {
+        if self.calm {
+            return;
+        }
+        if self.store.body().is_none() {
+            return note!(self, "world".into(), "(deletion skipped: no object)");
+        }
+        let forgets = self.sc.variant.flaw == Flaw::ForgetsDeletedRecord;
+        let unaware = self
+            .cands
+            .iter()
+            .any(|c| c.process.as_ref().is_some_and(|p| !p.knows_a_record));
+        if unaware && !forgets {
+            if tries < 8 {
+                let at = self.now + self.rng.upto(self.sc.max_lease() / 4);
+                self.fault_consequence(at);
+                self.schedule(at, Ev::Delete { tries: tries + 1 });
+            }
+            return;
+        }
+        self.store.delete();
+        self.deletions.push(self.now);
+        note!(self, "world".into(), "THE LOCK OBJECT IS DELETED");
+        if forgets {
+            for c in 0..self.cands.len() {
+                let follower = self.cands[c]
+                    .process
+                    .as_ref()
+                    .is_some_and(|p| p.run.is_none());
+                if follower && !self.cands[c].paused {
+                    note!(self, self.who(c), "forgets the record it saw");
+                    self.cands[c].process = None;
+                    self.start(c);
+                }
+            }
+            return;
+        }
+        // The longest any lease of the deleted object can run on, measured by the
+        // slowest clock, and its child's kill latency.
+        let until = self.now + self.sc.max_lease() * 102 / 100 + nanos(KILL_LATENCY) + 1;
+        self.no_fresh_start_until = self.no_fresh_start_until.max(until);
+        self.fault_consequence(until);
     }
 
     fn freeze(&mut self) {
