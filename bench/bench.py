@@ -41,7 +41,8 @@ PRICE_GET = 0.0004 / 1000  # GET, SELECT, HEAD and the rest
 MINUTES_PER_MONTH = 30 * 24 * 60
 
 # The short timings of the failover trials (the brief's), for s3lead leader and follower.
-FAST = ["--lease-duration", "3s", "--renew-every", "1s", "--retry-period", "300ms", "--kill-after", "500ms"]
+# 1 s + 250 ms + 500 ms + the default margin (1 s for clock rates + 250 ms kill latency) = 3 s.
+FAST = ["--lease-duration", "3s", "--renew-every", "1s", "--retry-period", "250ms", "--kill-after", "500ms"]
 FAST_TTL = "3"  # etcdctl --ttl matching s3lead's 3 s lease
 
 # The leader's command says its pid (sh execs into sleep, keeping it), so the trial can

@@ -12,8 +12,18 @@
 //! - A leader counts its lease from the instant its last successful write was *sent*
 //!   (which precedes any follower's `first_seen` of that write) and treats it as valid
 //!   until `sent + lease_ms − margin`; the margin absorbs clock-rate differences.
-//! - A write whose outcome is unknown may land later: the lease then counts from the
-//!   earliest send of that write, and a re-read recognises it by `lease_id` and `seq`.
+//! - Only 412, and 404 on `If-Match`, refuse a write for certain. After any other answer
+//!   (a timeout, 5xx, 409, 503, even a fatal one such as 403 or an SDK parse error) the
+//!   write may have landed or may still land: the lease then counts from the earliest
+//!   send of that write, and a re-read recognises it by `lease_id` and `seq`. A fatal
+//!   answer to a follower's write ends the campaign only once a re-read shows that the
+//!   write did not land.
+//! - An object that vanishes behind the protocol's back (an operator, a lifecycle rule)
+//!   is a change like any other: a follower that had seen a record waits out the longest
+//!   lease it saw from the read that found the object gone before it creates, with a
+//!   term above every term it saw. A leader that finds its record gone or replaced
+//!   reports a loss that [`LossReason::is_superseded`]: its child must die at once.
+//! - A term is never handed out twice: a record at [`Term::LAST`] is refused.
 //! - No decision compares a timestamp written by another host with the local clock.
 
 use crate::clock::Instant;
@@ -21,6 +31,7 @@ use crate::record::{LeaseId, LockRecord, RecordError, Term};
 use crate::store::{Etag, FatalKind, ReadReply, StoreError};
 use crate::timing::Timing;
 use std::collections::VecDeque;
+use std::time::Duration;
 
 /// A request for the driver to perform, against the one lock object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +74,8 @@ pub enum Event {
         term: Term,
         released: bool,
     },
-    /// We lead. The child may run until [`Election::stop_at`].
+    /// We lead. The child may run until [`Election::stop_at`], which is at least
+    /// [`Timing::min_runway`] away.
     Elected { term: Term, lease_id: LeaseId },
     /// A renewal landed after one or more failed attempts.
     Recovered,
@@ -90,6 +102,16 @@ pub enum LossReason {
     Deleted,
     /// The object is no longer a record we can read.
     Unreadable(String),
+}
+
+impl LossReason {
+    /// Someone else changed the object (took it over, deleted or overwrote it), rather
+    /// than the lease running out: another holder may already run, or start at any
+    /// moment (a candidate that never saw our record creates a deleted object at once),
+    /// so the child must be killed now, not at `valid_until`.
+    pub fn is_superseded(&self) -> bool {
+        !matches!(self, LossReason::Expired)
+    }
 }
 
 impl std::fmt::Display for LossReason {
@@ -206,23 +228,51 @@ struct Follower {
     absent: bool,
     /// The highest term seen on this object, so a re-created object keeps growing.
     max_term: Option<Term>,
+    /// The longest `lease_ms` of the records seen on this object.
+    longest_lease: Option<Duration>,
+    /// Local instant after the first read that found the object gone, having seen a
+    /// record before. The object can vanish behind the protocol's back (an operator, a
+    /// lifecycle rule); its holder may still be running its child, so the disappearance
+    /// is waited out like a change of the record: see [`Follower::may_create_at`].
+    gone_since: Option<Instant>,
     attempt: Option<Write>,
     /// Before any other request, re-read to learn whether `attempt` landed.
     reconcile: bool,
+    /// `attempt` was answered with this error: unless the re-read shows that it landed,
+    /// the campaign ends with it.
+    fatal_unless_landed: Option<FatalError>,
     next_at: Instant,
 }
 
 impl Follower {
-    /// Knowing nothing of the object yet, but the highest term seen so far.
-    fn new(max_term: Option<Term>) -> Follower {
+    /// Knowing nothing of the object yet but the highest term and the longest lease seen
+    /// on it so far.
+    fn new(max_term: Option<Term>, longest_lease: Option<Duration>) -> Follower {
         Follower {
             observed: None,
             absent: false,
             max_term,
+            longest_lease,
+            gone_since: None,
             attempt: None,
             reconcile: false,
+            fatal_unless_landed: None,
             next_at: Instant::default(),
         }
+    }
+
+    /// When a creation may be sent, the object being gone.
+    ///
+    /// A follower that never saw a record may create at once. One that did waits out
+    /// the longest lease it saw, counted from the first read that found the object gone
+    /// (on its own clock, after that read arrived), not from when it first saw the last
+    /// record: between its last read of the record and the deletion, a renewal or a
+    /// takeover it never saw may have landed, and that lease can only have been sent
+    /// before the read that found the object gone. So the old holder's child is dead by
+    /// then, as after any takeover. (A creation by someone who never saw the record, or a
+    /// record of a longer lease that this follower never saw, is beyond its knowledge.)
+    fn may_create_at(&self) -> Option<Instant> {
+        Some(self.gone_since? + self.longest_lease?)
     }
 }
 
@@ -270,7 +320,7 @@ impl Election {
         Election {
             timing,
             holder: holder.into(),
-            phase: Phase::Following(Follower::new(None)),
+            phase: Phase::Following(Follower::new(None, None)),
             in_flight: InFlight::None,
             events: VecDeque::new(),
             resign: false,
@@ -379,7 +429,11 @@ impl Election {
             return Step::Send(Request::Read { known: None });
         }
         let Some(obs) = &f.observed else {
-            // Absent when last read: (re)send the creation.
+            // Absent when last read: (re)send the creation, once a disappearance has
+            // been waited out; until then, keep watching for a new record.
+            if f.may_create_at().is_some_and(|t| now < t) {
+                return Step::Send(Request::Read { known: None });
+            }
             if matches!(&f.attempt, Some(a) if a.condition != Condition::Absent) {
                 f.attempt = None;
             }
@@ -495,21 +549,31 @@ impl Election {
         };
         match reply {
             Reply::Read(Ok(ReadReply::Missing)) => {
+                if let Some(e) = f.fatal_unless_landed.take() {
+                    return self.fatal(e);
+                }
                 f.reconcile = false;
                 f.observed = None;
                 f.absent = true;
+                if f.longest_lease.is_some() && f.gone_since.is_none() {
+                    f.gone_since = Some(now);
+                }
                 // An attempt under another condition can no longer land.
                 if matches!(&f.attempt, Some(a) if a.condition != Condition::Absent) {
                     f.attempt = None;
                 }
                 // Resending a creation whose answer was lost waits a retry period, so a
                 // store that times out writes is not hammered.
-                f.next_at = match &f.attempt {
-                    Some(a) if a.maybe_landed => retry,
+                f.next_at = match (&f.attempt, f.may_create_at()) {
+                    (Some(a), _) if a.maybe_landed => retry,
+                    (_, Some(t)) if now < t => retry.min(t),
                     _ => now,
                 };
             }
             Reply::Read(Ok(ReadReply::NotModified)) => {
+                if let Some(e) = f.fatal_unless_landed.take() {
+                    return self.fatal(e);
+                }
                 f.reconcile = false;
                 f.next_at = match &f.observed {
                     Some(o) => retry.min(o.first_seen + o.record.lease()),
@@ -524,6 +588,11 @@ impl Election {
                     Err(e) => return self.fatal(FatalError::from(e)),
                 };
                 f.max_term = Some(f.max_term.map_or(record.term, |t| t.max(record.term)));
+                f.longest_lease = Some(
+                    f.longest_lease
+                        .map_or(record.lease(), |l| l.max(record.lease())),
+                );
+                f.gone_since = None;
                 if let Some(a) = &f.attempt {
                     if a.record.lease_id == record.lease_id && !record.released {
                         // Our acquisition landed, though we never heard so.
@@ -535,6 +604,9 @@ impl Election {
                     if !still_possible {
                         f.attempt = None;
                     }
+                }
+                if let Some(e) = f.fatal_unless_landed.take() {
+                    return self.fatal(e);
                 }
                 // No one can ever take this record over; better to say so now than to
                 // wait out its lease first.
@@ -575,9 +647,8 @@ impl Election {
                     self.become_leader(a, etag, record, sent, now);
                 }
             }
-            Reply::Write(Err(e)) => match e {
-                StoreError::Fatal(kind, msg) => self.fatal(FatalError::Store(kind, msg)),
-                StoreError::PreconditionFailed | StoreError::Missing | StoreError::Conflict => {
+            Reply::Write(Err(e)) => {
+                if is_refusal(&e) {
                     // Someone else wrote (or the object went away): follow again. An
                     // earlier attempt whose answer was lost may still be ours.
                     if matches!(&f.attempt, Some(a) if !a.maybe_landed) {
@@ -587,18 +658,21 @@ impl Election {
                     f.observed = None;
                     f.absent = false;
                     f.next_at = now;
+                    return;
                 }
-                StoreError::Unavailable(_) => {
-                    f.next_at = retry;
+                if let Some(a) = f.attempt.as_mut() {
+                    a.maybe_landed = true;
                 }
-                StoreError::Ambiguous(_) => {
-                    if let Some(a) = f.attempt.as_mut() {
-                        a.maybe_landed = true;
-                    }
-                    f.reconcile = true;
-                    f.next_at = now;
+                // Even a fatal answer (a 403 from a proxy, an SDK that could not parse
+                // the response) may hide a write that landed: a lease of ours must not
+                // be left running unknown to us, so read first. If the read does not
+                // show our write, the error ends the campaign as it would have.
+                if let StoreError::Fatal(kind, msg) = e {
+                    f.fatal_unless_landed = Some(FatalError::Store(kind, msg));
                 }
-            },
+                f.reconcile = true;
+                f.next_at = now;
+            }
         }
     }
 
@@ -628,10 +702,9 @@ impl Election {
         };
         debug_assert_eq!(w.record.lease_id, l.lease_id);
         let valid_until = (valid_from + timing.lease()).saturating_sub(timing.margin());
-        let stop_at = valid_until.saturating_sub(timing.kill_after());
         // A lease recognised late (after ambiguous answers) may have too little time
         // left to run a child: renew it first and announce only after that lands.
-        if now < stop_at {
+        if has_runway(&timing, valid_until, now) {
             l.announced = true;
             self.events.push_back(Event::Elected {
                 term: l.term,
@@ -656,29 +729,19 @@ impl Election {
             }
             Reply::Write(Err(e)) => {
                 l.failures += 1;
-                match e {
-                    StoreError::PreconditionFailed | StoreError::Missing | StoreError::Conflict => {
-                        // Did an earlier attempt land, or did someone take over? Ask.
-                        l.reconcile = true;
-                        l.next_at = if e == StoreError::Conflict {
-                            retry
-                        } else {
-                            now
-                        };
-                    }
-                    StoreError::Ambiguous(_) => {
-                        if let Some(w) = l.pending.as_mut() {
-                            w.maybe_landed = true;
-                        }
-                        l.reconcile = true;
-                        l.next_at = now;
-                    }
-                    StoreError::Unavailable(_) | StoreError::Fatal(..) => {
-                        // Keep trying until the stop point: a revoked credential or a
-                        // store outage ends the lease by expiry, never by guessing.
-                        l.next_at = retry;
+                // A refusal: did an earlier attempt land, or did someone take over? Any
+                // other answer, a fatal one included, may hide this attempt landing: the
+                // lease then counts from the earliest attempt that could have. Either
+                // way, ask; and keep trying until the stop point, so that a revoked
+                // credential or a store outage ends the lease by expiry, never by
+                // guessing.
+                if !is_refusal(&e) {
+                    if let Some(w) = l.pending.as_mut() {
+                        w.maybe_landed = true;
                     }
                 }
+                l.reconcile = true;
+                l.next_at = now;
             }
             Reply::Read(Ok(ReadReply::Found { etag, body })) => {
                 let record = match LockRecord::decode(&body) {
@@ -748,7 +811,7 @@ impl Election {
         }
         let valid_until = (sent + timing.lease()).saturating_sub(timing.margin());
         if !l.announced {
-            if now < valid_until.saturating_sub(timing.kill_after()) {
+            if has_runway(&timing, valid_until, now) {
                 l.announced = true;
                 self.events.push_back(Event::Elected {
                     term: l.term,
@@ -768,8 +831,8 @@ impl Election {
     fn lose(&mut self, reason: LossReason) {
         match &self.phase {
             Phase::Leading(l) if !l.announced => {
-                let term = l.term;
-                self.phase = Phase::Following(Follower::new(Some(term)));
+                let (term, lease) = (l.term, l.record.lease());
+                self.phase = Phase::Following(Follower::new(Some(term), Some(lease)));
             }
             _ => {
                 self.phase = Phase::Ended;
@@ -782,6 +845,18 @@ impl Election {
         self.phase = Phase::Ended;
         self.events.push_back(Event::Fatal(e));
     }
+}
+
+/// Whether a lease valid until `valid_until` leaves, at `now`, the minimum runway before
+/// its stop point that a child needs to be started.
+fn has_runway(timing: &Timing, valid_until: Instant, now: Instant) -> bool {
+    now + timing.min_runway() <= valid_until.saturating_sub(timing.kill_after())
+}
+
+/// A definite refusal of a conditional write: 412, or 404 on `If-Match`. The write did
+/// not land and never will. Every other answer may hide a write that landed.
+fn is_refusal(e: &StoreError) -> bool {
+    matches!(e, StoreError::PreconditionFailed | StoreError::Missing)
 }
 
 /// The next instant a leader must look at the world: its next planned request, its

@@ -2,10 +2,18 @@
 //!
 //! A [`Timing`] cannot be built with settings that break the promise: the leader must be
 //! able to renew, retry once, stop its child with the full kill grace, and still be
-//! inside its lease minus the clock-rate margin, all before any follower may take over.
+//! inside its lease minus the safety margin, all before any follower may take over.
+//!
+//! The margin has two parts. One covers clock *rates*: a follower measures the lease on
+//! its own clock, which may run up to [`DOCUMENTED_RATE_BOUND`] faster than the leader's,
+//! so the part grows with the lease (2 % of it, at least 1 s). The other is fixed,
+//! [`KILL_LATENCY`]: the bound on how late the SIGKILL timer at `valid_until` may fire
+//! (timer slack, a loaded scheduler) plus how long the kernel may take to end the
+//! process after the signal (unmapping a large address space, flushing its files). A
+//! child is dead only once both have happened, however short the lease.
 //!
 //! A lease is at most [`MAX_LEASE`] (one day), the bound a lock record's `lease_ms` must
-//! keep.
+//! keep, and the command starts only with [`Timing::min_runway`] ahead of its stop point.
 
 use crate::record::MAX_LEASE;
 use std::fmt;
@@ -18,7 +26,7 @@ pub struct TimingSpec {
     pub renew_every: Duration,
     pub retry_period: Duration,
     pub kill_after: Duration,
-    /// Default: `max(1 s, 2 % of the lease)`.
+    /// Default: `max(1 s, 2 % of the lease) + KILL_LATENCY`.
     pub margin: Option<Duration>,
     /// Default: `min(5 s, renew_every / 2)`.
     pub request_timeout: Option<Duration>,
@@ -54,6 +62,11 @@ pub struct Timing {
 /// covers: a holder whose clock runs up to 2 % slower than a follower's still stops
 /// before the follower takes over.
 pub const DOCUMENTED_RATE_BOUND: f64 = 0.02;
+
+/// The fixed part of the default margin: the bound on how late a SIGKILL timer may fire
+/// and the kernel may take to end the process. The child must be dead, not merely
+/// signalled, before any follower may take over.
+pub const KILL_LATENCY: Duration = Duration::from_millis(250);
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unsafe timing: {0}")]
@@ -150,6 +163,16 @@ impl Timing {
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
     }
+
+    /// s3lead starts the command only if its lease's stop point is at least one retry
+    /// period away. A lease recognised late (its write's answer was lost, and a re-read
+    /// found it) may have almost none left: a command started then would be stopped
+    /// before it did anything, or, with a renewal that lands late, run on a lease with no
+    /// room for a single retry. Such a lease is renewed first and announced only once a
+    /// renewal lands in time.
+    pub fn min_runway(&self) -> Duration {
+        self.retry_period
+    }
 }
 
 /// `min(5 s, renew_every / 2)`: a request that cannot finish in half a renewal interval
@@ -158,9 +181,10 @@ pub fn default_request_timeout(renew_every: Duration) -> Duration {
     (renew_every / 2).min(Duration::from_secs(5))
 }
 
-/// `max(1 s, 2 % of the lease)`.
+/// `max(1 s, 2 % of the lease) + KILL_LATENCY`: the clock-rate part and the fixed part
+/// (see the module comment).
 pub fn default_margin(lease: Duration) -> Duration {
-    (lease / 50).max(Duration::from_secs(1))
+    (lease / 50).max(Duration::from_secs(1)) + KILL_LATENCY
 }
 
 /// A duration printed the way the user typed it: `250ms`, `30s`, `1m 30s`.
@@ -195,17 +219,40 @@ mod tests {
         Duration::from_secs(s)
     }
 
-    #[test]
-    fn defaults_are_safe() {
-        let t = Timing::new(&TimingSpec::default()).unwrap();
-        assert_eq!(t.margin(), secs(1));
-        assert_eq!(t.request_timeout(), secs(5));
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     #[test]
-    fn margin_is_two_percent_of_long_leases() {
-        assert_eq!(default_margin(secs(300)), secs(6));
-        assert_eq!(default_margin(secs(10)), secs(1));
+    fn defaults_are_safe() {
+        let t = Timing::new(&TimingSpec::default()).unwrap();
+        assert_eq!(t.margin(), ms(1_250));
+        assert_eq!(t.request_timeout(), secs(5));
+        assert_eq!(t.min_runway(), secs(2), "one retry period");
+    }
+
+    #[test]
+    fn margin_is_two_percent_of_long_leases_plus_the_kill_latency() {
+        assert_eq!(KILL_LATENCY, ms(250));
+        assert_eq!(default_margin(secs(300)), ms(6_250));
+        assert_eq!(default_margin(secs(10)), ms(1_250));
+        assert_eq!(default_margin(ms(500)), ms(1_250));
+    }
+
+    #[test]
+    fn the_margin_s_fixed_part_can_refuse_a_short_lease() {
+        // 1 s + 300 ms + 500 ms + 1 s fitted a 3 s lease before the fixed part.
+        let mut spec = TimingSpec {
+            lease: secs(3),
+            renew_every: secs(1),
+            retry_period: ms(300),
+            kill_after: ms(500),
+            ..TimingSpec::default()
+        };
+        let err = Timing::new(&spec).unwrap_err().to_string();
+        assert!(err.contains("safety margin (1s 250ms)"), "{err}");
+        spec.retry_period = ms(250);
+        assert!(Timing::new(&spec).is_ok());
     }
 
     #[test]
@@ -218,7 +265,7 @@ mod tests {
             ..TimingSpec::default()
         };
         assert!(Timing::new(&spec(MAX_LEASE)).is_ok());
-        let err = Timing::new(&spec(MAX_LEASE + Duration::from_millis(1)))
+        let err = Timing::new(&spec(MAX_LEASE + ms(1)))
             .unwrap_err()
             .to_string();
         assert!(err.contains("--lease-duration (1day 1ms)"), "{err}");
@@ -239,13 +286,13 @@ mod tests {
 
     #[test]
     fn refuses_a_sum_just_over_the_lease_and_accepts_it_exactly() {
-        // 10 + 2 + 5 + 1 = 18
+        // 10 + 2 + 5 + 1.25 = 18.25
         let mut spec = TimingSpec {
-            lease: Duration::from_millis(17_999),
+            lease: ms(18_249),
             ..TimingSpec::default()
         };
         assert!(Timing::new(&spec).is_err());
-        spec.lease = secs(18);
+        spec.lease = ms(18_250);
         assert!(Timing::new(&spec).is_ok());
     }
 

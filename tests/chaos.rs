@@ -41,15 +41,15 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::time::Duration;
 use worker::{DOWNSTREAM_ENV, JOURNAL_ENV, boot_ns};
 
-/// Short timings s3lead accepts: renew 1 s + retry 300 ms + kill-after 500 ms + margin
-/// 1 s (the default) ≤ lease 3 s.
+/// Short timings s3lead accepts: renew 1 s + retry 250 ms + kill-after 500 ms + margin
+/// 1.25 s (the default: 1 s for clock rates, 250 ms for kill latency) ≤ lease 3 s.
 const TIMINGS: &[&str] = &[
     "--lease-duration",
     "3s",
     "--renew-every",
     "1s",
     "--retry-period",
-    "300ms",
+    "250ms",
     "--kill-after",
     "500ms",
     "--request-timeout",
@@ -59,7 +59,7 @@ const KILL_AFTER: Duration = Duration::from_millis(500);
 const SUPERVISORS: usize = 4;
 const DEFAULT_FAULTS: usize = 12;
 
-/// Shorter than the safety margin (1 s): the leader may go on.
+/// Shorter than the safety margin (1.25 s): the leader may go on.
 const SHORT_PAUSE: Duration = Duration::from_millis(300);
 /// Longer than the lease (3 s): a follower takes over while the leader's child runs on.
 const LONG_PAUSE: Duration = Duration::from_secs(5);
@@ -72,7 +72,7 @@ const GOING_ON: Duration = Duration::from_secs(2);
 const RESUME_BOUND: Duration = KILL_AFTER.saturating_add(Duration::from_secs(2));
 
 /// Bound on every wait: generous, for a loaded 2-core machine; liveness promises
-/// `lease + poll + one request`, about 4.2 s here.
+/// `lease + poll + one request`, about 4.15 s here.
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The name of the worker-mode test, run by `s3lead` as `<this binary> --exact NAME`.

@@ -9,7 +9,7 @@
 //! One thread, one priority queue of events in simulated real time (`world.rs`). Each
 //! run has 3–5 candidate hosts; each host reads real time through its own clock, with an
 //! offset of any size and a rate within ±0.99 % (so two clocks differ by less than the
-//! 2 % the default margin covers). Timings are any that `Timing::new` accepts: a short
+//! 2 % that the clock-rate part of the default margin covers). Timings are any that `Timing::new` accepts: a short
 //! 3 s lease, a 10 s lease whose retry period exceeds its margin, the CLI defaults, and
 //! random ones, including leases of 50 s and more where the default margin's clock-rate
 //! part is exactly 2 %; sometimes each host has its own. What is real and what is

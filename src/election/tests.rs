@@ -15,10 +15,15 @@ fn at(n_ms: u64) -> Instant {
     Instant::from_origin(ms(n_ms))
 }
 
-/// lease 30 s, renew 10 s, retry 2 s, kill after 5 s, margin 1 s.
+/// lease 30 s, renew 10 s, retry 2 s, kill after 5 s, margin 1.25 s.
 fn timing() -> Timing {
     Timing::new(&TimingSpec::default()).unwrap()
 }
+
+/// With [`timing`], a lease counted from send instant `s` is valid until `s + VALID`…
+const VALID: u64 = 28_750;
+/// …and its stop point is `s + STOP`.
+const STOP: u64 = 23_750;
 
 #[derive(Clone, Debug)]
 enum Fault {
@@ -30,6 +35,10 @@ enum Fault {
     Conflict,
     /// The store answers 412 without looking (a quirky store).
     Spurious412,
+    /// The write is applied, then this error is the answer.
+    LandedThen(StoreError),
+    /// The write is not applied (yet: it is held back), and this error is the answer.
+    HeldThen(StoreError),
 }
 
 struct Net {
@@ -37,6 +46,8 @@ struct Net {
     faults: VecDeque<Option<Fault>>,
     /// Writes held back: applied later by `deliver_held`.
     held: Vec<Request>,
+    /// Held writes reach the store just before the next write does.
+    deliver_held_before_next_write: bool,
 }
 
 impl Net {
@@ -45,6 +56,7 @@ impl Net {
             store: MemoryStore::new(),
             faults: VecDeque::new(),
             held: Vec::new(),
+            deliver_held_before_next_write: false,
         }
     }
 
@@ -66,6 +78,9 @@ impl Net {
         if matches!(req, Request::Read { .. }) {
             return self.apply(&req);
         }
+        if self.deliver_held_before_next_write {
+            self.deliver_held();
+        }
         match self.faults.pop_front().flatten() {
             None => self.apply(&req),
             Some(Fault::LandedNoAnswer) => {
@@ -78,6 +93,14 @@ impl Net {
             }
             Some(Fault::Conflict) => Reply::Write(Err(StoreError::Conflict)),
             Some(Fault::Spurious412) => Reply::Write(Err(StoreError::PreconditionFailed)),
+            Some(Fault::LandedThen(e)) => {
+                let _ = self.apply(&req);
+                Reply::Write(Err(e))
+            }
+            Some(Fault::HeldThen(e)) => {
+                self.held.push(req);
+                Reply::Write(Err(e))
+            }
         }
     }
 
@@ -144,8 +167,8 @@ fn an_absent_record_is_created_with_term_1() {
     assert_eq!(r.seq, 1);
     assert_eq!(r.lease_ms, 30_000);
     assert!(!r.released);
-    assert_eq!(a.valid_until(), Some(at(29_000)));
-    assert_eq!(a.stop_at(), Some(at(24_000)));
+    assert_eq!(a.valid_until(), Some(at(VALID)));
+    assert_eq!(a.stop_at(), Some(at(STOP)));
 }
 
 #[test]
@@ -158,7 +181,7 @@ fn the_leader_renews_every_renew_interval_and_stays_leader() {
     assert!(a.is_leader());
     let r = net.current();
     assert_eq!(r.seq, 11, "ten renewals in 100 s");
-    assert_eq!(a.valid_until(), Some(at(100_000 + 29_000)));
+    assert_eq!(a.valid_until(), Some(at(100_000 + VALID)));
 }
 
 #[test]
@@ -280,7 +303,7 @@ fn an_ambiguous_renewal_that_landed_is_recognised() {
     assert!(a.is_leader());
     assert_eq!(net.current().seq, 2, "no second write was needed");
     // The lease counts from the send of the write that landed.
-    assert_eq!(a.valid_until(), Some(at(10_000 + 29_000)));
+    assert_eq!(a.valid_until(), Some(at(10_000 + VALID)));
     // Renewing continues from the adopted ETag.
     run(&mut a, &mut net, at(20_000));
     assert_eq!(net.current().seq, 3);
@@ -296,13 +319,13 @@ fn an_ambiguous_renewal_that_did_not_land_is_retried() {
     assert_eq!(net.current().seq, 1);
     assert_eq!(
         a.valid_until(),
-        Some(at(29_000)),
+        Some(at(VALID)),
         "the lease is not extended by a lost write"
     );
     let ev = run(&mut a, &mut net, at(12_000));
     assert_eq!(ev, vec![Event::Recovered]);
     assert_eq!(net.current().seq, 2);
-    assert_eq!(a.valid_until(), Some(at(12_000 + 29_000)));
+    assert_eq!(a.valid_until(), Some(at(12_000 + VALID)));
 }
 
 #[test]
@@ -321,7 +344,7 @@ fn a_lost_write_that_lands_late_counts_from_its_first_send() {
     assert!(a.is_leader());
     assert_eq!(
         a.valid_until(),
-        Some(at(10_000 + 29_000)),
+        Some(at(10_000 + VALID)),
         "from the earliest send"
     );
 }
@@ -338,7 +361,7 @@ fn a_conflict_then_success_keeps_the_lease() {
     let ev = run(&mut a, &mut net, at(12_000));
     assert_eq!(ev, vec![Event::Recovered]);
     assert_eq!(net.current().seq, 2);
-    assert_eq!(a.valid_until(), Some(at(12_000 + 29_000)));
+    assert_eq!(a.valid_until(), Some(at(12_000 + VALID)));
 }
 
 #[test]
@@ -396,18 +419,18 @@ fn failing_renewals_reach_the_stop_point_then_expire() {
     for _ in 0..100 {
         net.fault_next_write(Fault::LostNoAnswer);
     }
-    let ev = run_until(&mut a, &mut net, 1, 23_999, 1);
+    let ev = run_until(&mut a, &mut net, 1, STOP - 1, 1);
     assert!(ev.is_empty(), "{ev:?}");
-    let ev = run(&mut a, &mut net, at(24_000));
+    let ev = run(&mut a, &mut net, at(STOP));
     assert_eq!(
         ev,
         vec![Event::AtRisk {
-            valid_until: at(29_000)
+            valid_until: at(VALID)
         }]
     );
-    let ev = run_until(&mut a, &mut net, 24_001, 28_999, 1);
+    let ev = run_until(&mut a, &mut net, STOP + 1, VALID - 1, 1);
     assert!(ev.is_empty(), "{ev:?}");
-    let ev = run(&mut a, &mut net, at(29_000));
+    let ev = run(&mut a, &mut net, at(VALID));
     assert_eq!(ev, vec![Event::Lost(LossReason::Expired)]);
     assert!(a.is_ended());
 }
@@ -437,7 +460,7 @@ fn the_leader_wakes_for_its_stop_point() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(now, at(24_000), "woke at {woke:?}");
+    assert_eq!(now, at(STOP), "woke at {woke:?}");
 }
 
 #[test]
@@ -451,7 +474,7 @@ fn an_ambiguous_takeover_that_landed_is_recognised_by_lease_id() {
     net.fault_next_write(Fault::LandedNoAnswer);
     let ev = run(&mut b, &mut net, at(200));
     assert_eq!(elected(&ev), Some(Term::new_for_test(2)));
-    assert_eq!(b.valid_until(), Some(at(200 + 29_000)));
+    assert_eq!(b.valid_until(), Some(at(200 + VALID)));
 }
 
 #[test]
@@ -466,7 +489,7 @@ fn a_create_lost_then_landed_late_is_recognised() {
     assert_eq!(elected(&ev), Some(Term::FIRST));
     assert_eq!(
         a.valid_until(),
-        Some(at(29_000)),
+        Some(at(VALID)),
         "counted from the lost attempt's send"
     );
 }
@@ -482,7 +505,7 @@ fn a_lease_recognised_too_late_is_renewed_before_it_is_announced() {
     let ev = run(&mut a, &mut net, at(25_000));
     assert_eq!(elected(&ev), Some(Term::FIRST));
     assert_eq!(net.current().seq, 2, "renewed before announcing");
-    assert_eq!(a.valid_until(), Some(at(25_000 + 29_000)));
+    assert_eq!(a.valid_until(), Some(at(25_000 + VALID)));
 }
 
 #[test]
@@ -639,4 +662,269 @@ fn a_record_whose_lease_is_over_a_day_is_fatal_not_waited_out() {
         matches!(ev.as_slice(), [Event::Fatal(FatalError::Record(m))] if m.contains("lease_ms")),
         "{ev:?}"
     );
+}
+
+fn forbidden() -> StoreError {
+    StoreError::Fatal(FatalKind::Permission, "403 access denied".into())
+}
+
+/// Answers that are not a definite refusal, each of which may hide a landed write.
+fn not_refusals() -> [StoreError; 4] {
+    [
+        forbidden(),
+        StoreError::Unavailable("503 slow down".into()),
+        StoreError::Conflict,
+        StoreError::Ambiguous("timeout".into()),
+    ]
+}
+
+#[test]
+fn a_landed_renewal_answered_with_any_error_counts_from_its_first_send() {
+    for e in not_refusals() {
+        let mut net = Net::new();
+        let mut a = candidate("a");
+        run(&mut a, &mut net, at(0));
+        net.fault_next_write(Fault::LandedThen(e.clone()));
+        let ev = run_until(&mut a, &mut net, 10_000, 14_000, 1_000);
+        assert_eq!(ev, vec![Event::Recovered], "{e}");
+        assert!(a.is_leader());
+        assert_eq!(net.current().seq, 2, "{e}: no second write landed");
+        assert_eq!(
+            a.valid_until(),
+            Some(at(10_000 + VALID)),
+            "{e}: the lease counts from the send that landed, not from a retry"
+        );
+    }
+}
+
+#[test]
+fn a_renewal_that_lands_just_before_its_retry_counts_from_its_first_send() {
+    // Answered at once (409, 503, 403), yet still on its way to the store: it lands
+    // just before the retry, which then fails; the re-read shows our seq.
+    for e in not_refusals() {
+        let mut net = Net::new();
+        let mut a = candidate("a");
+        run(&mut a, &mut net, at(0));
+        net.fault_next_write(Fault::HeldThen(e.clone()));
+        net.deliver_held_before_next_write = true;
+        let ev = run_until(&mut a, &mut net, 10_000, 14_000, 1_000);
+        assert_eq!(ev, vec![Event::Recovered], "{e}");
+        assert_eq!(net.current().seq, 2, "{e}");
+        assert_eq!(a.valid_until(), Some(at(10_000 + VALID)), "{e}");
+    }
+}
+
+#[test]
+fn renewals_answered_fatal_are_retried_until_the_stop_point() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    for _ in 0..100 {
+        net.fault_next_write(Fault::HeldThen(forbidden()));
+    }
+    let ev = run_until(&mut a, &mut net, 1, STOP - 1, 500);
+    assert!(ev.is_empty(), "{ev:?}");
+    assert!(net.held.len() > 1, "retried: {}", net.held.len());
+    let ev = run_until(&mut a, &mut net, STOP, VALID, 250);
+    assert_eq!(
+        ev,
+        vec![
+            Event::AtRisk {
+                valid_until: at(VALID)
+            },
+            Event::Lost(LossReason::Expired)
+        ]
+    );
+}
+
+#[test]
+fn a_creation_answered_fatal_that_landed_leads_from_its_send() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    net.fault_next_write(Fault::LandedThen(forbidden()));
+    let ev = run(&mut a, &mut net, at(0));
+    assert_eq!(elected(&ev), Some(Term::FIRST), "{ev:?}");
+    assert_eq!(a.valid_until(), Some(at(VALID)));
+    assert_eq!(net.current().seq, 1);
+}
+
+#[test]
+fn a_write_answered_fatal_that_did_not_land_ends_the_campaign() {
+    // A creation, and a takeover of a released record.
+    for released_first in [false, true] {
+        let mut net = Net::new();
+        if released_first {
+            net.store.overwrite(foreign_record(4, true).encode());
+        }
+        let mut a = candidate("a");
+        net.fault_next_write(Fault::HeldThen(forbidden()));
+        let ev = run_until(&mut a, &mut net, 0, 10_000, 500);
+        assert!(
+            matches!(ev.as_slice(), [.., Event::Fatal(FatalError::Store(FatalKind::Permission, m))] if m.contains("403")),
+            "{ev:?}"
+        );
+        assert_eq!(elected(&ev), None);
+        assert!(a.is_ended());
+        assert_eq!(net.held.len(), 1, "tried once, no loop");
+    }
+}
+
+#[test]
+fn a_takeover_answered_with_any_error_that_landed_leads_from_its_send() {
+    for e in not_refusals() {
+        let mut net = Net::new();
+        net.store.overwrite(foreign_record(4, true).encode());
+        let mut b = candidate("b");
+        net.fault_next_write(Fault::LandedThen(e.clone()));
+        let ev = run(&mut b, &mut net, at(200));
+        assert_eq!(elected(&ev), Some(Term::new_for_test(5)), "{e}: {ev:?}");
+        assert_eq!(b.valid_until(), Some(at(200 + VALID)), "{e}");
+    }
+}
+
+#[test]
+fn a_follower_waits_out_a_deleted_record_from_when_it_found_it_gone() {
+    let mut net = Net::new();
+    net.store.overwrite(foreign_record(7, false).encode());
+    let mut b = candidate("b");
+    let ev = run(&mut b, &mut net, at(5_000));
+    assert!(matches!(ev.as_slice(), [Event::Observed { .. }]), "{ev:?}");
+    // Deleted behind the protocol's back (an operator, a lifecycle rule) while its
+    // holder may still run: b's next read, at 7 s, finds it gone.
+    net.store.delete();
+    let ev = run_until(&mut b, &mut net, 5_001, 7_000 + 30_000 - 1, 1);
+    assert_eq!(elected(&ev), None, "created while the old lease may run");
+    assert!(net.store.body().is_none(), "nothing written");
+    let ev = run(&mut b, &mut net, at(37_000));
+    assert_eq!(
+        elected(&ev),
+        Some(Term::new_for_test(8)),
+        "above the term seen"
+    );
+}
+
+#[test]
+fn a_record_created_while_a_deletion_is_waited_out_is_followed() {
+    let mut net = Net::new();
+    net.store.overwrite(foreign_record(3, false).encode());
+    let mut b = candidate("b");
+    run(&mut b, &mut net, at(0));
+    net.store.delete();
+    run(&mut b, &mut net, at(2_000));
+    // Someone who never saw the old record creates the object anew.
+    let mut c = candidate("c");
+    let ev = run(&mut c, &mut net, at(3_000));
+    assert_eq!(elected(&ev), Some(Term::FIRST));
+    // c lives on: b follows it, and neither takes it over nor creates anew.
+    let mut events = Vec::new();
+    for t in (3_000..=200_000).step_by(500) {
+        run(&mut c, &mut net, at(t));
+        events.extend(run(&mut b, &mut net, at(t)));
+    }
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e, Event::Observed { holder, .. } if holder == "c")),
+        "{events:?}"
+    );
+    assert_eq!(net.current().holder, "c");
+    // Once c is gone, b takes over above every term it has seen.
+    let ev = run_until(&mut b, &mut net, 200_500, 240_000, 500);
+    assert_eq!(elected(&ev), Some(Term::new_for_test(4)));
+}
+
+#[test]
+fn a_follower_that_never_saw_a_record_creates_at_once() {
+    let mut net = Net::new();
+    let mut b = candidate("b");
+    let ev = run(&mut b, &mut net, at(0));
+    assert_eq!(elected(&ev), Some(Term::FIRST));
+}
+
+#[test]
+fn a_leader_s_deleted_or_overwritten_record_is_a_loss_to_act_on_at_once() {
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    net.store.delete();
+    let ev = run(&mut a, &mut net, at(10_000));
+    let [Event::Lost(reason)] = ev.as_slice() else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(*reason, LossReason::Deleted);
+    assert!(reason.is_superseded(), "the child is killed at once");
+
+    let mut net = Net::new();
+    let mut a = candidate("a");
+    run(&mut a, &mut net, at(0));
+    net.store.overwrite(foreign_record(2, false).encode());
+    let ev = run(&mut a, &mut net, at(10_000));
+    let [Event::Lost(reason)] = ev.as_slice() else {
+        panic!("{ev:?}")
+    };
+    assert!(matches!(reason, LossReason::TakenOver { .. }), "{reason:?}");
+    assert!(reason.is_superseded());
+
+    assert!(
+        !LossReason::Expired.is_superseded(),
+        "stopped at the stop point"
+    );
+}
+
+/// Polls `e` at `now` until its first renewal (a `Replace`) is about to be sent;
+/// returns whether it was leader by then, and the events seen on the way.
+fn until_first_renewal(e: &mut Election, net: &mut Net, now: Instant) -> (bool, Vec<Event>) {
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        match e.poll(now) {
+            Step::Send(req) => {
+                if matches!(req, Request::Replace { .. }) {
+                    let leading = e.is_leader();
+                    let reply = net.perform(req);
+                    e.handle(reply, now);
+                    return (leading, events);
+                }
+                let reply = net.perform(req);
+                e.handle(reply, now);
+            }
+            Step::Event(ev) => events.push(ev),
+            other => panic!("{other:?} before any renewal: {events:?}"),
+        }
+    }
+    panic!("no renewal: {events:?}");
+}
+
+/// A candidate whose creation, sent at 0, was lost and has landed since: the lease it
+/// finds counts from 0.
+fn candidate_with_a_late_lease(net: &mut Net) -> Election {
+    let mut a = candidate("a");
+    net.fault_next_write(Fault::LostNoAnswer);
+    run(&mut a, net, at(0));
+    net.deliver_held();
+    a
+}
+
+#[test]
+fn a_lease_recognised_with_less_than_the_runway_left_is_renewed_before_it_is_announced() {
+    let mut net = Net::new();
+    let mut a = candidate_with_a_late_lease(&mut net);
+    // Recognised before the stop point but with less than one retry period (2 s) to it:
+    // too little to start a child on.
+    let now = STOP - 1_999;
+    let (leading, ev) = until_first_renewal(&mut a, &mut net, at(now));
+    assert!(!leading, "announced before renewing: {ev:?}");
+    assert_eq!(elected(&ev), None);
+    let ev = run(&mut a, &mut net, at(now));
+    assert_eq!(elected(&ev), Some(Term::FIRST));
+    assert_eq!(net.current().seq, 2);
+    assert_eq!(a.valid_until(), Some(at(now + VALID)));
+}
+
+#[test]
+fn a_lease_recognised_with_exactly_the_runway_left_is_announced_at_once() {
+    let mut net = Net::new();
+    let mut a = candidate_with_a_late_lease(&mut net);
+    let (leading, ev) = until_first_renewal(&mut a, &mut net, at(STOP - 2_000));
+    assert!(leading, "{ev:?}");
+    assert_eq!(elected(&ev), Some(Term::FIRST));
 }

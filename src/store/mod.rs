@@ -3,9 +3,12 @@
 //! no unconditional write and no delete of a lock object anywhere (DESIGN §3).
 //!
 //! Each store maps its own answers onto [`StoreError`], whose variants tell apart what
-//! the protocol must tell apart: a condition that failed (someone else wrote), a write
-//! that certainly had no effect, a write that may or may not have landed (ambiguous),
-//! and failures no retry will fix (fatal).
+//! the protocol and the user must tell apart: a condition that failed (someone else
+//! wrote), a conflict, a refusal to serve, a write that may or may not have landed
+//! (ambiguous), and failures no retry will fix (fatal). For a conditional write, only
+//! the first (412, or 404 on `If-Match`) is a definite refusal to the protocol: after any
+//! other answer it re-reads, since what a store or a proxy claims about a write it
+//! answered with an error cannot be checked.
 //!
 //! `s3.rs` speaks to S3 and compatible stores, `file.rs` keeps a lock in one local file
 //! (one host), `memory.rs` serves tests and the simulation.
@@ -139,16 +142,20 @@ pub enum StoreError {
     /// `If-Match` on an object that does not exist (HTTP 404).
     #[error("the lock object does not exist")]
     Missing,
-    /// A concurrent conditional write conflicted (HTTP 409): nothing was written.
+    /// A concurrent conditional write conflicted (HTTP 409). The store says nothing was
+    /// written; the protocol still re-reads before trusting that.
     #[error("conflicting concurrent write")]
     Conflict,
-    /// The request certainly had no effect (refused before it was sent, throttled).
+    /// The store refused to serve the request (throttled, refused before it was sent).
+    /// On a write, the protocol still re-reads before trusting that it had no effect.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// The request was sent and no definite answer came (timeout, 5xx, broken
     /// connection): a write may have taken effect.
     #[error("no definite answer: {0}")]
     Ambiguous(String),
+    /// A retry will not help. On a write, the protocol still re-reads once: the error
+    /// may have come after the write took effect (an SDK that could not parse the answer).
     #[error("{1}")]
     Fatal(FatalKind, String),
 }

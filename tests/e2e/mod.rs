@@ -33,7 +33,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Short timings that keep the promise (`Timing::new` accepts them) and keep tests quick:
-/// renew 1 s + retry 500 ms + kill-after 1 s + margin 1 s ≤ lease 4 s.
+/// renew 1 s + retry 500 ms + kill-after 1 s + margin 1.25 s ≤ lease 4 s.
 pub const FAST: &[&str] = &[
     "--lease-duration",
     "4s",
