@@ -79,11 +79,10 @@ impl LocalClock {
     }
 }
 
-/// The bound on how long the kernel takes to end a process after SIGKILL (and a timer
-/// to fire late): in the simulation a process dies a random while up to this after its
-/// SIGKILL. The fixed part of the default margin covers it.
-// TODO(proto): `s3lead::timing::KILL_LATENCY` once it is merged.
-pub const KILL_LATENCY: Duration = Duration::from_millis(250);
+/// The bound on how late a SIGKILL timer fires and how long the kernel takes to end a
+/// process after it: in the simulation a process dies a random while up to this after
+/// its SIGKILL. The fixed part of the default margin covers it.
+pub use s3lead::timing::KILL_LATENCY;
 
 /// What a broken world gets wrong in the supervisor or around the protocol. The stop
 /// policy itself is always the real one; a flaw is in what drives it.
