@@ -66,9 +66,11 @@
 //! - the operator's TERM or INT to a supervisor, a leader most of the time, now and then
 //!   a second one (the policy kills), or a HUP to forward;
 //! - the lock object deleted behind the protocol's back (an operator, a lifecycle rule),
-//!   at random or right after a leader's renewal. A supervisor that has seen no record
-//!   cannot know a lease runs, so the world deletes only when every live supervisor has
-//!   seen one, and starts none afresh until any lease of the deleted object is over;
+//!   at random or right after a leader's renewal. A supervisor that has seen no record,
+//!   or whose last look found the object absent, cannot know that a lease runs (a
+//!   record may come and go between two reads), so the world deletes only when every
+//!   live supervisor's last look showed a record, and starts none afresh until any
+//!   lease of the deleted object is over;
 //! - a leader's command finishing its job, after which the supervisor releases the lease;
 //! - the driver's timeout: the store's request timeout, `lease.rs`'s backstop, or a
 //!   patient two leases.
@@ -82,9 +84,9 @@
 //! 2. No child runs past its watchdog's deadline plus the kill latency, paused
 //!    supervisor or not. Only a whole host paused excuses a late child, and an overlap
 //!    it causes must be fenced: the late child's term is smaller.
-//! 3. Terms of successive leaders, in order of start, strictly increase, except across
-//!    a deletion of the object (whoever creates it again counts on from the terms it
-//!    saw; one that saw none starts from the first).
+//! 3. Terms of successive leaders, in the order their acquisitions landed, strictly
+//!    increase, except across a deletion of the object (whoever creates it again counts
+//!    on from the terms it saw; one that saw none starts from the first).
 //! 4. Once the calm phase has drained every consequence of the fault phase, there is
 //!    never a stretch longer than `Scenario::liveness_bound` without a running child.
 //!
@@ -129,6 +131,7 @@ struct Verdict {
     fenced_overlaps: u64,
     late_children: u64,
     term_restarts: u64,
+    deletions: u64,
     /// The longest calm stretch without a leader, in thousandths of the bound.
     longest_gap_permille: u64,
 }
@@ -171,6 +174,7 @@ fn judge(sc: &Scenario, outcome: &world::Outcome) -> Verdict {
         fenced_overlaps: safety.fenced_overlaps,
         late_children: safety.late_children,
         term_restarts: safety.term_restarts,
+        deletions: outcome.deletions.len() as u64,
         longest_gap_permille: liveness.longest_gap * 1000 / bound.max(1),
     }
 }
@@ -357,11 +361,12 @@ fn the_protocol_keeps_its_promise_under_faults() {
     let fenced: u64 = verdicts.iter().map(|v| v.fenced_overlaps).sum();
     let late: u64 = verdicts.iter().map(|v| v.late_children).sum();
     let restarts: u64 = verdicts.iter().map(|v| v.term_restarts).sum();
+    let deletions: u64 = verdicts.iter().map(|v| v.deletions).sum();
     if let Some(v) = verdicts.iter().max_by_key(|v| v.longest_gap_permille) {
         eprintln!(
             "details: {late} children outlived their watchdog because their whole host was paused, \
              {fenced} overlaps they caused (all fenced unless counted above); \
-             {restarts} terms started again after the object was deleted; \
+             {deletions} deletions of the object, across which {restarts} terms started again; \
              longest calm stretch without a leader: {:.1} % of the bound (seed {})",
             v.longest_gap_permille as f64 / 10.0,
             v.seed

@@ -14,6 +14,8 @@ pub struct ChildRun {
     pub cand: usize,
     pub incarnation: u32,
     pub term: u64,
+    /// When the write that acquired its lease landed in the store.
+    pub acquired: Nanos,
     pub start: Nanos,
     /// When its last process died; `None`: still running when the run ended.
     pub end: Option<Nanos>,
@@ -97,19 +99,24 @@ pub struct Safety {
 /// in between excuses it (DESIGN §1's exception); such a late child may overlap a child
 /// that started after its deadline, but only one with a higher term.
 ///
-/// Terms grow from each leader to the next in order of start, except across a
-/// deletion of the object: a candidate that finds the object gone can only count on
-/// from the terms it saw, and one that saw none starts again from the first.
+/// Terms grow from each leader to the next in the order their acquisitions landed,
+/// except across a deletion of the object: a candidate that finds the object gone can
+/// only count on from the terms it saw, and one that saw none starts again from the
+/// first.
 pub fn safety(children: &[ChildRun], env: &Environment<'_>) -> Safety {
     let mut found = Safety::default();
     let mut order: Vec<&ChildRun> = children.iter().collect();
-    order.sort_by_key(|c| c.start);
+    order.sort_by_key(|c| c.acquired);
     for pair in order.windows(2) {
         let (x, y) = (pair[0], pair[1]);
         if y.term > x.term {
             continue;
         }
-        if env.deletions.iter().any(|&d| x.start < d && d <= y.start) {
+        if env
+            .deletions
+            .iter()
+            .any(|&d| x.acquired < d && d <= y.acquired)
+        {
             found.term_restarts += 1;
             continue;
         }
@@ -122,6 +129,7 @@ pub fn safety(children: &[ChildRun], env: &Environment<'_>) -> Safety {
             ),
         });
     }
+    order.sort_by_key(|c| c.start);
     // The instant since which each child is late, if its host's pause excuses it.
     let mut late_since: Vec<Option<Nanos>> = vec![None; order.len()];
     for (i, x) in order.iter().enumerate() {
@@ -253,6 +261,7 @@ mod tests {
             cand,
             incarnation: 1,
             term,
+            acquired: start,
             start,
             end: Some(end),
             watchdog: vec![(start, 1_000)],
@@ -289,7 +298,7 @@ mod tests {
     }
 
     #[test]
-    fn terms_must_grow_in_start_order_except_across_a_deletion() {
+    fn terms_must_grow_in_acquisition_order_except_across_a_deletion() {
         let repeated = [child(0, 3, 0, 10), child(1, 3, 20, 30)];
         assert_eq!(safety(&repeated, &env(NO_PAUSES, &[])).violations.len(), 1);
         let down = [child(0, 3, 0, 10), child(1, 2, 20, 30)];
@@ -300,7 +309,32 @@ mod tests {
         assert_eq!(
             safety(&down, &env(NO_PAUSES, &[25])).violations.len(),
             1,
-            "deleted after the second leader started"
+            "deleted after the second leader's acquisition"
+        );
+        // The first started after the deletion, but its acquisition landed before it.
+        let late_answer = [
+            ChildRun {
+                acquired: 12,
+                ..child(0, 3, 16, 20)
+            },
+            child(1, 3, 30, 40),
+        ];
+        let found = safety(&late_answer, &env(NO_PAUSES, &[14]));
+        assert!(found.violations.is_empty());
+        assert_eq!(found.term_restarts, 1);
+        // The second started after the deletion, but acquired before it.
+        let same_lineage = [
+            child(0, 3, 0, 10),
+            ChildRun {
+                acquired: 12,
+                ..child(1, 3, 16, 20)
+            },
+        ];
+        assert_eq!(
+            safety(&same_lineage, &env(NO_PAUSES, &[14]))
+                .violations
+                .len(),
+            1
         );
     }
 

@@ -39,7 +39,7 @@ use s3lead::store::{FatalKind, ReadReply, StoreError};
 use s3lead::supervise::ChildExit;
 use s3lead::timing::Timing;
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 
 /// Beyond this many events a run is stuck in a loop that simulated time cannot end.
 const MAX_EVENTS: u64 = 5_000_000;
@@ -96,6 +96,7 @@ pub fn run(sc: &Scenario, tracing: bool) -> Outcome {
         children: Vec::new(),
         violations: Vec::new(),
         deletions: Vec::new(),
+        acquired: HashMap::new(),
         no_fresh_start_until: 0,
         trace: Vec::new(),
         tracing,
@@ -327,8 +328,9 @@ struct Process {
     wake_gen: u64,
     /// The machine said `Done`: the renewal task has ended.
     election_done: bool,
-    /// This life has seen a record (read one, or written one).
-    knows_a_record: bool,
+    /// The last answer this life had about the object showed a record (a read found
+    /// one, or a write of it landed), not its absence.
+    sees_a_record: bool,
     /// Once elected: the command under its guard, and the stop policy.
     run: Option<Supervision>,
 }
@@ -391,6 +393,8 @@ struct World<'a> {
     children: Vec<ChildRun>,
     violations: Vec<Violation>,
     deletions: Vec<Nanos>,
+    /// When each lease's acquisition landed, by lease id.
+    acquired: HashMap<String, Nanos>,
     /// After a deletion, no supervisor starts before this: nothing could tell it that a
     /// lease still runs (see `delete`).
     no_fresh_start_until: Nanos,
@@ -578,7 +582,7 @@ impl World<'_> {
             awaiting: None,
             wake_gen: 0,
             election_done: false,
-            knows_a_record: false,
+            sees_a_record: false,
             run: None,
         });
         note!(self, self.who(c), "supervisor starts, campaigns");
@@ -675,7 +679,10 @@ impl World<'_> {
                 let how = if released { "released by" } else { "held by" };
                 note!(self, self.who(c), "observes: {how} {holder}, term {term}");
             }
-            Event::Elected { term, .. } => self.spawn(c, term.get()),
+            Event::Elected { term, lease_id } => {
+                let acquired = self.acquired.get(lease_id.as_str()).copied();
+                self.spawn(c, term.get(), acquired.unwrap_or(self.now));
+            }
             Event::Recovered => note!(self, self.who(c), "renewed after trouble"),
             Event::AtRisk { valid_until } => {
                 note!(
@@ -762,7 +769,7 @@ impl World<'_> {
     /// Elected: the command starts under its guard, whose watchdog holds the lease's
     /// `valid_until` before the command exists (`Supervised::spawn`), and the stop policy
     /// takes over (`cli/run.rs`).
-    fn spawn(&mut self, c: usize, term: u64) {
+    fn spawn(&mut self, c: usize, term: u64, acquired: Nanos) {
         let inc = self.cands[c].incarnation;
         let timing = self.cands[c].timing;
         let Some(p) = self.cands[c].process.as_mut() else {
@@ -812,6 +819,7 @@ impl World<'_> {
             cand: c,
             incarnation: inc,
             term,
+            acquired,
             start: self.now,
             end: None,
             watchdog: vec![(self.now, due)],
@@ -1277,6 +1285,19 @@ impl World<'_> {
                 Fate::LoseRequest => unreachable!("a lost request never arrives"),
             }
         );
+        if let (
+            Request::Create { body } | Request::Replace { body, .. },
+            Some(Reply::Write(Ok(_))),
+        ) = (&req, &result)
+        {
+            if let Ok(r) = LockRecord::decode(body) {
+                if r.seq == 1 {
+                    self.acquired
+                        .entry(r.lease_id.as_str().to_owned())
+                        .or_insert(self.now);
+                }
+            }
+        }
         let renewal_landed = matches!(req, Request::Replace { .. })
             && matches!(result, Some(Reply::Write(Ok(_))))
             && self.cands[c].incarnation == inc
@@ -1337,11 +1358,12 @@ impl World<'_> {
             return;
         };
         p.awaiting = None;
-        if matches!(
-            reply,
-            Reply::Read(Ok(ReadReply::Found { .. })) | Reply::Write(Ok(_))
-        ) {
-            p.knows_a_record = true;
+        match reply {
+            Reply::Read(Ok(ReadReply::Found { .. })) | Reply::Write(Ok(_)) => {
+                p.sees_a_record = true;
+            }
+            Reply::Read(Ok(ReadReply::Missing)) => p.sees_a_record = false,
+            _ => {}
         }
         note!(self, self.who(c), "gets {}", describe_reply(&reply));
         let Some(p) = self.process(c, inc) else {
@@ -1412,9 +1434,11 @@ impl World<'_> {
 
     /// The lock object disappears behind the protocol's back (an operator, a lifecycle
     /// rule). DESIGN §3: a follower that has seen a record waits out its lease before it
-    /// creates another. A supervisor that has seen none cannot know a lease still runs,
-    /// so the deletion strikes only when every live supervisor has seen a record, and no
-    /// supervisor starts afresh until any lease of the deleted object has ended.
+    /// creates another. One whose last look found the object absent cannot know that a
+    /// record came and went since (nor can a supervisor that has seen nothing yet), so
+    /// the deletion strikes only when every live supervisor's last look showed a
+    /// record, and no supervisor starts afresh until any lease of the deleted object
+    /// has ended.
     fn delete(&mut self, tries: u32) {
         if self.calm {
             return;
@@ -1426,7 +1450,7 @@ impl World<'_> {
         let unaware = self
             .cands
             .iter()
-            .any(|c| c.process.as_ref().is_some_and(|p| !p.knows_a_record));
+            .any(|c| c.process.as_ref().is_some_and(|p| !p.sees_a_record));
         if unaware && !forgets {
             if tries < 8 {
                 let at = self.now + self.rng.upto(self.sc.max_lease() / 4);
