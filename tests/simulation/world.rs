@@ -23,7 +23,13 @@
 //!   (up to [`KILL_LATENCY`]) after SIGKILL, and may finish its job on its own.
 //!
 //! The checks see only what matters outside: when the command's last process died, its
-//! term, and the deadlines the watchdog held.
+//! term, when its acquisition landed, and the deadlines the watchdog held.
+//!
+//! Not simulated: the guard itself dying (the policy's `on_guard_lost`), a process the
+//! kernel cannot kill, descendants forking while they are killed, a full control pipe
+//! that drops a deadline, and the coalescing of the lease's watch channel (the world
+//! hands every status change to the policy at once, one of the orders the real loop
+//! may see).
 
 use super::check::{ChildRun, Kind, Violation};
 use super::rng::Rng;
