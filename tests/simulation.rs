@@ -1,31 +1,41 @@
-//! Deterministic simulation of the lease protocol (DESIGN §6, in the manner of
-//! FoundationDB and TigerBeetle): thousands of seeded runs of the real `Election` state
-//! machine, several candidates racing over one `MemoryStore` through a hostile network,
-//! each run checked against the promise of DESIGN §1.
+//! Deterministic simulation of `s3lead run` (DESIGN §6, in the manner of FoundationDB
+//! and TigerBeetle): thousands of seeded runs of the real `Election` state machine and
+//! the real `StopPolicy`, several candidates racing over one `MemoryStore` through a
+//! hostile network, each supervising a command under a guard, each run checked against
+//! the promise of DESIGN §1.
 //!
 //! # The model
 //!
 //! One thread, one priority queue of events in simulated real time (`world.rs`). Each
 //! run has 3–5 candidate hosts; each host reads real time through its own clock, with an
 //! offset of any size and a rate within ±0.99 % (so two clocks differ by less than the
-//! 2 % the default margin covers). Timings are any that `Timing::new` accepts: a short
+//! 2 % that the clock-rate part of the default margin covers). Timings are any that `Timing::new` accepts: a short
 //! 3 s lease, a 10 s lease whose retry period exceeds its margin, the CLI defaults, and
 //! random ones, including leases of 50 s and more where the default margin's clock-rate
-//! part is exactly 2 %; sometimes each host has its own. On each host a supervisor drives the state
-//! machine as `lease.rs` does, and runs a child while elected, as `cli/run.rs` does:
+//! part is exactly 2 %; sometimes each host has its own. What is real and what is
+//! modelled:
 //!
-//! - A request from `Step::Send` travels to the store with a delay and is applied at the
-//!   instant it arrives; the answer travels back with a delay, and `handle` gets it with
-//!   the host's local time of arrival. One request in flight per candidate.
-//! - `Step::Wait(t)` wakes the candidate at the real instant its clock reads `t`.
-//! - The child starts at the instant of `Event::Elected`. It runs until the supervisor
-//!   kills it: when the local clock reaches the last `valid_until` the lease reported
-//!   (extended by each renewal that lands; frozen once the machine reports `AtRisk` or
-//!   `Lost`), or at once when its supervisor is killed. A child is modelled as ignoring
-//!   the stop signal: it lives until SIGKILL, the worst case.
-//! - A supervisor whose child was stopped exits (without releasing, as `s3lead run`
-//!   does after losing its lease); one whose machine is done exits; each is restarted
-//!   with no memory, and its requests still in flight may land after it is gone.
+//! - **Real:** the protocol (`Election`) and the stop policy (`StopPolicy`, `stop.rs`),
+//!   the very code `s3lead run` runs, and the memory store with its body-derived ETags.
+//! - **The supervisor** is modelled as what `lease.rs` and `cli/run.rs` do around them:
+//!   a request from `Step::Send` travels to the store with a delay and is applied at the
+//!   instant it arrives; the answer travels back, and `handle` gets it with the host's
+//!   local time of arrival (one request in flight per candidate); `Step::Wait(t)` wakes
+//!   it when its clock reads `t`. After `Event::Elected` the command starts under its
+//!   guard and the policy takes over: it hears the lease as `lease.rs` publishes it
+//!   (`valid_until` after every answer, `AtRisk`, `Lost`, `Released`), the command's
+//!   exit, the end of its last process and the operator's signals, and the world
+//!   performs what it returns (`Watchdog`, `Stop`, `Kill`, `Release`, `Exit`) and wakes
+//!   it when it asks. A supervisor that exits is restarted with no memory, and its
+//!   requests still in flight may land after it is gone.
+//! - **The guard** is a process of its own: it holds the last deadline the policy handed
+//!   it, SIGKILLs the command when its host's clock reaches it, whatever the supervisor
+//!   is doing, and at once when the supervisor dies.
+//! - **The command**: its process, and sometimes a descendant that outlives it. Each
+//!   either ignores the stop signal (it lives until SIGKILL, the worst case) or exits a
+//!   random while after it; each dies a random while after SIGKILL, up to the kill
+//!   latency (250 ms, the fixed part of the margin); it may finish its job on its own,
+//!   after which the supervisor releases the lease.
 //!
 //! # Faults, and what each stands for
 //!
@@ -43,24 +53,41 @@
 //! - 409 Conflict, 503 Slow Down (nothing written), 500 before or after the write
 //!   (ambiguous either way), 412 after the write (a gateway that retried our PUT on its
 //!   own);
-//! - `kill -9` of a supervisor, often the leader's (its child dies with it: PDEATHSIG);
-//! - a supervisor paused (SIGSTOP, a VM or host pause, a long GC): its timers and
-//!   answers wait until it resumes, its clock and its child keep running. A child whose
-//!   deadline passes during a pause dies late: DESIGN §1's one exception, for which the
+//! - writes that land but are answered with an error that hides it: a fatal one (a 200
+//!   without an ETag, an answer the client cannot parse) or "not sent" (a 408 after the
+//!   body was stored);
+//! - `kill -9` of a supervisor, often the leader's (its guard kills the command at once);
+//! - a supervisor paused (SIGSTOP, a blocked stderr write, a long GC) for up to two
+//!   leases: its timers, answers and reports wait until it resumes; its guard, its clock
+//!   and its command keep running, and the guard kills on time;
+//! - a whole host paused (a VM paused), its guard and its command with it: a command
+//!   whose deadline passes then dies late, DESIGN §1's one exception, for which the
 //!   fencing term must answer;
-//! - a leader's child exiting by itself, after which the supervisor releases the lease;
+//! - the operator's TERM or INT to a supervisor, a leader most of the time, now and then
+//!   a second one (the policy kills), or a HUP to forward;
+//! - the lock object deleted behind the protocol's back (an operator, a lifecycle rule),
+//!   at random or right after a leader's renewal. A supervisor that has seen no record,
+//!   or whose last look found the object absent, cannot know that a lease runs (a
+//!   record may come and go between two reads), so the world deletes only when every
+//!   live supervisor's last look showed a record, and starts none afresh until any
+//!   lease of the deleted object is over;
+//! - a leader's command finishing its job, after which the supervisor releases the lease;
 //! - the driver's timeout: the store's request timeout, `lease.rs`'s backstop, or a
 //!   patient two leases.
 //!
-//! Then a calm phase: no new faults, crashes, pauses or resignations, short delays.
+//! Then a calm phase: no new faults, crashes, pauses, signals, deletions or finished
+//! jobs, short delays.
 //!
 //! # The checks (`check.rs`)
 //!
-//! 1. No two children run at once, except a child that ended late because its
-//!    supervisor was paused, after its due instant; such an overlap must be fenced: the
-//!    late child's term is smaller.
-//! 2. Terms of successive leaders, in order of start, strictly increase.
-//! 3. Once the calm phase has drained every consequence of the fault phase, there is
+//! 1. No two children run at once (a child runs until its last process has died).
+//! 2. No child runs past its watchdog's deadline plus the kill latency, paused
+//!    supervisor or not. Only a whole host paused excuses a late child, and an overlap
+//!    it causes must be fenced: the late child's term is smaller.
+//! 3. Terms of successive leaders, in the order their acquisitions landed, strictly
+//!    increase, except across a deletion of the object (whoever creates it again counts
+//!    on from the terms it saw; one that saw none starts from the first).
+//! 4. Once the calm phase has drained every consequence of the fault phase, there is
 //!    never a stretch longer than `Scenario::liveness_bound` without a running child.
 //!
 //! # Running
@@ -72,9 +99,10 @@
 //! `S3LEAD_SIM_SEED=<n> cargo test --release --test simulation -- --nocapture`
 //! prints that run's full trace (`S3LEAD_SIM_WORLD=<key>` replays a seed of a broken
 //! world instead). The other tests run deliberately broken worlds and require the
-//! checker to catch them: a 1 ms margin with clocks ±5 %, a 1 % margin where the
-//! documented rate bound needs 2 %, and a supervisor that stops its child only when
-//! the state machine reports the lease lost.
+//! checker to find overlapping children in them: a 1 ms margin with clocks ±5 %, a 1 %
+//! margin where the documented rate bound needs 2 %, the margin without its fixed
+//! kill-latency part, a guard without a watchdog timer, a supervisor that ignores the
+//! policy's timers (and has no watchdog), and followers that forget a deleted record.
 
 // The crate root of an integration test resolves modules beside it, in tests/.
 #[path = "simulation/check.rs"]
@@ -86,8 +114,8 @@ mod scenario;
 #[path = "simulation/world.rs"]
 mod world;
 
-use check::Violation;
-use scenario::{At, Nanos, Scenario, Variant};
+use check::{Environment, Kind, Violation};
+use scenario::{At, KILL_LATENCY, Nanos, Scenario, Variant, nanos};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,13 +123,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// What one seed showed.
 struct Verdict {
     seed: u64,
-    /// Mutual exclusion and fencing.
+    /// Mutual exclusion, the watchdog and fencing.
     safety: Vec<Violation>,
     /// Liveness and the model's own sanity checks.
     other: Vec<Violation>,
     elections: u64,
     fenced_overlaps: u64,
     late_children: u64,
+    term_restarts: u64,
+    deletions: u64,
     /// The longest calm stretch without a leader, in thousandths of the bound.
     longest_gap_permille: u64,
 }
@@ -114,10 +144,24 @@ impl Verdict {
     fn count(&self) -> u64 {
         (self.safety.len() + self.other.len()) as u64
     }
+
+    /// Whether two children ran at once (fenced or not) or a term did not grow: harm
+    /// that a resource guarded by the lock would see.
+    fn overlaps(&self) -> bool {
+        self.safety
+            .iter()
+            .any(|v| matches!(v.kind, Kind::Overlap | Kind::Unfenced | Kind::TermOrder))
+    }
 }
 
 fn judge(sc: &Scenario, outcome: &world::Outcome) -> Verdict {
-    let safety = check::safety(&outcome.children, outcome.end_at);
+    let env = Environment {
+        host_pauses: &outcome.host_pauses,
+        deletions: &outcome.deletions,
+        kill_latency: nanos(KILL_LATENCY),
+        end_of_run: outcome.end_at,
+    };
+    let safety = check::safety(&outcome.children, &env);
     let mut other = outcome.violations.clone();
     let bound = sc.liveness_bound();
     let liveness = check::liveness(&outcome.children, outcome.drained_at, outcome.end_at, bound);
@@ -128,11 +172,9 @@ fn judge(sc: &Scenario, outcome: &world::Outcome) -> Verdict {
         other,
         elections: outcome.children.len() as u64,
         fenced_overlaps: safety.fenced_overlaps,
-        late_children: outcome
-            .children
-            .iter()
-            .filter(|c| c.late_since.is_some())
-            .count() as u64,
+        late_children: safety.late_children,
+        term_restarts: safety.term_restarts,
+        deletions: outcome.deletions.len() as u64,
         longest_gap_permille: liveness.longest_gap * 1000 / bound.max(1),
     }
 }
@@ -318,10 +360,13 @@ fn the_protocol_keeps_its_promise_under_faults() {
     }
     let fenced: u64 = verdicts.iter().map(|v| v.fenced_overlaps).sum();
     let late: u64 = verdicts.iter().map(|v| v.late_children).sum();
+    let restarts: u64 = verdicts.iter().map(|v| v.term_restarts).sum();
+    let deletions: u64 = verdicts.iter().map(|v| v.deletions).sum();
     if let Some(v) = verdicts.iter().max_by_key(|v| v.longest_gap_permille) {
         eprintln!(
-            "details: {late} children outlived their lease in a paused supervisor, \
+            "details: {late} children outlived their watchdog because their whole host was paused, \
              {fenced} overlaps they caused (all fenced unless counted above); \
+             {deletions} deletions of the object, across which {restarts} terms started again; \
              longest calm stretch without a leader: {:.1} % of the bound (seed {})",
             v.longest_gap_permille as f64 / 10.0,
             v.seed
@@ -341,20 +386,30 @@ fn the_protocol_keeps_its_promise_under_faults() {
     );
 }
 
-/// Runs a broken world and requires the checker to find overlapping children in it.
+/// Runs a broken world and requires the checker to find, in some seed, two children at
+/// once or a term that did not grow; prints how many seeds it caught.
 fn checker_catches(variant: Variant, seeds: u64) {
     if std::env::var_os("S3LEAD_SIM_SEED").is_some() {
         return; // replaying one seed of the sound world
     }
     let verdicts = run_seeds(1_000_000, seeds, variant);
-    let caught: Vec<&Verdict> = verdicts.iter().filter(|v| !v.safety.is_empty()).collect();
+    let caught: Vec<&Verdict> = verdicts.iter().filter(|v| v.overlaps()).collect();
+    let outlived = verdicts
+        .iter()
+        .filter(|v| v.safety.iter().any(|x| x.kind == Kind::OutlivedWatchdog))
+        .count();
     let example = caught.first().map_or(String::new(), |v| {
-        format!(", e.g. seed {}: {}", v.seed, v.safety[0].what)
+        let first = v.safety.iter().find(|x| x.kind != Kind::OutlivedWatchdog);
+        format!(
+            ", e.g. seed {}: {}",
+            v.seed,
+            first.map_or("", |x| x.what.as_str())
+        )
     });
     eprintln!(
-        "broken world ({}): {} of {seeds} seeds caught{example} \
-         (replay: S3LEAD_SIM_WORLD={} S3LEAD_SIM_SEED=<n> cargo test --release --test simulation \
-         -- --nocapture the_protocol)",
+        "broken world ({}): {} of {seeds} seeds caught{example}; {outlived} with a child alive \
+         past its watchdog (replay: S3LEAD_SIM_WORLD={} S3LEAD_SIM_SEED=<n> cargo test --release \
+         --test simulation -- --nocapture the_protocol)",
         variant.name,
         caught.len(),
         variant.key
@@ -372,11 +427,26 @@ fn the_checker_catches_a_margin_too_small_for_the_clock_rates() {
 }
 
 #[test]
-fn the_checker_catches_a_supervisor_that_waits_for_the_state_machine() {
-    checker_catches(Variant::CHILD_WAITS_FOR_MACHINE, 400);
+fn the_checker_catches_half_the_margin_the_clock_rates_need() {
+    checker_catches(Variant::HALF_THE_MARGIN, 400);
 }
 
 #[test]
-fn the_checker_catches_half_the_margin_the_clock_rates_need() {
-    checker_catches(Variant::HALF_THE_MARGIN, 400);
+fn the_checker_catches_a_supervisor_that_ignores_the_policy_s_timers() {
+    checker_catches(Variant::NO_TIMERS, 400);
+}
+
+#[test]
+fn the_checker_catches_a_guard_without_a_watchdog() {
+    checker_catches(Variant::NO_WATCHDOG, 400);
+}
+
+#[test]
+fn the_checker_catches_a_margin_without_the_kill_latency() {
+    checker_catches(Variant::NO_KILL_LATENCY_MARGIN, 400);
+}
+
+#[test]
+fn the_checker_catches_followers_that_forget_a_deleted_record() {
+    checker_catches(Variant::FORGETS_DELETED_RECORD, 400);
 }

@@ -47,8 +47,11 @@ const BILLION: i128 = 1_000_000_000;
 
 impl LocalClock {
     fn local_ns(&self, real: Nanos) -> i128 {
-        let r = i128::from(real);
-        i128::from(self.offset) + r + (r * i128::from(self.ppb)).div_euclid(BILLION)
+        // `real × ppb / 10⁹`, floored, without a 128-bit division (this runs for every
+        // timer): whole seconds times `ppb` are exact, and the rest fits in 64 bits.
+        let (secs, rest) = ((real / SECOND) as i64, (real % SECOND) as i64);
+        let drift = secs * self.ppb + (rest * self.ppb).div_euclid(BILLION as i64);
+        i128::from(self.offset) + i128::from(real) + i128::from(drift)
     }
 
     /// What this host's clock reads at real instant `real`.
@@ -63,9 +66,9 @@ impl LocalClock {
         if target <= self.local_ns(0) {
             return 0;
         }
-        let estimate =
-            (target - i128::from(self.offset)) * BILLION / (BILLION + i128::from(self.ppb));
-        let mut r = estimate.max(0) as Nanos;
+        // A floating-point estimate, within a few nanoseconds; the loops make it exact.
+        let estimate = (target - i128::from(self.offset)) as f64 / (1.0 + self.ppb as f64 / 1e9);
+        let mut r = estimate.max(0.0) as Nanos;
         while self.local_ns(r) < target {
             r += 1;
         }
@@ -76,16 +79,28 @@ impl LocalClock {
     }
 }
 
-/// How the supervisor ends its child (DESIGN §3 "Stop point").
+/// The bound on how late a SIGKILL timer fires and how long the kernel takes to end a
+/// process after it: in the simulation a process dies a random while up to this after
+/// its SIGKILL. The fixed part of the default margin covers it.
+pub use s3lead::timing::KILL_LATENCY;
+
+/// What a broken world gets wrong in the supervisor or around the protocol. The stop
+/// policy itself is always the real one; a flaw is in what drives it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChildPolicy {
-    /// What `cli/run.rs` does: its own timer kills the child when the local clock reaches
-    /// `valid_until` (as last reported by the lease), whatever the state machine is busy
-    /// with.
-    KilledAtValidUntil,
-    /// Broken on purpose: the child is stopped only when the state machine reports the
-    /// lease lost, so a renewal stuck in flight keeps it running past its lease.
-    KilledWhenMachineSaysLost,
+pub enum Flaw {
+    /// None: the guard kills at the watchdog's deadline, the supervisor wakes when the
+    /// policy asks, followers remember what they saw.
+    None,
+    /// The guard has no watchdog timer: it kills only when its supervisor dies, so a
+    /// paused supervisor's child runs on past its lease.
+    NoWatchdog,
+    /// The supervisor polls the policy only when something happens (the lease changes,
+    /// the command exits), never at the instants the policy asks for, and the guard has
+    /// no watchdog timer: the stop waits for the state machine to say so.
+    NoTimers,
+    /// Every follower forgets the lock object when it is deleted (it is restarted at the
+    /// deletion), as followers that do not wait out a deleted record's lease would.
+    ForgetsDeletedRecord,
 }
 
 /// How long a candidate waits for an answer before treating the request as unanswered.
@@ -109,22 +124,27 @@ pub struct Variant {
     pub rate_bound_ppb: i64,
     /// `None`: timings that `Timing::new` accepts. `Some`: this unchecked one.
     pub timing: Option<fn() -> Timing>,
-    pub child_policy: ChildPolicy,
+    pub flaw: Flaw,
     /// `None`: drawn per seed.
     pub timeouts: Option<Timeouts>,
+    /// Adjusts the drawn scenario, so that a broken world meets its flaw often.
+    pub tune: fn(&mut Scenario),
 }
+
+fn as_drawn(_: &mut Scenario) {}
 
 impl Variant {
     /// The real thing: validated timings, clock rates within the documented bound
     /// (each clock within ±0.99 %, so any two differ by less than 2 %), the supervisor
-    /// of `cli/run.rs`.
+    /// of `cli/run.rs` driving the real stop policy, and a guard with its watchdog.
     pub const SOUND: Variant = Variant {
         key: "sound",
         name: "sound",
         rate_bound_ppb: 9_900_000,
         timing: None,
-        child_policy: ChildPolicy::KilledAtValidUntil,
+        flaw: Flaw::None,
         timeouts: None,
+        tune: as_drawn,
     };
 
     /// Broken: a 1 ms margin and clocks that differ by up to 10 %, so a slow leader's
@@ -134,23 +154,11 @@ impl Variant {
         name: "1 ms margin, clock rates ±5 %",
         rate_bound_ppb: 50_000_000,
         timing: Some(tiny_margin_timing),
-        child_policy: ChildPolicy::KilledAtValidUntil,
+        flaw: Flaw::None,
         timeouts: None,
+        tune: as_drawn,
     };
 
-    /// Broken: the supervisor trusts the state machine to say when the lease is gone,
-    /// and the driver waits patiently for slow answers.
-    pub const CHILD_WAITS_FOR_MACHINE: Variant = Variant {
-        key: "child-waits",
-        name: "child stopped only when the machine reports Lost",
-        rate_bound_ppb: 9_900_000,
-        timing: None,
-        child_policy: ChildPolicy::KilledWhenMachineSaysLost,
-        timeouts: Some(Timeouts::Patient),
-    };
-}
-
-impl Variant {
     /// Broken, narrowly: clock rates within the documented bound, but a margin of 1 %
     /// of a one-minute lease where a 2 % rate difference needs 2 %.
     pub const HALF_THE_MARGIN: Variant = Variant {
@@ -158,16 +166,114 @@ impl Variant {
         name: "margin 1 % of the lease, clock rates within the documented bound",
         rate_bound_ppb: 9_900_000,
         timing: Some(half_margin_timing),
-        child_policy: ChildPolicy::KilledAtValidUntil,
+        flaw: Flaw::None,
         timeouts: None,
+        tune: as_drawn,
     };
 
-    pub const ALL: [Variant; 4] = [
+    /// Broken: the supervisor looks at the policy only when something happens, never
+    /// when the policy's own timers are due, and there is no watchdog; the driver waits
+    /// patiently for slow answers, so the stop waits for the state machine, which waits
+    /// for an answer.
+    pub const NO_TIMERS: Variant = Variant {
+        key: "no-timers",
+        name: "supervisor acts only on lease changes, no watchdog",
+        rate_bound_ppb: 9_900_000,
+        timing: None,
+        flaw: Flaw::NoTimers,
+        timeouts: Some(Timeouts::Patient),
+        tune: worst_case_commands,
+    };
+
+    /// Broken: the guard kills only when its supervisor dies, never at the deadline, so
+    /// a supervisor stalled past its lease leaves its child running.
+    pub const NO_WATCHDOG: Variant = Variant {
+        key: "no-watchdog",
+        name: "guard without a watchdog timer",
+        rate_bound_ppb: 9_900_000,
+        timing: None,
+        flaw: Flaw::NoWatchdog,
+        timeouts: None,
+        tune: worst_case_commands,
+    };
+
+    /// Broken, narrowly: the margin covers the clock rates (`max(1 s, 2 %)`) but not the
+    /// kill latency, on a one-minute lease where the rates use up the whole 2 %: a child
+    /// killed at `valid_until` is still dying when a fast follower takes over.
+    pub const NO_KILL_LATENCY_MARGIN: Variant = Variant {
+        key: "no-kill-latency",
+        name: "margin max(1 s, 2 %) without the kill latency, children killed at valid_until",
+        rate_bound_ppb: 9_900_000,
+        timing: Some(rates_only_margin_timing),
+        flaw: Flaw::None,
+        timeouts: None,
+        tune: worst_case_commands_cut_off,
+    };
+
+    /// Broken: the lock object is deleted now and then, and followers forget what they
+    /// saw, so they create a new record at once while the last leader's child still runs.
+    pub const FORGETS_DELETED_RECORD: Variant = Variant {
+        key: "forgets-deleted",
+        name: "followers do not wait out a deleted record's lease",
+        rate_bound_ppb: 9_900_000,
+        timing: None,
+        flaw: Flaw::ForgetsDeletedRecord,
+        timeouts: None,
+        tune: frequent_deletions,
+    };
+
+    pub const ALL: [Variant; 7] = [
         Variant::SOUND,
         Variant::TINY_MARGIN_FAST_CLOCKS,
-        Variant::CHILD_WAITS_FOR_MACHINE,
         Variant::HALF_THE_MARGIN,
+        Variant::NO_TIMERS,
+        Variant::NO_WATCHDOG,
+        Variant::NO_KILL_LATENCY_MARGIN,
+        Variant::FORGETS_DELETED_RECORD,
     ];
+}
+
+/// Commands that ignore the stop signal: they live until SIGKILL, at `valid_until`.
+fn worst_case_commands(sc: &mut Scenario) {
+    sc.command.ignore_stop = 1.0;
+}
+
+/// Worst-case commands, clocks at the extremes of the rate bound, prompt answers, and
+/// leaders that often lose their network right after a renewal: the moment at which a
+/// lease has least room, with nothing but the margin to cover the kill latency.
+fn worst_case_commands_cut_off(sc: &mut Scenario) {
+    worst_case_commands(sc);
+    let bound = sc.variant.rate_bound_ppb;
+    for (i, c) in sc.candidates.iter_mut().enumerate() {
+        c.clock.ppb = if (sc.seed >> i) & 1 == 0 {
+            bound
+        } else {
+            -bound
+        };
+    }
+    sc.faults.fast_delay = sc.faults.fast_delay.min(MS);
+    sc.faults.cut_after_renewal = 0.3;
+}
+
+/// Deletions in every run, many of them right after a leader's renewal.
+fn frequent_deletions(sc: &mut Scenario) {
+    let mut rng = Rng::new(sc.seed ^ 0xDE1E7E);
+    sc.deletions = (0..4).map(|_| rng.below(sc.fault_phase)).collect();
+    sc.faults.delete_after_renewal = 0.05;
+    sc.faults.host_pause = 0.0;
+}
+
+/// The margin as it was before it had a fixed part: clock rates only.
+fn rates_only_margin_timing() -> Timing {
+    let lease = Duration::from_secs(60);
+    Timing::unchecked(&TimingSpec {
+        lease,
+        renew_every: Duration::from_secs(20),
+        retry_period: Duration::from_secs(2),
+        kill_after: Duration::from_secs(5),
+        margin: Some((lease / 50).max(Duration::from_secs(1))),
+        request_timeout: Some(Duration::from_secs(5)),
+    })
 }
 
 fn half_margin_timing() -> Timing {
@@ -295,14 +401,38 @@ pub struct Faults {
     /// the sender's timeout, and writes land after the sender was told "ambiguous".
     pub slow: f64,
     pub fast_delay: Nanos,
-    /// Chance that a new leader's child exits on its own (job done, or the operator
-    /// stopped it) at some point, after which the supervisor releases the lease.
-    pub resign: f64,
+    /// The write landed, then the answer is a definite-looking error that says nothing
+    /// of the write: a 200 without an ETag, an answer the client cannot parse.
+    pub fatal_after_write: f64,
+    /// The write landed, then the client reports that nothing was sent (a gateway that
+    /// answers 408 after storing the body, a connection error misread as a refusal).
+    pub unavailable_after_write: f64,
     /// A supervisor that exits is restarted (systemd, cron) within this delay.
     pub restart_within: Nanos,
     /// Chance that a leader loses its network right after a write extended its lease
     /// (see `World::maybe_cut_off_leader`).
     pub cut_after_renewal: f64,
+    /// Chance that a pause stops the whole host (a VM paused), its guard and its
+    /// command too, rather than the supervisor alone.
+    pub host_pause: f64,
+    /// Chance that the lock object is deleted (an operator, a lifecycle rule) shortly
+    /// after a leader's renewal landed, when a follower's view is most out of date.
+    pub delete_after_renewal: f64,
+}
+
+/// How the supervised command behaves: its stop signal may be ignored, it may leave a
+/// descendant behind, and it may finish its job.
+#[derive(Clone, Debug)]
+pub struct Command {
+    /// Chance that a new leader's command exits on its own (job done) at some point in
+    /// the fault phase, after which the supervisor releases the lease.
+    pub exits_on_its_own: f64,
+    /// Chance that a process of the command ignores the stop signal: it lives until
+    /// SIGKILL, the worst case. Otherwise it exits a random while after the signal.
+    pub ignore_stop: f64,
+    /// Chance that the command has a descendant that lives on when the command exits
+    /// (something it started in the background), until it is stopped or finishes too.
+    pub leftover: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -312,8 +442,10 @@ pub struct Scenario {
     pub candidates: Vec<Candidate>,
     pub timeouts: Timeouts,
     pub faults: Faults,
+    pub command: Command,
     /// Faults happen in `[0, fault_phase)`; then the calm phase: no new fault, no crash,
-    /// no pause, no resignation, one-way delays up to `calm_delay`.
+    /// no pause, no command finishing its job, no operator signal or deletion, one-way
+    /// delays up to `calm_delay`.
     pub fault_phase: Nanos,
     pub calm_delay: Nanos,
     /// When a `kill -9` hits some supervisor (a leader half of the time).
@@ -326,6 +458,15 @@ pub struct Scenario {
     pub partitions: Vec<Nanos>,
     /// When some host's network becomes very slow, for up to two leases.
     pub congestions: Vec<Nanos>,
+    /// When the operator sends a signal to some supervisor (a leader most of the time):
+    /// TERM or INT (stop the command, release the lease), now and then a second one, or
+    /// a HUP to forward.
+    pub signals: Vec<Nanos>,
+    /// When the lock object is deleted behind the protocol's back. Drawn only when all
+    /// hosts share one timing (a follower cannot wait out a lease it never saw) and never
+    /// with host pauses (fencing cannot answer a late child once the object that held
+    /// the terms is gone).
+    pub deletions: Vec<Nanos>,
 }
 
 impl Scenario {
@@ -401,17 +542,49 @@ impl Scenario {
             fail_before: p(),
             fail_after: p(),
             slow: p(),
+            fatal_after_write: p(),
+            unavailable_after_write: p(),
             fast_delay: 0,
-            resign: 0.0,
             restart_within: 0,
             cut_after_renewal: 0.0,
+            host_pause: 0.0,
+            delete_after_renewal: 0.0,
         };
+        // Half the runs without each of the answers that hide a landed write, so that
+        // the others are seen on their own too.
+        let fatal_after_write = if rng.chance(0.5) {
+            faults.fatal_after_write
+        } else {
+            0.0
+        };
+        let unavailable_after_write = if rng.chance(0.5) {
+            faults.unavailable_after_write
+        } else {
+            0.0
+        };
+        let deletes = !mixed && rng.chance(0.25);
         let faults = Faults {
             fast_delay: rng.pick(&[0, MS / 10, MS, 20 * MS, min_retry / 2]),
-            resign: rng.unit() * 0.5,
             restart_within: rng.upto(max_lease),
             cut_after_renewal: rng.pick(&[0.0, 0.02, 0.1]),
+            host_pause: if deletes {
+                0.0
+            } else {
+                rng.pick(&[0.0, 0.1, 0.3])
+            },
+            delete_after_renewal: if deletes {
+                rng.pick(&[0.0, 0.01, 0.05])
+            } else {
+                0.0
+            },
+            fatal_after_write,
+            unavailable_after_write,
             ..faults
+        };
+        let command = Command {
+            exits_on_its_own: rng.unit() * 0.5,
+            ignore_stop: rng.pick(&[0.0, 0.5, 1.0]),
+            leftover: rng.pick(&[0.0, 0.0, 0.3]),
         };
         let fault_phase = rng.between(8, 40) * max_lease;
         // Calm round trips must fit well inside every request timeout.
@@ -420,19 +593,32 @@ impl Scenario {
         let freezes = (0..rng.upto(4)).map(|_| rng.below(fault_phase)).collect();
         let partitions = (0..rng.upto(4)).map(|_| rng.below(fault_phase)).collect();
         let congestions = (0..rng.upto(4)).map(|_| rng.below(fault_phase)).collect();
-        Scenario {
+        let signals = (0..rng.upto(3)).map(|_| rng.below(fault_phase)).collect();
+        let deletions = if deletes {
+            (0..rng.between(1, 3))
+                .map(|_| rng.below(fault_phase))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut sc = Scenario {
             seed,
             variant,
             candidates,
             timeouts,
             faults,
+            command,
             fault_phase,
             calm_delay,
             crashes,
             freezes,
             partitions,
             congestions,
-        }
+            signals,
+            deletions,
+        };
+        (variant.tune)(&mut sc);
+        sc
     }
 
     pub fn max_lease(&self) -> Nanos {
@@ -514,27 +700,41 @@ impl fmt::Display for Scenario {
         writeln!(
             f,
             "  faults per request: lose request {:.3}, lose answer {:.3}, 409 {:.3}, 503 {:.3}, \
-             500 before write {:.3}, 500 after write {:.3}, slow {:.3}; fast delays ≤ {}",
+             500 before write {:.3}, 500 after write {:.3}, fatal after write {:.3}, \
+             \"not sent\" after write {:.3}, slow {:.3}; fast delays ≤ {}",
             fl.lose_request,
             fl.lose_answer,
             fl.conflict,
             fl.unavailable,
             fl.fail_before,
             fl.fail_after,
+            fl.fatal_after_write,
+            fl.unavailable_after_write,
             fl.slow,
             At(fl.fast_delay)
+        )?;
+        let cmd = &self.command;
+        writeln!(
+            f,
+            "  command: exits on its own {:.2}, ignores the stop signal {:.2}, leaves a descendant {:.2}",
+            cmd.exits_on_its_own, cmd.ignore_stop, cmd.leftover
         )?;
         let instants = |ts: &[Nanos]| ts.iter().map(|t| At(*t).to_string()).collect::<Vec<_>>();
         write!(
             f,
-            "  resign chance {:.2}, restart within {}, crashes at {:?}, pauses at {:?}, \
-             network cut at {:?}, congested at {:?}",
-            fl.resign,
+            "  restart within {}, crashes at {:?}, pauses at {:?} (whole host {:.2}), \
+             network cut at {:?} (after a renewal {:.2}), congested at {:?}, operator signals at {:?}, \
+             object deleted at {:?} (after a renewal {:.2})",
             At(fl.restart_within),
             instants(&self.crashes),
             instants(&self.freezes),
+            fl.host_pause,
             instants(&self.partitions),
-            instants(&self.congestions)
+            fl.cut_after_renewal,
+            instants(&self.congestions),
+            instants(&self.signals),
+            instants(&self.deletions),
+            fl.delete_after_renewal
         )
     }
 }
