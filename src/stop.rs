@@ -130,6 +130,8 @@ pub struct StopPolicy {
     /// The deadline the watchdog holds.
     watchdog: Option<Instant>,
     stopping: Option<Stopping>,
+    /// TERM or INT reached s3lead.
+    shutdown: bool,
     /// When SIGKILL was last sent.
     killed_at: Option<Instant>,
     child: Option<ChildExit>,
@@ -148,6 +150,7 @@ impl StopPolicy {
             lease,
             watchdog: None,
             stopping: None,
+            shutdown: false,
             killed_at: None,
             child: None,
             tree_gone: false,
@@ -172,10 +175,13 @@ impl StopPolicy {
             self.actions.push_back(Action::Forward(sig));
             return;
         }
-        if self.stopping.is_some() {
+        if self.shutdown {
             // A second TERM/INT: the user means it.
             self.kill(KillWhy::SecondSignal(sig), now);
         } else {
+            // The first one, also while a stop is under way for another reason (at risk,
+            // leftovers): that stop's grace goes on, and only a second TERM cuts it short.
+            self.shutdown = true;
             self.begin_stop(sig, StopWhy::Shutdown(sig), now);
         }
     }
@@ -508,6 +514,21 @@ mod tests {
         drain(&mut p, at(1_000));
         p.on_signal(Signal::SIGTERM, at(1_500));
         let (acts, _) = drain(&mut p, at(1_500));
+        assert_eq!(acts, [Action::Kill(KillWhy::SecondSignal(Signal::SIGTERM))]);
+    }
+
+    #[test]
+    fn a_first_term_during_another_stop_keeps_that_stop_s_grace() {
+        let mut p = StopPolicy::new(config(), held(30_000));
+        drain(&mut p, at(0));
+        p.on_child_exit(ChildExit::Code(0), at(1_000));
+        drain(&mut p, at(1_000)); // leftovers: stop signal, SIGKILL due at 6 s
+        p.on_signal(Signal::SIGTERM, at(2_000));
+        let (acts, wait) = drain(&mut p, at(2_000));
+        assert_eq!(acts, [], "no kill yet, no second stop signal");
+        assert_eq!(wait, Action::Wait(Some(at(6_000))));
+        p.on_signal(Signal::SIGTERM, at(3_000));
+        let (acts, _) = drain(&mut p, at(3_000));
         assert_eq!(acts, [Action::Kill(KillWhy::SecondSignal(Signal::SIGTERM))]);
     }
 
