@@ -400,7 +400,9 @@ impl Supervised {
         self.finished = true;
         if !self.orphaned {
             self.tell("done\n");
-            let _ = waitpid(self.guard_pid, None);
+            // Reaped if it has exited already; otherwise it exits on its own, and s3lead
+            // never waits on it (a guard stopped by someone must not hold the release).
+            let _ = waitpid(self.guard_pid, Some(WaitPidFlag::WNOHANG));
         }
     }
 }
