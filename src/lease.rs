@@ -246,7 +246,15 @@ impl Leadership {
                     }
                     Step::Event(Event::Recovered) => {
                         failures = 0;
-                        info!(lock = %lock, %term, "renewed after trouble");
+                        // Boot-clock instants, as for "at risk": the lease now counts from
+                        // the earliest attempt that could have landed.
+                        info!(
+                            lock = %lock,
+                            %term,
+                            valid_until_ms = election.valid_until().map(|v| v.since_origin().as_millis() as u64),
+                            now_ms = boot_now().since_origin().as_millis() as u64,
+                            "renewed after trouble"
+                        );
                     }
                     Step::Event(Event::AtRisk { valid_until }) => {
                         // Boot-clock instants in the log let an operator (and the tests)

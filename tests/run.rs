@@ -510,3 +510,51 @@ fn permission_denied_exits_77() {
     let last = f.stderr.lines().last().unwrap_or_default();
     assert!(last.contains(&lock.url), "names the lock: {last}");
 }
+
+// ---- a landed write answered with an error ---------------------------------------------
+
+/// A renewal that lands but is answered with an error (here a 200 without an ETag, which
+/// s3lead's client cannot use) may have landed: the lease must count from *that* send, not
+/// from a retry's, or the leader would run on past the moment a follower, counting from the
+/// landed write, may take over. s3lead logs the recovered lease's end on its boot clock; the
+/// proxy notes (on the same clock) when the faulted PUT reached it, which is after s3lead
+/// sent it.
+#[test]
+fn a_landed_renewal_answered_with_an_error_counts_from_its_first_send_on_s3() {
+    use e2e::http_fault::{Fault, HttpFaultProxy};
+    let lock = Lock::s3("landed-error");
+    let server = support::s3_server();
+    let proxy = HttpFaultProxy::start(endpoint_addr(&server.endpoint));
+    let out = lock.path("out");
+    let script = looping(&out, "trap 'exit 0' TERM;");
+    let mut cmd = lock.run(&["-c", &script]);
+    cmd.env("AWS_ENDPOINT_URL", proxy.endpoint());
+    let log = lock.path("log");
+    let mut s = cmd
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    wait_started(&out);
+    proxy.arm(Fault::StripEtag);
+    wait_for("a renewal to recover from the fault", LIMIT, || {
+        read(&log).contains("renewed after trouble")
+    });
+    send_signal(s.id(), "TERM");
+    assert_eq!(wait_exit(&mut s, LIMIT).code(), Some(0), "{}", read(&log));
+    let faulted_ms = proxy.faulted_at()[0] / 1_000_000;
+    let line = read(&log)
+        .lines()
+        .find(|l| l.contains("renewed after trouble"))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json log"))
+        .expect("recovery line");
+    let valid_until = line["fields"]["valid_until_ms"]
+        .as_u64()
+        .expect("valid_until_ms");
+    // FAST: lease 4 s − margin (1 s + 250 ms) = 2.75 s after the send that landed.
+    assert!(
+        valid_until <= faulted_ms + 2_750,
+        "the lease counts from a later send: valid until {valid_until} ms, the landed PUT \
+         reached the store's proxy at {faulted_ms} ms\n{}",
+        read(&log)
+    );
+}

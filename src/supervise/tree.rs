@@ -130,20 +130,20 @@ mod tests {
             .spawn()
             .expect("sh");
         let root = Pid::from_raw(sh.id() as i32);
+        let root_group = nix::unistd::getpgid(Some(root)).ok();
+        // Until `setsid` has run, the sleeper is still in the shell's group.
         let mut found = Vec::new();
-        for _ in 0..200 {
+        for _ in 0..500 {
             found = descendants(root);
-            if !found.is_empty() {
-                break;
+            if let [m] = found[..] {
+                if Some(m.pgid) != root_group {
+                    break;
+                }
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(found.len(), 1, "{found:?}");
-        let sleeper = found[0].pid;
-        assert_ne!(
-            nix::unistd::getpgid(Some(sleeper)).ok(),
-            nix::unistd::getpgid(Some(root)).ok()
-        );
+        assert_ne!(Some(found[0].pgid), root_group, "{found:?}");
         // Skipping the shell's group still reaches the sleeper in its own session.
         assert_eq!(signal_all(root, Signal::SIGKILL, Some(root)).sent, 1);
         let _ = sh.wait();

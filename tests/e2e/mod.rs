@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses only part of this module
 
+pub mod http_fault;
 pub mod proxy;
 
 /// Runs the scenario `$name(lock)` on both stores, as tests `$name::on_file` and
