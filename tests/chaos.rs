@@ -41,15 +41,16 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::time::Duration;
 use worker::{DOWNSTREAM_ENV, JOURNAL_ENV, boot_ns};
 
-/// Short timings s3lead accepts: renew 1 s + retry 300 ms + kill-after 500 ms + margin
-/// 1 s (the default) ≤ lease 3 s.
+/// Short timings s3lead accepts, that still keep the promise once the margin grows by
+/// its fixed kill-latency part: renew 1 s + retry 250 ms + kill-after 500 ms + margin
+/// (max(1 s, 2 % of the lease) + 250 ms) = 3 s ≤ lease 3 s.
 const TIMINGS: &[&str] = &[
     "--lease-duration",
     "3s",
     "--renew-every",
     "1s",
     "--retry-period",
-    "300ms",
+    "250ms",
     "--kill-after",
     "500ms",
     "--request-timeout",
