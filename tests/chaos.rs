@@ -1,10 +1,11 @@
 //! End-to-end chaos (issue 5): several `s3lead run` supervisors of the built binary
 //! campaign for one lock on the test S3 server, each through its own fault-injecting
-//! proxy, while the test hits whoever leads, a hundred times (`fault.rs` has the kinds):
-//! `kill -9`, SIGSTOP shorter than the margin and longer than the lease, the store
-//! refusing or swallowing its requests, the whole host frozen; every other lease-ending
-//! fault with descendants of the child that left its process group or session
-//! (escapees).
+//! proxy and with its stderr on a pipe the test drains, while the test hits whoever
+//! leads, a hundred times (`fault.rs` has the kinds): `kill -9`, SIGSTOP shorter than the
+//! margin and longer than the lease, the store refusing or swallowing its requests, the
+//! whole host frozen, stderr full (alone, and with the store cut); every other
+//! lease-ending fault with descendants of the child that left its process group or
+//! session (escapees).
 //!
 //! The supervised children are this test binary re-executed as workers (`worker.rs`):
 //! they journal their life (and their escapees' lives) on the boot clock and write to a
@@ -15,8 +16,8 @@
 //!   whole host was frozen past its lease; every downstream write such a life makes after
 //!   its successor's first must be rejected;
 //! - every term belongs to one child, and terms grow with every new child;
-//! - after every fault a new leader settles, or (after a SIGSTOP of 300 ms) the leader
-//!   may go on, within a bounded wait.
+//! - after every fault a new leader settles, or the leader goes on (it may after a
+//!   SIGSTOP of 300 ms, it must with a full stderr), within a bounded wait.
 //!
 //! Nothing here asserts how long anything took: waits are bounded polls, and instants
 //! are compared only where the promise orders them.
@@ -63,6 +64,7 @@ const TIMINGS: &[&str] = &[
     "--request-timeout",
     "900ms",
 ];
+const LEASE: Duration = Duration::from_secs(3);
 const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// The part of the margin that covers timer and kill latency: a stop s3lead logs
 /// later than this after its lease's end is late.
@@ -128,6 +130,7 @@ fn leaders_never_overlap_under_chaos_on_s3() {
         c.spawn();
     }
     let mut pauses: Vec<HostPause> = Vec::new();
+    let mut stalled: Vec<String> = Vec::new();
     // (fault, with escapees) → how many.
     let mut counts: BTreeMap<Kind, (usize, usize)> = BTreeMap::new();
 
@@ -145,6 +148,10 @@ fn leaders_never_overlap_under_chaos_on_s3() {
                 format!("new leader {} with term {}", next.holder, next.term)
             }
             Outcome::GoesOn(how) => how,
+            Outcome::Stalled(how) => {
+                stalled.push(how.clone());
+                format!("STALLED: {how}")
+            }
         };
         eprintln!(
             "chaos: fault {}/{}: {fault} of {} (term {}, {} ms after it settled): {said} ({} ms \
@@ -251,6 +258,7 @@ fn leaders_never_overlap_under_chaos_on_s3() {
         ("OVERLAP", &overlaps),
         ("STALE WRITE ACCEPTED", &verdict.stale_accepted),
         ("TERM", &verdict.term_errors),
+        ("LEADER STALLED", &stalled),
         ("STOP LOGGED AFTER THE LEASE'S END", &late_stops),
         ("UNEXPECTED EXIT", &exits),
         ("UNPARSED JOURNAL LINE", &j.garbage),
@@ -265,10 +273,12 @@ fn leaders_never_overlap_under_chaos_on_s3() {
         .collect();
     let summary = format!(
         "chaos: {injected} faults, {} overlaps, {} stale writes accepted, {} stale writes \
-         rejected ({}, {elapsed_s} s; {}; {escapee_faults} with escapees)",
+         rejected, {} leaders stalled by a full stderr ({}, {elapsed_s} s; {}; {escapee_faults} \
+         with escapees)",
         overlaps.len(),
         verdict.stale_accepted.len(),
         verdict.stale_rejected,
+        stalled.len(),
         server.kind,
         per_kind.join(", "),
     );
@@ -300,6 +310,11 @@ fn leaders_never_overlap_under_chaos_on_s3() {
         "the lock record's term {} is behind the children's {}",
         record["term"],
         j.max_term()
+    );
+    assert!(
+        stalled.is_empty(),
+        "a leader must keep renewing while its stderr is full (DESIGN §4: the log writer \
+         drops lines rather than block): {stalled:#?}"
     );
     assert!(
         exits.is_empty(),

@@ -1,5 +1,6 @@
 //! The supervisors campaigning for the chaos test's lock, and what the test holds of each:
-//! the `s3lead run` process, its own proxy to the store, and its log file.
+//! the `s3lead run` process, its own proxy to the store, and its stderr, a pipe the test
+//! drains into a log file and can stop draining (and fill) to block s3lead's writes.
 //!
 //! The cluster also watches while the test runs: whenever the journal shows a new term,
 //! every process of an older term must already be gone from `/proc` (a *witnessed*
@@ -18,9 +19,16 @@ use crate::{TIMINGS, WAIT};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::collections::HashSet;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// How many `s3lead run` campaign at once.
@@ -40,7 +48,107 @@ pub fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// One `s3lead run`, and its own proxy to the store.
+/// A supervisor's stderr: a pipe whose read end a thread drains into the log file.
+/// [`StderrPipe::block`] stops the draining and fills the pipe, so s3lead's next write
+/// to stderr blocks, as behind a stalled log shipper or `| tee` on a full disk.
+struct StderrPipe {
+    /// A second, non-blocking open file description of the pipe's write end, to fill it
+    /// with. (Setting O_NONBLOCK on a dup would make s3lead's own stderr non-blocking.)
+    fill: Option<File>,
+    paused: Arc<AtomicBool>,
+    parked: Arc<AtomicBool>,
+    drained: mpsc::Receiver<()>,
+}
+
+/// The filler: NUL never occurs in a log line, and the drain drops it.
+const FILLER: u8 = 0;
+
+impl StderrPipe {
+    /// The pipe, and the write end to hand to s3lead.
+    fn new(log: &Path) -> (StderrPipe, OwnedFd) {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("stderr pipe");
+        let fill = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(format!("/proc/self/fd/{}", w.as_raw_fd()))
+            .expect("reopen the stderr pipe");
+        let mut out = File::create(log).expect("supervisor log");
+        let paused = Arc::new(AtomicBool::new(false));
+        let parked = Arc::new(AtomicBool::new(false));
+        let (done, drained) = mpsc::channel();
+        let (p, k) = (paused.clone(), parked.clone());
+        std::thread::spawn(move || {
+            let mut r = File::from(r);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                if p.load(Ordering::SeqCst) {
+                    k.store(true, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                k.store(false, Ordering::SeqCst);
+                match r.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let text: Vec<u8> =
+                            buf[..n].iter().copied().filter(|&b| b != FILLER).collect();
+                        let _ = out.write_all(&text);
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = out.flush();
+            let _ = done.send(());
+        });
+        let pipe = StderrPipe {
+            fill: Some(fill),
+            paused,
+            parked,
+            drained,
+        };
+        (pipe, w)
+    }
+
+    /// Stops draining, then fills the pipe to the last byte.
+    fn block(&self) {
+        let fill = self.fill.as_ref().expect("pipe open");
+        self.paused.store(true, Ordering::SeqCst);
+        // The drain may be waiting in read(2): one byte wakes it, and it parks.
+        let _ = (&*fill).write(&[FILLER]);
+        assert!(
+            poll_until(WAIT, || self.parked.load(Ordering::SeqCst)),
+            "the stderr drain did not stop"
+        );
+        // Page-sized writes until no page is free, then bytes until the last page is
+        // full: a write of n ≤ PIPE_BUF bytes either fits whole or fails with EAGAIN.
+        for chunk in [4096usize, 1] {
+            let bytes = vec![FILLER; chunk];
+            loop {
+                match (&*fill).write(&bytes) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => panic!("filling a stderr pipe: {e}"),
+                }
+            }
+        }
+    }
+
+    fn unblock(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
+
+    /// Once every process that held the write end is gone: waits for the drain to reach
+    /// end-of-file, so the log file is complete.
+    fn close(&mut self) {
+        self.unblock();
+        self.fill = None;
+        let _ = self.drained.recv_timeout(Duration::from_secs(10));
+    }
+}
+
+/// One `s3lead run`, its own proxy to the store, and its stderr.
 pub struct Supervisor {
     pub id: String,
     proc: Child,
@@ -49,9 +157,11 @@ pub struct Supervisor {
     pub exit: Option<ExitStatus>,
     /// The faults the test injected at it, by name.
     pub hits: Vec<&'static str>,
-    /// Whether a fault stopped s3lead itself (SIGSTOP, a frozen host): then its own stop lines may come after the lease's end,
+    /// Whether a fault stopped or wedged s3lead itself (SIGSTOP, a frozen host, a full
+    /// stderr on its stop path): then its own stop lines may come after the lease's end,
     /// and the guard's watchdog is what kept the promise.
     pub stalled: bool,
+    stderr: StderrPipe,
 }
 
 impl Supervisor {
@@ -79,6 +189,14 @@ impl Supervisor {
             let _ = self.proc.kill();
             self.exit = Some(self.proc.wait().expect("wait for s3lead"));
         }
+    }
+
+    pub fn block_stderr(&self) {
+        self.stderr.block();
+    }
+
+    pub fn unblock_stderr(&self) {
+        self.stderr.unblock();
     }
 
     /// Its log lines as parsed JSON (complete lines only; what the drain has written).
@@ -140,7 +258,7 @@ impl Cluster {
         self.next_id += 1;
         let proxy = Proxy::start(self.upstream);
         let log = self.dir().join(format!("{id}.log"));
-        let stderr = std::fs::File::create(&log).expect("supervisor log");
+        let (stderr, stderr_w) = StderrPipe::new(&log);
         let exe = std::env::current_exe().expect("test binary");
         let mut cmd = self.lock.run_timed(TIMINGS, &["--id", &id]);
         cmd.arg("--")
@@ -150,8 +268,9 @@ impl Cluster {
             .env(JOURNAL_ENV, &self.journal)
             .env(DOWNSTREAM_ENV, &self.downstream)
             .stdout(Stdio::null())
-            .stderr(stderr);
+            .stderr(Stdio::from(stderr_w));
         let proc = cmd.spawn().expect("spawn s3lead");
+        drop(cmd); // closes this process's copy of the stderr pipe's write end
         self.sups.push(Supervisor {
             id,
             proc,
@@ -160,6 +279,7 @@ impl Cluster {
             exit: None,
             hits: Vec::new(),
             stalled: false,
+            stderr,
         });
     }
 
@@ -243,9 +363,10 @@ impl Cluster {
     }
 
     /// Kills every supervisor still running, then any process of ours left (the guard
-    /// should have taken them all).
+    /// should have taken them all), and waits for the logs to be complete.
     pub fn shutdown(&mut self) {
         for s in &mut self.sups {
+            s.unblock_stderr();
             s.kill9();
         }
         let mut j = Journal::new(self.journal.clone());
@@ -261,6 +382,9 @@ impl Cluster {
                     let _ = kill(Pid::from_raw(l.pid as i32), Signal::SIGKILL);
                 }
             }
+        }
+        for s in &mut self.sups {
+            s.stderr.close();
         }
     }
 

@@ -14,7 +14,7 @@ use crate::e2e::descendants;
 use crate::e2e::proxy::Mode;
 use crate::journal::{HostPause, Journal, Life};
 use crate::worker::boot_ns;
-use crate::{RENEW_EVERY, WAIT};
+use crate::{LEASE, RENEW_EVERY, WAIT};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fmt;
@@ -43,16 +43,24 @@ pub enum Kind {
     /// (DESIGN §1's exception), so its writes must be rejected downstream. Its
     /// processes resume first and get one write in before the guard resumes.
     HostPause,
+    /// s3lead's stderr is full and not drained, and s3lead is given something to log
+    /// (a forwarded SIGUSR2): it must keep renewing, for longer than a lease.
+    StderrBlocked,
+    /// s3lead's stderr is full, then the store refuses it: s3lead wedges on its first
+    /// complaint, and the guard's watchdog must still kill on time.
+    StderrBlockedCut,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Kill9,
         Kind::ShortPause,
         Kind::StopPastLease,
         Kind::Refuse,
         Kind::Blackhole,
         Kind::HostPause,
+        Kind::StderrBlocked,
+        Kind::StderrBlockedCut,
     ];
 
     /// The name `S3LEAD_CHAOS_KINDS` takes.
@@ -64,6 +72,8 @@ impl Kind {
             Kind::Refuse => "refuse",
             Kind::Blackhole => "blackhole",
             Kind::HostPause => "host-pause",
+            Kind::StderrBlocked => "stderr",
+            Kind::StderrBlockedCut => "stderr-cut",
         }
     }
 
@@ -79,17 +89,22 @@ impl Kind {
             Kind::Refuse => "store refused",
             Kind::Blackhole => "store blackholed",
             Kind::HostPause => "host paused past the lease",
+            Kind::StderrBlocked => "stderr full",
+            Kind::StderrBlockedCut => "stderr full, store refused",
         }
     }
 
     /// Does the fault end the leader's lease?
     pub fn ends_lease(self) -> bool {
-        self != Kind::ShortPause
+        !matches!(self, Kind::ShortPause | Kind::StderrBlocked)
     }
 
     /// Does it stop or wedge s3lead itself (see `Supervisor::stalled`)?
     fn stalls(self) -> bool {
-        matches!(self, Kind::StopPastLease | Kind::HostPause)
+        matches!(
+            self,
+            Kind::StopPastLease | Kind::HostPause | Kind::StderrBlockedCut
+        )
     }
 }
 
@@ -161,6 +176,9 @@ pub enum Outcome {
     NewLeader(Life),
     /// The leader went on, shown by renewals the store holds.
     GoesOn(String),
+    /// A leader that had to go on lost its lease: a finding, not a test failure mode of
+    /// the harness.
+    Stalled(String),
 }
 
 /// The lease id and seq of the record now, if it is `term`'s.
@@ -211,7 +229,7 @@ pub fn inject(
             s.signal(Signal::SIGSTOP);
             std::thread::sleep(SHORT_PAUSE);
             s.signal(Signal::SIGCONT);
-            goes_on(c, j, leader, lease_of(c, leader.term), 1, &after)
+            goes_on(c, j, leader, lease_of(c, leader.term), 1, false, &after)
         }
         Kind::StopPastLease => {
             c.sup(&id).signal(Signal::SIGSTOP);
@@ -231,6 +249,29 @@ pub fn inject(
             Outcome::NewLeader(next)
         }
         Kind::HostPause => host_pause(c, j, leader, pauses, &after),
+        Kind::StderrBlocked => {
+            let before = lease_of(c, leader.term);
+            let s = c.sup(&id);
+            s.block_stderr();
+            // Forwarding a signal is logged, after it is sent.
+            s.signal(Signal::SIGUSR2);
+            // A lease's worth of renewals while the pipe stays full: without them the
+            // lease would have run out.
+            let renewals = (LEASE.as_millis() / RENEW_EVERY.as_millis()) as u64 + 1;
+            let outcome = goes_on(c, j, leader, before, renewals, true, &after);
+            c.sup(&id).unblock_stderr();
+            outcome
+        }
+        Kind::StderrBlockedCut => {
+            let s = c.sup(&id);
+            s.block_stderr();
+            s.proxy.set(Mode::Refuse);
+            let next = settle(c, j, next_term, &after);
+            let s = c.sup(&id);
+            s.proxy.set(Mode::Pass);
+            s.unblock_stderr();
+            Outcome::NewLeader(next)
+        }
     }
 }
 
@@ -252,13 +293,15 @@ fn start_escapees(c: &mut Cluster, j: &mut Journal, leader: &Life) {
 }
 
 /// Waits until the store shows `renewals` more writes of the leader's lease than
-/// `before` while its child runs (it goes on), or a successor settles.
+/// `before` while its child runs (it goes on), or a successor settles (it stalled, if it
+/// `must` go on).
 fn goes_on(
     c: &mut Cluster,
     j: &mut Journal,
     leader: &Life,
     before: Option<(String, u64)>,
     renewals: u64,
+    must: bool,
     after: &str,
 ) -> Outcome {
     let mut shown = None;
@@ -280,12 +323,29 @@ fn goes_on(
         ok,
         "neither renewals nor a new leader within {WAIT:?} {after}"
     );
-    match shown {
-        Some(n) => Outcome::GoesOn(format!(
+    match (shown, before) {
+        (Some(n), _) => Outcome::GoesOn(format!(
             "{} goes on with term {}, {n} renewals",
             leader.holder, leader.term
         )),
-        None => Outcome::NewLeader(settle(c, j, leader.term + 1, after)),
+        (None, _) if !must => Outcome::NewLeader(settle(c, j, leader.term + 1, after)),
+        (None, before) => {
+            // Its own stop lines after this are the stall's consequence, not a finding.
+            c.sup(&leader.holder).stalled = true;
+            let next = settle(c, j, leader.term + 1, after);
+            Outcome::Stalled(format!(
+                "{} (term {}) lost its lease {after}: new leader {} with term {}{}",
+                leader.holder,
+                leader.term,
+                next.holder,
+                next.term,
+                if before.is_none() {
+                    " (its lease was already gone when the fault began)"
+                } else {
+                    ""
+                }
+            ))
+        }
     }
 }
 

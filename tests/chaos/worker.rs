@@ -25,7 +25,8 @@
 //! with [`ROLE_ENV`] set: one calls `setsid` and ignores the stop signal, like a daemon
 //! that detached (only SIGKILL ends it); one calls `setpgid`, like a job-control shell's
 //! job, and ends on the stop signal. Both journal and write downstream under the same
-//! term, so the judge sees whether they outlive it.
+//! term, so the judge sees whether they outlive it. SIGUSR2 is ignored: the test sends it
+//! to s3lead, which forwards it here, only to make s3lead write a log line.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -129,6 +130,7 @@ pub fn main() {
         handle(Signal::SIGTERM, stop);
         handle(Signal::SIGINT, stop);
     }
+    handle(Signal::SIGUSR2, SigHandler::SigIgn);
     if role == "child" {
         handle(Signal::SIGUSR1, SigHandler::Handler(on_escape_signal));
     } else {
