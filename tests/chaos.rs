@@ -3,9 +3,9 @@
 //! proxy and with its stderr on a pipe the test drains, while the test hits whoever
 //! leads, a hundred times (`fault.rs` has the kinds): `kill -9`, SIGSTOP shorter than the
 //! margin and longer than the lease, the store refusing or swallowing its requests, the
-//! whole host frozen, stderr full (alone, and with the store cut); every other
-//! lease-ending fault with descendants of the child that left its process group or
-//! session (escapees).
+//! whole host frozen, stderr full (alone, and with the store cut), the lock object
+//! deleted; every other lease-ending fault with descendants of the child that left its
+//! process group or session (escapees).
 //!
 //! The supervised children are this test binary re-executed as workers (`worker.rs`):
 //! they journal their life (and their escapees' lives) on the boot clock and write to a

@@ -207,6 +207,15 @@ impl Supervisor {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
+
+    /// Has it logged that it saw `holder` leading under `term`?
+    pub fn saw(&self, holder: &str, term: u64) -> bool {
+        let msg = format!("held by {holder}; waiting");
+        self.log_lines().iter().any(|v| {
+            v["fields"]["message"].as_str() == Some(&msg)
+                && v["fields"]["term"].as_str() == Some(&term.to_string())
+        })
+    }
 }
 
 /// The supervisors campaigning for the lock, and the files they share. Dropping it
@@ -220,6 +229,8 @@ pub struct Cluster {
     pub sups: Vec<Supervisor>,
     next_id: usize,
     scratch: Option<tempfile::TempDir>,
+    /// No new supervisor is started while set (see the deletion fault).
+    pub hold_spawns: bool,
     /// Lives frozen by a host pause: the one overlap DESIGN §1 allows.
     pub excused: HashSet<(u64, u32)>,
     /// Processes of an older term seen alive after a newer term started.
@@ -243,6 +254,7 @@ impl Cluster {
             sups: Vec::new(),
             next_id: 1,
             scratch: Some(scratch),
+            hold_spawns: false,
             excused: HashSet::new(),
             witnessed: Vec::new(),
             dead: HashSet::new(),
@@ -290,6 +302,9 @@ impl Cluster {
             if !s.poll_exit() {
                 running += 1;
             }
+        }
+        if self.hold_spawns {
+            return;
         }
         for _ in running..SUPERVISORS {
             self.spawn();

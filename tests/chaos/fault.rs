@@ -49,10 +49,12 @@ pub enum Kind {
     /// s3lead's stderr is full, then the store refuses it: s3lead wedges on its first
     /// complaint, and the guard's watchdog must still kill on time.
     StderrBlockedCut,
+    /// The lock object deleted behind everyone's back while the leader runs.
+    Delete,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Kill9,
         Kind::ShortPause,
         Kind::StopPastLease,
@@ -61,6 +63,7 @@ impl Kind {
         Kind::HostPause,
         Kind::StderrBlocked,
         Kind::StderrBlockedCut,
+        Kind::Delete,
     ];
 
     /// The name `S3LEAD_CHAOS_KINDS` takes.
@@ -74,6 +77,7 @@ impl Kind {
             Kind::HostPause => "host-pause",
             Kind::StderrBlocked => "stderr",
             Kind::StderrBlockedCut => "stderr-cut",
+            Kind::Delete => "delete",
         }
     }
 
@@ -91,6 +95,7 @@ impl Kind {
             Kind::HostPause => "host paused past the lease",
             Kind::StderrBlocked => "stderr full",
             Kind::StderrBlockedCut => "stderr full, store refused",
+            Kind::Delete => "lock object deleted",
         }
     }
 
@@ -270,6 +275,33 @@ pub fn inject(
             let s = c.sup(&id);
             s.proxy.set(Mode::Pass);
             s.unblock_stderr();
+            Outcome::NewLeader(next)
+        }
+        Kind::Delete => {
+            // Only a candidate that has seen the record can know its term: one that
+            // starts while the object is gone would create term 1. So no supervisor is
+            // started until a successor leads, and the object is deleted only once every
+            // follower has logged the leader's term.
+            c.hold_spawns = true;
+            let ok = poll_until(WAIT, || {
+                let mut followers = 0;
+                let mut all = true;
+                for s in c.sups.iter_mut().filter(|s| s.id != id) {
+                    if !s.poll_exit() {
+                        followers += 1;
+                        all &= s.saw(&id, leader.term);
+                    }
+                }
+                followers > 0 && all
+            });
+            assert!(
+                ok,
+                "the followers never all logged term {} of {id}",
+                leader.term
+            );
+            c.lock.delete_object();
+            let next = settle(c, j, next_term, &after);
+            c.hold_spawns = false;
             Outcome::NewLeader(next)
         }
     }
