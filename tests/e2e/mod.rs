@@ -34,7 +34,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Short timings that keep the promise (`Timing::new` accepts them) and keep tests quick:
-/// renew 1 s + retry 500 ms + kill-after 1 s + margin 1.25 s ≤ lease 4 s.
+/// renew 1 s + retry 500 ms + kill-after 1 s + margin 1 s ≤ lease 4 s.
 pub const FAST: &[&str] = &[
     "--lease-duration",
     "4s",
@@ -292,6 +292,77 @@ pub fn send_signal(pid: u32, sig: &str) {
         .status()
         .expect("kill");
     assert!(st.success(), "kill -{sig} {pid}");
+}
+
+impl Lock {
+    /// The lock object's JSON as stored now, or `None` while there is none (deleted
+    /// behind s3lead's back, or not yet created).
+    pub fn try_record(&self) -> Option<serde_json::Value> {
+        let bytes = match (&self.file, &self.s3) {
+            (Some(p), _) => std::fs::read(p).ok()?,
+            (None, Some((bucket, key))) => block_on(async {
+                let c = crate::support::s3_client().await;
+                let o = c.get_object().bucket(bucket).key(key).send().await.ok()?;
+                Some(o.body.collect().await.ok()?.into_bytes().to_vec())
+            })?,
+            (None, None) => unreachable!(),
+        };
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Deletes the lock object behind s3lead's back (unconditionally), as an operator,
+    /// a lifecycle rule or a broken peer would.
+    pub fn delete_object(&self) {
+        match (&self.file, &self.s3) {
+            (Some(p), _) => std::fs::remove_file(p).expect("delete lock file"),
+            (None, Some((bucket, key))) => block_on(async {
+                let c = crate::support::s3_client().await;
+                c.delete_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .expect("delete lock object");
+            }),
+            (None, None) => unreachable!(),
+        }
+    }
+}
+
+/// Every live descendant of `pid` (not `pid` itself), parents before children, found by
+/// parentage in `/proc`: a test's own view, independent of s3lead's.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // The fields after the parenthesised command name: state, ppid, …
+        let mut rest = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+        let (Some(state), Some(ppid)) = (rest.next(), rest.next().and_then(|s| s.parse().ok()))
+        else {
+            continue;
+        };
+        if state != "Z" && state != "X" {
+            children.entry(ppid).or_default().push(p);
+        }
+    }
+    let mut out = Vec::new();
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        for k in children.remove(&p).unwrap_or_default() {
+            next.push(k);
+            out.push(k);
+        }
+    }
+    out
 }
 
 /// The pids whose parent is `pid`, from `/proc`.
