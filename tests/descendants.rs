@@ -280,10 +280,13 @@ fn a_killed_guard_is_noticed_and_the_command_stopped_on_file() {
     let j = Journal::new(&lock);
     let mut lead = leader(&lock, &j, "", "");
     let old = j.pids(1);
-    // The guard is s3lead's only child: `s3lead __guard`.
-    let guard = e2e::children_of(lead.id() as i32);
+    // The guard: `s3lead __guard`, the command's parent, below s3lead.
+    let guard: Vec<u32> = e2e::descendants(lead.id())
+        .into_iter()
+        .filter(|p| read(Path::new(&format!("/proc/{p}/cmdline"))).contains("__guard"))
+        .collect();
     assert_eq!(guard.len(), 1, "one guard: {guard:?}");
-    send_signal(guard[0] as u32, "KILL");
+    send_signal(guard[0], "KILL");
     let st = wait_exit(&mut lead, LIMIT);
     let log = read(&lock.path("leader.log"));
     assert_eq!(st.code(), Some(70), "{log}");
