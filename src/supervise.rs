@@ -138,7 +138,6 @@ pub struct Supervised {
     finished: bool,
     /// Descendants reported once as impossible to signal.
     refused: std::collections::HashSet<Pid>,
-    pending_refused: Vec<Pid>,
 }
 
 impl Supervised {
@@ -220,7 +219,6 @@ impl Supervised {
             gone: false,
             finished: false,
             refused: Default::default(),
-            pending_refused: Vec::new(),
         };
         // The std handle is not waited on: the guard is reaped by pid.
         drop(guard);
@@ -269,19 +267,19 @@ impl Supervised {
     /// wherever its group or session), then SIGCONT so a stopped process can act on it,
     /// as systemd does. Returns the processes that may not be signalled, once each.
     pub fn stop(&mut self, sig: Signal) -> Vec<Pid> {
-        self.signal_everything(sig);
+        let refused = self.signal_everything(sig);
         if sig != Signal::SIGKILL && sig != Signal::SIGCONT {
             self.signal_everything(Signal::SIGCONT);
         }
-        self.newly_refused()
+        self.newly_refused(refused)
     }
 
     /// SIGKILL to every process of the command; the guard keeps killing until nothing is
     /// left.
     pub fn kill(&mut self) -> Vec<Pid> {
-        self.signal_everything(Signal::SIGKILL);
+        let refused = self.signal_everything(Signal::SIGKILL);
         self.tell("kill\n");
-        self.newly_refused()
+        self.newly_refused(refused)
     }
 
     /// Forwards `sig` to the command's process group (tini's semantics for signals that
@@ -301,18 +299,20 @@ impl Supervised {
         }
     }
 
-    fn signal_everything(&mut self, sig: Signal) {
+    /// Signals the group, then every descendant outside it; returns those this user may
+    /// not signal.
+    fn signal_everything(&self, sig: Signal) -> Vec<Pid> {
         if self.gone {
-            return;
+            return Vec::new();
         }
         // The command's group at once (tini's way), then whatever left it, each once.
         let skip = killpg(self.child_pid, sig).ok().map(|()| self.child_pid);
-        let s = tree::signal_all(self.root(), sig, skip);
-        self.pending_refused = s.refused;
+        tree::signal_all(self.root(), sig, skip).refused
     }
 
-    fn newly_refused(&mut self) -> Vec<Pid> {
-        std::mem::take(&mut self.pending_refused)
+    /// The processes of `refused` not reported before.
+    fn newly_refused(&mut self, refused: Vec<Pid>) -> Vec<Pid> {
+        refused
             .into_iter()
             .filter(|p| self.refused.insert(*p))
             .collect()
@@ -441,9 +441,8 @@ impl LineReader {
     /// buffer.
     async fn next_line(&mut self) -> Option<String> {
         loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=i).collect();
-                return Some(String::from_utf8_lossy(&line[..i]).into_owned());
+            if let Some(line) = guard::take_line(&mut self.buf) {
+                return Some(line);
             }
             if self.eof {
                 return None;

@@ -95,6 +95,14 @@ impl Report {
     }
 }
 
+/// The first whole line of `buf`, taken out of it (the pipes between s3lead and its guard
+/// carry lines, read in whatever chunks the kernel hands over).
+pub(super) fn take_line(buf: &mut Vec<u8>) -> Option<String> {
+    let i = buf.iter().position(|&b| b == b'\n')?;
+    let line: Vec<u8> = buf.drain(..=i).collect();
+    Some(String::from_utf8_lossy(&line[..i]).into_owned())
+}
+
 /// The guard's whole life. `ctl` and `report` are the pipe ends s3lead left open for it,
 /// `deadline_ns` the lease's first `valid_until` on the boot clock.
 pub fn main(ctl: RawFd, report: RawFd, deadline_ns: u64, argv: &[OsString]) -> i32 {
@@ -295,9 +303,7 @@ impl Guard {
             Ok(n) => self.ctl_buf.extend_from_slice(&chunk[..n]),
             Err(_) => return false,
         }
-        while let Some(i) = self.ctl_buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.ctl_buf.drain(..=i).collect();
-            let line = String::from_utf8_lossy(&line[..i]).into_owned();
+        while let Some(line) = take_line(&mut self.ctl_buf) {
             let mut words = line.split(' ');
             match (words.next(), words.next()) {
                 (Some("deadline"), Some(ns)) => {
