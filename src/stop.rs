@@ -232,11 +232,6 @@ impl StopPolicy {
         &self.verdict
     }
 
-    /// The command's own exit, once known.
-    pub fn child_exit(&self) -> Option<ChildExit> {
-        self.child
-    }
-
     /// The instant SIGKILL is due, once the stop has begun.
     pub fn kill_at(&self) -> Option<Instant> {
         self.stopping.map(|s| s.kill_at.min(self.lease.valid_until))
