@@ -24,6 +24,7 @@
 use crate::clock::Instant;
 use crate::election::LossReason;
 use crate::lease::{LeaseState, LeaseStatus};
+use crate::signals::Delivery;
 use crate::supervise::ChildExit;
 use nix::sys::signal::Signal;
 use std::collections::VecDeque;
@@ -171,7 +172,7 @@ impl StopPolicy {
         if self.tree_gone {
             return;
         }
-        if !matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
+        if let Delivery::Forward(sig) = Delivery::of(sig) {
             self.actions.push_back(Action::Forward(sig));
             return;
         }

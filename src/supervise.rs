@@ -173,7 +173,7 @@ impl Supervised {
             .filter(|p| p.exists())
             .unwrap_or_else(|| "/proc/self/exe".into());
         let mut cmd = Command::new(exe);
-        cmd.arg("__guard")
+        cmd.arg(guard::SUBCOMMAND)
             .arg(ctl_r.as_raw_fd().to_string())
             .arg(rep_w.as_raw_fd().to_string())
             .arg(nanos(deadline).to_string())
@@ -374,7 +374,9 @@ impl Supervised {
     }
 
     /// Without a guard, the command's leftovers are s3lead's children (it is their
-    /// subreaper): reap them, and report when none is left.
+    /// subreaper): reap them, and report when none is left. Any child, as the guard
+    /// reaps (`guard.rs`, `Guard::reap`, says why): ECHILD is the proof that nothing is
+    /// left.
     fn reap_orphans(&mut self) -> Option<TreeEvent> {
         loop {
             match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
