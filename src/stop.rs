@@ -2,7 +2,7 @@
 //! of `election.rs`: the driver tells it what happened (the lease changed, the command
 //! exited, no process of the command is left, a signal arrived, the guard died), asks
 //! [`StopPolicy::poll`] what to do at "now", and performs the [`Action`] it is given.
-//! `cli/run.rs` drives it with tokio and real processes; the deterministic simulation
+//! `supervisor.rs` drives it with tokio and real processes; the deterministic simulation
 //! drives the very same code with simulated ones, so the policy users run is the policy
 //! the simulation checks.
 //!

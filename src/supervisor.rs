@@ -16,9 +16,7 @@ use crate::lease::{
 use crate::signals::Signals;
 use crate::stop::{Action, KillWhy, StopConfig, StopPolicy, StopWhy};
 use crate::store::{LockStore, LockUrl};
-use crate::supervise::{
-    ChildExit, Program, SpawnError, Supervised, TreeEvent, become_subreaper,
-};
+use crate::supervise::{ChildExit, Program, SpawnError, Supervised, TreeEvent, become_subreaper};
 use crate::timing::{Dur, Timing};
 use nix::sys::signal::Signal;
 use std::sync::Arc;

@@ -224,7 +224,10 @@ pub struct LockUrl {
 /// Which store a [`LockUrl`] names, and where in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LockPlace {
-    S3 { bucket: String, key: String },
+    S3 {
+        bucket: String,
+        key: String,
+    },
     /// A path or a `file://` URL, as written.
     File(String),
 }
@@ -279,9 +282,7 @@ impl LockUrl {
             LockPlace::File(p) if p.starts_with("file://") => {
                 AnyStore::File(file::FileStore::from_url(p)?)
             }
-            LockPlace::File(p) => {
-                AnyStore::File(file::FileStore::open(std::path::Path::new(p))?)
-            }
+            LockPlace::File(p) => AnyStore::File(file::FileStore::open(std::path::Path::new(p))?),
         })
     }
 }
@@ -405,7 +406,12 @@ mod tests {
 
     #[test]
     fn a_lock_url_keeps_the_user_s_spelling() {
-        for s in ["s3://b/locks/nightly", "./demo.lock", "file:///tmp/x.lock", "x"] {
+        for s in [
+            "s3://b/locks/nightly",
+            "./demo.lock",
+            "file:///tmp/x.lock",
+            "x",
+        ] {
             let url = LockUrl::parse(s).unwrap();
             assert_eq!((url.as_str(), url.to_string().as_str()), (s, s));
         }

@@ -428,9 +428,7 @@ impl LockStore for S3Store {
         // The SDK's operation timeout ends when the headers arrive; the body is ours.
         let body = tokio::time::timeout_at(deadline, self.read_bounded(reply.body))
             .await
-            .map_err(|_| {
-                StoreError::Unavailable("timed out reading the lock object".into())
-            })??;
+            .map_err(|_| StoreError::Unavailable("timed out reading the lock object".into()))??;
         Ok(ReadReply::Found { etag, body })
     }
 
@@ -631,6 +629,10 @@ impl Failure {
 
 /// Maps a failure to what the protocol needs to know, in words that leave the object
 /// unnamed: the caller names the lock once, as the user spelt it.
+///
+/// Longer than a function should be, on purpose: it is one table from S3's answers to
+/// the protocol's kinds of failure, and read top to bottom it shows which answer wins
+/// when several could match (a 412 before any code, NoSuchBucket before other 404s).
 fn classify(bucket: &str, op: Op, failure: Failure) -> StoreError {
     let fatal = |kind, msg: &str| StoreError::Fatal(kind, msg.to_owned());
     // No answer, or an answer that says nothing definite: a write may have landed.
@@ -734,9 +736,7 @@ fn classify(bucket: &str, op: Op, failure: Failure) -> StoreError {
             )
         }
         // The store gave up waiting for the request: nothing was written.
-        (400, "RequestTimeout") | (408, _) => {
-            StoreError::Unavailable(said())
-        }
+        (400, "RequestTimeout") | (408, _) => StoreError::Unavailable(said()),
         (501, _) => fatal(
             FatalKind::Unsupported,
             match op {
@@ -746,9 +746,7 @@ fn classify(bucket: &str, op: Op, failure: Failure) -> StoreError {
             },
         ),
         // Throttled: refused before anything was done.
-        (429, _) | (503, "SlowDown") => {
-            StoreError::Unavailable(format!("throttled ({})", said()))
-        }
+        (429, _) | (503, "SlowDown") => StoreError::Unavailable(format!("throttled ({})", said())),
         (500..=599, _) => unsure(said()),
         (400..=499, _) => fatal(
             FatalKind::Other,
