@@ -111,7 +111,7 @@ const RULES: [Rule; 7] = [
     },
 ];
 
-/// Every signal s3lead catches (and its guard ignores), in the order of [`RULES`].
+/// Every signal s3lead catches (and its guard ignores).
 pub const CAUGHT: [Signal; RULES.len()] = {
     let mut out = [Signal::SIGTERM; RULES.len()];
     let mut i = 0;

@@ -29,9 +29,11 @@ pub struct Job {
     /// The lock, named in every log line as the user spelt it, and given to the command
     /// as `S3LEAD_LOCK`.
     pub lock: LockUrl,
+    /// The lease's timing, validated: its stop point leaves the command `kill_after`.
     pub timing: Timing,
     /// Shown to operators in the record; ownership is the lease id, not this.
     pub holder: String,
+    /// The command, spawned under the guard only while the lease is held.
     pub program: Program,
     /// Give up as soon as another live holder is seen (`-n`).
     pub nonblock: bool,
@@ -66,6 +68,12 @@ pub enum RunError {
 
 /// Runs `job` over `store`. The command's environment gets `S3LEAD_TERM`, `S3LEAD_LOCK`,
 /// `S3LEAD_HOLDER` and `S3LEAD_LEASE_ID`, and nothing else of s3lead's.
+///
+/// The promise: no two commands run under one lock at once, as long as the host keeps
+/// to what lies inside it (README, "What lies outside the promise"); every run's
+/// `S3LEAD_TERM` is larger than any before it. Whatever the command writes should refuse
+/// a write carrying a smaller term than it has seen: that is what protects the data from
+/// a process that outlives its lease.
 ///
 /// `signals` must be listening before the store is first asked anything: a stop request
 /// while waiting for the lock ends the wait at once (consul lock ignores them there, and

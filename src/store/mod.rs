@@ -224,10 +224,8 @@ pub struct LockUrl {
 /// Which store a [`LockUrl`] names, and where in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LockPlace {
-    S3 {
-        bucket: String,
-        key: String,
-    },
+    /// One object in an S3 (or S3-compatible) bucket.
+    S3 { bucket: String, key: String },
     /// A path or a `file://` URL, as written.
     File(String),
 }
