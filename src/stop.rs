@@ -2,7 +2,7 @@
 //! of `election.rs`: the driver tells it what happened (the lease changed, the command
 //! exited, no process of the command is left, a signal arrived, the guard died), asks
 //! [`StopPolicy::poll`] what to do at "now", and performs the [`Action`] it is given.
-//! `cli/run.rs` drives it with tokio and real processes; the deterministic simulation
+//! `supervisor.rs` drives it with tokio and real processes; the deterministic simulation
 //! drives the very same code with simulated ones, so the policy users run is the policy
 //! the simulation checks.
 //!
@@ -24,6 +24,7 @@
 use crate::clock::Instant;
 use crate::election::LossReason;
 use crate::lease::{LeaseState, LeaseStatus};
+use crate::signals::Delivery;
 use crate::supervise::ChildExit;
 use nix::sys::signal::Signal;
 use std::collections::VecDeque;
@@ -171,7 +172,7 @@ impl StopPolicy {
         if self.tree_gone {
             return;
         }
-        if !matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
+        if let Delivery::Forward(sig) = Delivery::of(sig) {
             self.actions.push_back(Action::Forward(sig));
             return;
         }

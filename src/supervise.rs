@@ -1,5 +1,5 @@
 //! The child of DESIGN §4: the command, everything it starts, and the guard that holds
-//! them. This room touches no store; `cli/run.rs` joins it to the lease, and the stop
+//! them. This room touches no store; `supervisor.rs` joins it to the lease, and the stop
 //! policy (`stop.rs`) says when to signal.
 //!
 //! ```text
@@ -47,7 +47,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
@@ -168,40 +168,7 @@ impl Supervised {
         let flags = OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
         let (ctl_r, ctl_w) = pipe2(flags).map_err(|e| setup("pipe", &e))?;
         let (rep_r, rep_w) = pipe2(flags).map_err(|e| setup("pipe", &e))?;
-        let exe = std::env::current_exe()
-            .ok()
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| "/proc/self/exe".into());
-        let mut cmd = Command::new(exe);
-        cmd.arg("__guard")
-            .arg(ctl_r.as_raw_fd().to_string())
-            .arg(rep_w.as_raw_fd().to_string())
-            .arg(nanos(deadline).to_string())
-            .arg("--")
-            .args(&argv);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("S3LEAD_") {
-                cmd.env_remove(&k);
-            }
-        }
-        cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        // Its own group: a Ctrl-C on the terminal reaches s3lead (which forwards it), not
-        // the guard, which must outlive everything it guards.
-        cmd.process_group(0);
-        let (ctl_fd, rep_fd) = (ctl_r.as_raw_fd(), rep_w.as_raw_fd());
-        // SAFETY: between fork and exec this calls only fcntl, async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                // The guard's two pipe ends survive exec; every other descriptor of
-                // s3lead's is close-on-exec.
-                for fd in [ctl_fd, rep_fd] {
-                    if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        let mut cmd = guard_command(&argv, env, deadline, ctl_r.as_raw_fd(), rep_w.as_raw_fd());
         let guard = cmd
             .spawn()
             .map_err(|e| setup("cannot start the guard process", &e))?;
@@ -222,14 +189,20 @@ impl Supervised {
         };
         // The std handle is not waited on: the guard is reaped by pid.
         drop(guard);
-        match sup.reports.next_line().await {
+        sup.started(&argv).await.map(|()| sup)
+    }
+
+    /// Waits for the guard's first report: the command started, or why it did not.
+    async fn started(&mut self, argv: &[OsString]) -> Result<(), SpawnError> {
+        let guard_pid = self.guard_pid;
+        match self.reports.next_line().await {
             Some(line) => match guard::Report::parse(&line) {
                 Some(guard::Report::Started(pid)) => {
-                    sup.child_pid = pid;
-                    Ok(sup)
+                    self.child_pid = pid;
+                    Ok(())
                 }
                 Some(guard::Report::SpawnFailed { not_found, message }) => {
-                    sup.finish();
+                    self.finish();
                     let program = argv[0].to_string_lossy().into_owned();
                     Err(if not_found {
                         SpawnError::NotFound { program }
@@ -374,7 +347,9 @@ impl Supervised {
     }
 
     /// Without a guard, the command's leftovers are s3lead's children (it is their
-    /// subreaper): reap them, and report when none is left.
+    /// subreaper): reap them, and report when none is left. Any child, as the guard
+    /// reaps (`guard.rs`, `Guard::reap`, says why): ECHILD is the proof that nothing is
+    /// left.
     fn reap_orphans(&mut self) -> Option<TreeEvent> {
         loop {
             match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
@@ -415,6 +390,52 @@ impl Drop for Supervised {
             self.signal_everything(Signal::SIGKILL);
         }
     }
+}
+
+/// `s3lead __guard CTL REPORT DEADLINE -- COMMAND…`, with `env` in place of every
+/// inherited `S3LEAD_*` variable; `ctl` and `report` are the guard's pipe ends, kept open
+/// across exec.
+fn guard_command(
+    argv: &[OsString],
+    env: &[(String, String)],
+    deadline: Instant,
+    ctl: RawFd,
+    report: RawFd,
+) -> Command {
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "/proc/self/exe".into());
+    let mut cmd = Command::new(exe);
+    cmd.arg(guard::SUBCOMMAND)
+        .arg(ctl.to_string())
+        .arg(report.to_string())
+        .arg(nanos(deadline).to_string())
+        .arg("--")
+        .args(argv);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("S3LEAD_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    // Its own group: a Ctrl-C on the terminal reaches s3lead (which forwards it), not
+    // the guard, which must outlive everything it guards.
+    cmd.process_group(0);
+    // SAFETY: between fork and exec this calls only fcntl, async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The guard's two pipe ends survive exec; every other descriptor of
+            // s3lead's is close-on-exec.
+            for fd in [ctl, report] {
+                if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 fn nanos(t: Instant) -> u64 {

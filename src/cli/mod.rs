@@ -17,6 +17,7 @@ use crate::timing::parse_duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
+use std::fmt;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -93,7 +94,7 @@ pub enum Command {
     #[command(after_long_help = crate::exit::EXIT_STATUS_TEXT)]
     Check(check::CheckArgs),
     /// The guard of a supervised command: its parent, reaper and watchdog (internal).
-    #[command(name = "__guard", hide = true)]
+    #[command(name = crate::supervise::guard::SUBCOMMAND, hide = true)]
     Guard(GuardArgs),
 }
 
@@ -227,33 +228,32 @@ pub fn lock_url(lock: &str) -> Result<LockUrl, Failure> {
 
 /// Opens the lock's store. No request is sent, so this may come before validation
 /// that must precede any request.
+pub async fn open(url: &LockUrl, s3: &S3Options) -> Result<AnyStore, Failure> {
+    url.open(s3).await.map_err(|e| store_failure(url, &e))
+}
+
+/// [`open`] for a subcommand that keeps the lock's spelling beside its URL (`check`, until
+/// it names the lock by its [`LockUrl`]); `lock` is `url`'s own spelling, so the URL is
+/// what names it.
 pub async fn open_store(
     lock: &str,
     url: &LockUrl,
     s3: &S3Args,
     request_timeout: Duration,
 ) -> Result<AnyStore, Failure> {
-    url.open(&s3.options(request_timeout))
-        .await
-        .map_err(|e| store_failure(lock, &e))
+    debug_assert_eq!(lock, url.as_str());
+    open(url, &s3.options(request_timeout)).await
 }
 
-/// A store error as the one line the user sees (naming the lock) and its exit status.
-pub(crate) fn store_failure(lock: &str, e: &StoreError) -> Failure {
+/// A store error as the one line the user sees and its exit status. The stores' words
+/// leave the object unnamed, so the lock is named here, once, as the user spelt it.
+pub(crate) fn store_failure(lock: impl fmt::Display, e: &StoreError) -> Failure {
     let code = match e {
         StoreError::Fatal(FatalKind::Permission, _) => exit::PERMISSION,
         StoreError::Fatal(FatalKind::TooLarge, _) => exit::BAD_RECORD,
         _ => exit::UNAVAILABLE,
     };
-    let msg = e.to_string();
-    Failure::new(
-        code,
-        if msg.contains(lock) {
-            msg
-        } else {
-            format!("{lock}: {msg}")
-        },
-    )
+    Failure::new(code, format!("{lock}: {e}"))
 }
 
 /// A failure to report as one line on stderr, with its exit status.

@@ -24,10 +24,11 @@ pub struct StatusArgs {
     pub s3: S3Args,
 }
 
+/// Runs `s3lead status`; returns the exit status.
 pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
-    let lock = args.lock.as_str();
-    let url = super::lock_url(lock)?;
-    let store = super::open_store(lock, &url, &args.s3, super::ONE_SHOT_REQUEST_TIMEOUT).await?;
+    let url = super::lock_url(&args.lock)?;
+    let lock = url.as_str();
+    let store = super::open(&url, &args.s3.options(super::ONE_SHOT_REQUEST_TIMEOUT)).await?;
     let reply = store
         .read(None)
         .await

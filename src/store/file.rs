@@ -102,7 +102,7 @@ impl FileStore {
         let bad = |why: &str| {
             StoreError::Fatal(
                 FatalKind::Other,
-                format!("{}: not a usable lock file path ({why})", path.display()),
+                format!("not a usable lock file path ({why})"),
             )
         };
         if path.as_os_str().is_empty() {
@@ -140,7 +140,7 @@ impl FileStore {
         let bad = |why: &str| {
             StoreError::Fatal(
                 FatalKind::Other,
-                format!("{url}: not a usable file:// lock URL ({why})"),
+                format!("not a usable file:// lock URL ({why})"),
             )
         };
         let rest = url
@@ -168,10 +168,7 @@ impl FileStore {
         if !is_scratch_name(&self.inner.path.to_string_lossy()) {
             return Err(StoreError::Fatal(
                 FatalKind::Other,
-                format!(
-                    "{}: refusing to delete a file that is not a scratch file of s3lead check",
-                    self.inner.path.display()
-                ),
+                "refusing to delete a file that is not a scratch file of s3lead check".into(),
             ));
         }
         self.blocking(|p, _| p.remove_scratch(), StoreError::Unavailable)
@@ -196,10 +193,7 @@ impl FileStore {
         let _guard = AbandonOnDrop(Arc::clone(&abandoned));
         match tokio::task::spawn_blocking(move || op(&inner, &abandoned)).await {
             Ok(result) => result,
-            Err(e) => Err(lost(format!(
-                "{}: file store task failed: {e}",
-                self.inner.path.display()
-            ))),
+            Err(e) => Err(lost(format!("file store task failed: {e}"))),
         }
     }
 }
@@ -256,8 +250,7 @@ impl Paths {
             return Err(StoreError::Fatal(
                 FatalKind::TooLarge,
                 format!(
-                    "{}: refusing to write {} bytes, more than the {MAX_RECORD_BYTES}-byte limit of a lock record",
-                    self.path.display(),
+                    "refusing to write {} bytes, more than the {MAX_RECORD_BYTES}-byte limit of a lock record",
                     body.len()
                 ),
             ));
@@ -301,7 +294,7 @@ impl Paths {
         if !meta.is_file() {
             return Err(StoreError::Fatal(
                 FatalKind::Other,
-                format!("{}: not a regular file", self.path.display()),
+                "not a regular file".into(),
             ));
         }
         Ok(Some((file, meta)))
@@ -328,8 +321,7 @@ impl Paths {
         StoreError::Fatal(
             FatalKind::TooLarge,
             format!(
-                "{}: the lock object is {size} bytes, larger than the {MAX_RECORD_BYTES}-byte limit of a lock record",
-                self.path.display()
+                "the lock object is {size} bytes, larger than the {MAX_RECORD_BYTES}-byte limit of a lock record"
             ),
         )
     }
@@ -346,8 +338,7 @@ impl Paths {
                 Err((f, errno)) if errno == Errno::EWOULDBLOCK => {
                     if abandoned.load(Ordering::Acquire) {
                         return Err(StoreError::Unavailable(format!(
-                            "{}: gave up waiting for the lock on {}",
-                            self.path.display(),
+                            "gave up waiting for the lock on {}",
                             self.sidecar.display()
                         )));
                     }
@@ -359,8 +350,7 @@ impl Paths {
                     return Err(StoreError::Fatal(
                         FatalKind::Other,
                         format!(
-                            "{}: cannot lock {}: {} (flock is needed: use a local file system)",
-                            self.path.display(),
+                            "cannot lock {}: {} (flock is needed: use a local file system)",
                             self.sidecar.display(),
                             errno.desc()
                         ),
@@ -420,10 +410,9 @@ impl Paths {
         if abandoned.load(Ordering::Acquire) {
             // Nobody waits for the answer: not writing is the better outcome.
             let _ = fs::remove_file(&tmp_path);
-            return Err(StoreError::Unavailable(format!(
-                "{}: write abandoned by its caller",
-                self.path.display()
-            )));
+            return Err(StoreError::Unavailable(
+                "write abandoned by its caller".into(),
+            ));
         }
         if let Err(e) = fs::rename(&tmp_path, &self.path) {
             let _ = fs::remove_file(&tmp_path);
@@ -438,8 +427,7 @@ impl Paths {
             .and_then(|d| d.sync_all())
             .map_err(|e| {
                 StoreError::Ambiguous(format!(
-                    "{}: written, but syncing directory {} failed: {e}",
-                    self.path.display(),
+                    "written, but syncing directory {} failed: {e}",
                     self.dir.display()
                 ))
             })
@@ -493,8 +481,7 @@ impl Paths {
             StoreError::Fatal(
                 FatalKind::NoSuchBucket,
                 format!(
-                    "{}: directory {} does not exist (create it)",
-                    self.path.display(),
+                    "directory {} does not exist (create it)",
                     self.dir.display()
                 ),
             )
@@ -503,11 +490,7 @@ impl Paths {
             Ok(m) if m.is_dir() => Ok(()),
             Ok(_) => Err(StoreError::Fatal(
                 FatalKind::NoSuchBucket,
-                format!(
-                    "{}: {} is not a directory",
-                    self.path.display(),
-                    self.dir.display()
-                ),
+                format!("{} is not a directory", self.dir.display()),
             )),
             Err(e)
                 if matches!(
@@ -527,18 +510,19 @@ impl Paths {
         }
     }
 
+    /// `what` failed with `e`. The lock file is left unnamed, as in every error of this
+    /// store: the caller names the lock once, as the user spelt it.
     fn io_error(&self, what: &str, e: &io::Error) -> StoreError {
-        let path = self.path.display();
         match e.kind() {
             io::ErrorKind::PermissionDenied => StoreError::Fatal(
                 FatalKind::Permission,
-                format!("{path}: permission denied ({what}: {e})"),
+                format!("permission denied ({what}: {e})"),
             ),
             io::ErrorKind::ReadOnlyFilesystem => StoreError::Fatal(
                 FatalKind::Permission,
-                format!("{path}: read-only file system ({what}: {e})"),
+                format!("read-only file system ({what}: {e})"),
             ),
-            _ => StoreError::Fatal(FatalKind::Other, format!("{path}: {what}: {e}")),
+            _ => StoreError::Fatal(FatalKind::Other, format!("{what}: {e}")),
         }
     }
 }
@@ -666,7 +650,8 @@ mod tests {
         fs::write(store.path(), vec![b'y'; 10 * limit]).unwrap();
         let (kind, msg) = fatal_kind(store.read(None).await);
         assert_eq!(kind, FatalKind::TooLarge);
-        assert!(msg.contains(&store.path().display().to_string()), "{msg}");
+        // The caller names the lock; the store's words leave it unnamed.
+        assert!(!msg.contains(&store.path().display().to_string()), "{msg}");
         assert!(msg.contains(&format!("{} bytes", 10 * limit)), "{msg}");
         let (kind, _) = fatal_kind(store.replace(&e, b"small".to_vec()).await);
         assert_eq!(kind, FatalKind::TooLarge);
@@ -679,11 +664,7 @@ mod tests {
         let path = nodir.join("lock");
         // Opening does no I/O.
         let store = FileStore::open(&path).unwrap();
-        let expected = format!(
-            "{}: directory {} does not exist (create it)",
-            path.display(),
-            nodir.display()
-        );
+        let expected = format!("directory {} does not exist (create it)", nodir.display());
         assert_eq!(
             store.read(None).await,
             Err(StoreError::Fatal(FatalKind::NoSuchBucket, expected.clone()))
@@ -818,10 +799,7 @@ mod tests {
         fs::set_permissions(store.path(), Permissions::from_mode(0o000)).unwrap();
         let (kind, msg) = fatal_kind(store.read(None).await);
         assert_eq!(kind, FatalKind::Permission);
-        assert!(
-            msg.starts_with(&store.path().display().to_string()),
-            "{msg}"
-        );
+        assert!(msg.starts_with("permission denied (cannot open: "), "{msg}");
         fs::set_permissions(store.path(), Permissions::from_mode(0o644)).unwrap();
 
         fs::set_permissions(dir.path(), Permissions::from_mode(0o555)).unwrap();

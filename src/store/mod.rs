@@ -212,52 +212,82 @@ impl<S: LockStore> LockStore for std::sync::Arc<S> {
 }
 
 /// Where a lock lives, as the user names it: `s3://bucket/key`, `file:///abs/path`, or
-/// a plain path (the file store).
+/// a plain path (the file store). It keeps the user's spelling ([`LockUrl::as_str`],
+/// also its `Display`), which is the one name every message and log line gives the lock:
+/// the stores' own errors carry no location, and the caller adds this name once.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LockUrl {
+pub struct LockUrl {
+    spelling: String,
+    place: LockPlace,
+}
+
+/// Which store a [`LockUrl`] names, and where in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockPlace {
+    /// One object in an S3 (or S3-compatible) bucket.
     S3 { bucket: String, key: String },
+    /// A path or a `file://` URL, as written.
     File(String),
 }
 
 impl LockUrl {
     /// Parses the lock argument. The message names the lock and the expected forms.
     pub fn parse(s: &str) -> Result<LockUrl, String> {
-        if let Some(rest) = s.strip_prefix("s3://") {
+        let place = if let Some(rest) = s.strip_prefix("s3://") {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() || key.is_empty() || key.ends_with('/') {
                 return Err(format!(
                     "{s}: an S3 lock is s3://BUCKET/KEY, with a key naming one object (e.g. s3://my-bucket/locks/nightly)"
                 ));
             }
-            return Ok(LockUrl::S3 {
+            LockPlace::S3 {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
-            });
-        }
-        if s.contains("://") && !s.starts_with("file://") {
+            }
+        } else if s.contains("://") && !s.starts_with("file://") {
             return Err(format!(
                 "{s}: unknown lock scheme; use s3://BUCKET/KEY, file:///ABS/PATH or a local path"
             ));
-        }
-        if s.is_empty() || s.ends_with('/') {
+        } else if s.is_empty() || s.ends_with('/') {
             return Err(format!(
                 "{s:?}: a lock path must name a file, not a directory"
             ));
-        }
-        Ok(LockUrl::File(s.to_owned()))
+        } else {
+            LockPlace::File(s.to_owned())
+        };
+        Ok(LockUrl {
+            spelling: s.to_owned(),
+            place,
+        })
+    }
+
+    /// The lock as the user wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.spelling
+    }
+
+    /// Which store, and where in it.
+    pub fn place(&self) -> &LockPlace {
+        &self.place
     }
 
     /// Opens the store. No request is sent: the first request reports what is wrong.
     pub async fn open(&self, s3: &s3::S3Options) -> Result<AnyStore, StoreError> {
-        Ok(match self {
-            LockUrl::S3 { bucket, key } => {
+        Ok(match &self.place {
+            LockPlace::S3 { bucket, key } => {
                 AnyStore::S3(s3::S3Store::connect(bucket, key, s3).await?)
             }
-            LockUrl::File(p) if p.starts_with("file://") => {
+            LockPlace::File(p) if p.starts_with("file://") => {
                 AnyStore::File(file::FileStore::from_url(p)?)
             }
-            LockUrl::File(p) => AnyStore::File(file::FileStore::open(std::path::Path::new(p))?),
+            LockPlace::File(p) => AnyStore::File(file::FileStore::open(std::path::Path::new(p))?),
         })
+    }
+}
+
+impl fmt::Display for LockUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.spelling)
     }
 }
 
@@ -345,9 +375,10 @@ mod tests {
 
     #[test]
     fn parses_lock_urls() {
+        let place = |s: &str| LockUrl::parse(s).map(|u| u.place().clone());
         assert_eq!(
-            LockUrl::parse("s3://b/locks/nightly"),
-            Ok(LockUrl::S3 {
+            place("s3://b/locks/nightly"),
+            Ok(LockPlace::S3 {
                 bucket: "b".into(),
                 key: "locks/nightly".into()
             })
@@ -361,14 +392,27 @@ mod tests {
                 .contains("unknown lock scheme")
         );
         assert_eq!(
-            LockUrl::parse("./demo.lock"),
-            Ok(LockUrl::File("./demo.lock".into()))
+            place("./demo.lock"),
+            Ok(LockPlace::File("./demo.lock".into()))
         );
         assert_eq!(
-            LockUrl::parse("file:///tmp/x.lock"),
-            Ok(LockUrl::File("file:///tmp/x.lock".into()))
+            place("file:///tmp/x.lock"),
+            Ok(LockPlace::File("file:///tmp/x.lock".into()))
         );
         assert!(LockUrl::parse("dir/").is_err());
+    }
+
+    #[test]
+    fn a_lock_url_keeps_the_user_s_spelling() {
+        for s in [
+            "s3://b/locks/nightly",
+            "./demo.lock",
+            "file:///tmp/x.lock",
+            "x",
+        ] {
+            let url = LockUrl::parse(s).unwrap();
+            assert_eq!((url.as_str(), url.to_string().as_str()), (s, s));
+        }
     }
 
     #[test]

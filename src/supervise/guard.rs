@@ -14,14 +14,15 @@
 //! repeated every few milliseconds until the guard has no child left; as a subreaper it
 //! inherits every orphan of its subtree, so nothing can leave it by exiting its parent.
 //!
-//! The guard ignores the signals s3lead forwards (TERM, INT, HUP, QUIT, USR1, USR2),
-//! so a signal meant for the job, or systemd's SIGTERM to the whole unit, cannot take
-//! the watchdog away before the command is gone; the command gets them back at their
+//! The guard ignores every signal s3lead catches ([`crate::signals::CAUGHT`]), so a
+//! signal meant for the job, or systemd's SIGTERM to the whole unit, cannot take the
+//! watchdog away before the command is gone; the command gets them back at their
 //! defaults. It never writes to stderr, which may be the blocked pipe that stalled
 //! s3lead: its reports go through a non-blocking pipe of its own.
 
 use super::ChildExit;
 use super::tree;
+use crate::signals::CAUGHT;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigHandler, Signal, signal as set_handler};
@@ -36,15 +37,9 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-/// The signals s3lead forwards, which the guard ignores and the command gets back.
-const FORWARDED: [Signal; 6] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
+/// The hidden subcommand that runs the guard: `s3lead __guard CTL REPORT DEADLINE --
+/// COMMAND…`, spelt here once for the command line's definition and for the spawner.
+pub const SUBCOMMAND: &str = "__guard";
 
 /// How often the guard walks and kills again while something is left.
 const KILL_EVERY: Duration = Duration::from_millis(10);
@@ -106,7 +101,7 @@ pub(super) fn take_line(buf: &mut Vec<u8>) -> Option<String> {
 /// The guard's whole life. `ctl` and `report` are the pipe ends s3lead left open for it,
 /// `deadline_ns` the lease's first `valid_until` on the boot clock.
 pub fn main(ctl: RawFd, report: RawFd, deadline_ns: u64, argv: &[OsString]) -> i32 {
-    for sig in FORWARDED {
+    for sig in CAUGHT {
         // SAFETY: SIG_IGN installs no handler code.
         let _ = unsafe { set_handler(sig, SigHandler::SigIgn) };
     }
@@ -204,7 +199,7 @@ impl Guard {
         // async-signal-safe system calls.
         unsafe {
             cmd.pre_exec(move || {
-                for sig in FORWARDED {
+                for sig in CAUGHT {
                     set_handler(sig, SigHandler::SigDfl).map_err(std::io::Error::from)?;
                 }
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
@@ -320,6 +315,14 @@ impl Guard {
     }
 
     /// Reaps every exited child (the command, and orphans reparented to the guard).
+    ///
+    /// Why `waitpid(-1)`, any child, and not the command's pid or its process group (as
+    /// tini does, for the same reasons): a descendant may leave the group (`setsid`,
+    /// `setpgid`) and its parent may exit, and then it is the guard's child by
+    /// reparenting, in no group the guard knows. Waiting on any child reaps those too, so
+    /// none stays a zombie that the kill loop would find in `/proc` forever; and ECHILD
+    /// from it is the one answer the kernel gives atomically that no process of the
+    /// command is left, which is when "gone" may be reported and the lease released.
     fn reap(&mut self) {
         loop {
             match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {

@@ -1,0 +1,368 @@
+//! A command run only while the lease is held: campaign for the lock, spawn the command
+//! with runway, stop it before the lease can pass to anyone else, release after it is
+//! gone. This is what `s3lead run` does once its arguments are validated; the CLI only
+//! builds the [`Job`], calls [`run`] and renders what it returns.
+//!
+//! This is where the lease (`lease.rs`) meets the child (`supervise.rs`); neither knows
+//! the other, and the stop policy (`stop.rs`) decides between them: the stop signal at
+//! `stop_at`, SIGKILL of every process of the command at the latest at `valid_until`
+//! (with the guard's watchdog as the floor), and the release only once no process of the
+//! command is left. Signals to s3lead come in through `signals.rs`.
+
+use crate::clock::{Instant, boot_now, sleep_until};
+use crate::lease::{
+    CampaignError, CampaignOptions, Candidate, Leadership, LeaseState, LeaseStatus,
+};
+use crate::signals::Signals;
+use crate::stop::{Action, KillWhy, StopConfig, StopPolicy, StopWhy};
+use crate::store::{LockStore, LockUrl};
+use crate::supervise::{ChildExit, Program, SpawnError, Supervised, TreeEvent, become_subreaper};
+use crate::timing::{Dur, Timing};
+use nix::sys::signal::Signal;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, error, info, warn};
+
+/// One command to run under one lock's lease, validated by the caller.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// The lock, named in every log line as the user spelt it, and given to the command
+    /// as `S3LEAD_LOCK`.
+    pub lock: LockUrl,
+    /// The lease's timing, validated: its stop point leaves the command `kill_after`.
+    pub timing: Timing,
+    /// Shown to operators in the record; ownership is the lease id, not this.
+    pub holder: String,
+    /// The command, spawned under the guard only while the lease is held.
+    pub program: Program,
+    /// Give up as soon as another live holder is seen (`-n`).
+    pub nonblock: bool,
+    /// Give up campaigning after this long (`-w`).
+    pub timeout: Option<Duration>,
+    /// What the command gets at the stop point (`--signal`).
+    pub stop_signal: Signal,
+    /// The exit status when the lease was lost and the command stopped.
+    pub lost_exit_code: i32,
+}
+
+/// How a run ended without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The command ran and the run is over: exit with this status (the command's, or the
+    /// lost code, or [`crate::exit::INTERNAL`] if the guard died).
+    Exited(i32),
+    /// A signal ended the wait for the lock; the command never ran.
+    Interrupted(Signal),
+}
+
+/// Why a run ended before its command could run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The campaign ended without a lease: busy (`-n`), timed out (`-w`) or failed.
+    #[error("{0}")]
+    Campaign(CampaignError),
+    /// The command could not be started; the lease has been released.
+    #[error("{0}")]
+    Spawn(SpawnError),
+}
+
+/// Runs `job` over `store`. The command's environment gets `S3LEAD_TERM`, `S3LEAD_LOCK`,
+/// `S3LEAD_HOLDER` and `S3LEAD_LEASE_ID`, and nothing else of s3lead's.
+///
+/// The promise: no two commands run under one lock at once, as long as the host keeps
+/// to what lies inside it (README, "What lies outside the promise"); every run's
+/// `S3LEAD_TERM` is larger than any before it. Whatever the command writes should refuse
+/// a write carrying a smaller term than it has seen: that is what protects the data from
+/// a process that outlives its lease.
+///
+/// `signals` must be listening before the store is first asked anything: a stop request
+/// while waiting for the lock ends the wait at once (consul lock ignores them there, and
+/// `systemctl stop` hangs).
+pub async fn run<S: LockStore>(
+    job: &Job,
+    store: S,
+    mut signals: Signals,
+) -> Result<Ended, RunError> {
+    let lock = job.lock.as_str();
+    let leadership = match lead_with_runway(job, Arc::new(store), &mut signals).await? {
+        Ok(l) => l,
+        Err(sig) => return Ok(Ended::Interrupted(sig)),
+    };
+    let term = leadership.term();
+    let env = vec![
+        ("S3LEAD_TERM".to_owned(), term.to_string()),
+        ("S3LEAD_LOCK".to_owned(), lock.to_owned()),
+        ("S3LEAD_HOLDER".to_owned(), job.holder.clone()),
+        (
+            "S3LEAD_LEASE_ID".to_owned(),
+            leadership.lease_id().to_string(),
+        ),
+    ];
+    let cfg = StopConfig {
+        stop_signal: job.stop_signal,
+        kill_after: job.timing.kill_after(),
+        lost_exit_code: job.lost_exit_code,
+    };
+    let status = leadership.status();
+    let spawned = match become_subreaper() {
+        Ok(()) => Supervised::spawn(&job.program, &env, status.valid_until).await,
+        Err(e) => Err(e),
+    };
+    let child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            leadership.release().await;
+            return Err(RunError::Spawn(e));
+        }
+    };
+    info!(lock, %term, pid = child.pid().as_raw(), "command started");
+    let code = Supervision {
+        lock,
+        policy: StopPolicy::new(cfg, status),
+        child,
+        leadership: Some(leadership),
+        signals,
+    }
+    .run()
+    .await;
+    Ok(Ended::Exited(code))
+}
+
+/// Campaigns until elected with enough runway to start the command (`Ok(Ok)`), a signal
+/// ends the wait (`Ok(Err)`), or the campaign fails.
+///
+/// Spawn only with runway: the election announces a lease only with a retry period left
+/// before its stop point, but this task may have been starved since (a loaded host, a
+/// stopped process). A command that would be stopped at once is not started: the lease is
+/// released and the campaign begins again.
+async fn lead_with_runway<S: LockStore>(
+    job: &Job,
+    store: Arc<S>,
+    signals: &mut Signals,
+) -> Result<Result<Leadership, Signal>, RunError> {
+    let lock = job.lock.as_str();
+    let timing = job.timing;
+    let opts = CampaignOptions {
+        nonblock: job.nonblock,
+        give_up_at: job.timeout.map(|d| boot_now() + d),
+    };
+    loop {
+        let campaign =
+            Candidate::new(store.clone(), timing, job.holder.clone(), lock).campaign(opts);
+        tokio::pin!(campaign);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut campaign => break outcome,
+                d = signals.recv() => {
+                    if d.ends_wait() {
+                        let sig = d.signal();
+                        info!(lock, "{sig} while waiting for the lock; not running the command");
+                        return Ok(Err(sig));
+                    }
+                }
+            }
+        };
+        let leadership = outcome.map_err(RunError::Campaign)?;
+        let left = leadership.status().stop_at.saturating_since(boot_now());
+        if left >= timing.min_runway() {
+            return Ok(Ok(leadership));
+        }
+        warn!(
+            lock,
+            term = %leadership.term(),
+            "elected too late to run the command (its stop point is {} away, less than the {} minimum); releasing and campaigning again",
+            Dur(left),
+            Dur(timing.min_runway())
+        );
+        leadership.release().await;
+    }
+}
+
+/// The run once the command runs: the stop policy (`stop.rs`) decides, this loop
+/// performs. Every signal is sent before the line that reports it, and the log writer
+/// never blocks (`log.rs`), so nothing on the stop path waits on stderr.
+struct Supervision<'a> {
+    lock: &'a str,
+    policy: StopPolicy,
+    child: Supervised,
+    leadership: Option<Leadership>,
+    signals: Signals,
+}
+
+impl Supervision<'_> {
+    /// Until the policy says the run is over; returns the exit status.
+    async fn run(mut self) -> i32 {
+        let mut lease_open = true;
+        loop {
+            let now = boot_now();
+            let wait = match self.policy.poll(now) {
+                Action::Wait(t) => t,
+                Action::Exit(code) => return code,
+                action => {
+                    self.perform(action, now).await;
+                    continue;
+                }
+            };
+            let sleep = async {
+                match wait {
+                    Some(t) => sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = self.child.next() => self.on_tree(ev),
+                d = self.signals.recv() => self.policy.on_signal(d.signal(), boot_now()),
+                st = changed(&mut self.leadership), if lease_open => match st {
+                    Some(st) => self.policy.on_lease(st),
+                    None => {
+                        lease_open = false;
+                        if let Some(l) = &self.leadership {
+                            self.policy.on_lease(l.status());
+                        }
+                    }
+                },
+                _ = sleep => {}
+            }
+        }
+    }
+
+    /// Performs what the policy asked for at `now` (anything but waiting and exiting).
+    async fn perform(&mut self, action: Action, now: Instant) {
+        let lock = self.lock;
+        match action {
+            Action::Watchdog(t) => self.child.watchdog(t),
+            Action::Forward(sig) => {
+                self.child.forward(sig);
+                info!(lock, "forwarded {sig} to the command");
+            }
+            Action::Stop { sig, why } => {
+                let refused = self.child.stop(sig);
+                self.report_stop(sig, &why, now);
+                self.report_refused(&refused);
+            }
+            Action::Kill(why) => {
+                let refused = self.child.kill();
+                self.report_kill(&why, now);
+                self.report_refused(&refused);
+            }
+            Action::Release => {
+                self.child.finish();
+                if let Some(l) = self.leadership.take() {
+                    match l.release().await {
+                        LeaseState::Released => {}
+                        other => warn!(
+                            lock,
+                            "release did not complete ({other:?}); the lease will expire"
+                        ),
+                    }
+                }
+                self.policy.on_released();
+            }
+            Action::Wait(_) | Action::Exit(_) => {}
+        }
+    }
+
+    fn on_tree(&mut self, ev: TreeEvent) {
+        let lock = self.lock;
+        let now = boot_now();
+        match ev {
+            TreeEvent::ChildExited(e) => {
+                self.policy.on_child_exit(e, now);
+                match e {
+                    ChildExit::Code(c) => info!(lock, "command exited with status {c}"),
+                    ChildExit::Signaled(s) => info!(lock, "command killed by {s}"),
+                }
+            }
+            TreeEvent::WatchdogFired => warn!(
+                lock,
+                now_ms = ms(now),
+                "the watchdog's deadline passed: the guard is killing every process of the command"
+            ),
+            TreeEvent::Gone => {
+                self.child.finish();
+                self.policy.on_tree_gone(now);
+            }
+            TreeEvent::GuardLost(how) => {
+                self.policy.on_guard_lost(now);
+                error!(
+                    lock,
+                    "the guard process {how}; the command died with it, and s3lead is killing what it left"
+                );
+            }
+        }
+    }
+
+    fn report_stop(&self, sig: Signal, why: &StopWhy, now: Instant) {
+        let lock = self.lock;
+        let kill_at = self.policy.kill_at().unwrap_or(now);
+        let valid_until = self.leadership.as_ref().map(|l| l.status().valid_until);
+        let reason = match why {
+            StopWhy::Shutdown(s) => format!("{s} to s3lead: forwarded"),
+            StopWhy::AtRisk => "renewals failed up to the stop point".into(),
+            StopWhy::Expired => "the lease ran out".into(),
+            StopWhy::Leftovers => "the command exited and left processes behind".into(),
+        };
+        if matches!(why, StopWhy::Shutdown(_) | StopWhy::Leftovers) {
+            info!(
+                lock,
+                now_ms = ms(now),
+                valid_until_ms = valid_until.map(ms),
+                "sent {sig} to the command; SIGKILL in {} at the latest ({reason})",
+                Dur(kill_at - now)
+            );
+        } else {
+            warn!(
+                lock,
+                now_ms = ms(now),
+                valid_until_ms = valid_until.map(ms),
+                "sent {sig} to the command; SIGKILL in {} at the latest: the lease is no longer safe to hold ({reason})",
+                Dur(kill_at - now)
+            );
+        }
+    }
+
+    fn report_kill(&self, why: &KillWhy, now: Instant) {
+        let lock = self.lock;
+        let valid_until = self.leadership.as_ref().map(|l| l.status().valid_until);
+        let reason = match why {
+            KillWhy::GraceOver => "the grace after the stop signal ran out".to_string(),
+            KillWhy::LeaseEnds => "the lease ends now".into(),
+            KillWhy::SecondSignal(s) => format!("second {s}"),
+            KillWhy::LeaseGone(r) => format!("{r}; no grace, another holder may already run"),
+            KillWhy::GuardLost => "the guard process is gone".into(),
+            KillWhy::Again => {
+                debug!(lock, "processes remain after SIGKILL; sent it again");
+                return;
+            }
+        };
+        warn!(
+            lock,
+            now_ms = ms(now),
+            valid_until_ms = valid_until.map(ms),
+            "sent SIGKILL to every process of the command ({reason})"
+        );
+    }
+
+    fn report_refused(&self, refused: &[nix::unistd::Pid]) {
+        for pid in refused {
+            error!(
+                lock = self.lock,
+                "process {pid} of the command may not be signalled by this user (a setuid program?); \
+                 s3lead keeps the lease while it lives and cannot stop it (run s3lead as its user or root)"
+            );
+        }
+    }
+}
+
+/// The lease's next change, or `None` once its renewal task has ended.
+async fn changed(leadership: &mut Option<Leadership>) -> Option<LeaseStatus> {
+    match leadership {
+        Some(l) => l.changed().await,
+        None => None,
+    }
+}
+
+/// A boot-clock instant in milliseconds, for log lines.
+fn ms(t: Instant) -> u64 {
+    u64::try_from(t.since_origin().as_millis()).unwrap_or(u64::MAX)
+}
