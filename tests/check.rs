@@ -265,3 +265,27 @@ fn check_refuses_a_store_whose_conditional_writes_race() {
     );
     assert_eq!(bucket.keys(), Vec::<String>::new(), "scratch keys left");
 }
+
+#[test]
+fn check_passes_on_a_store_that_wants_if_match_unquoted_and_says_that_s3lead_adapts() {
+    let bucket = fake_s3::serve_bucket(Mode::WantsUnquotedIfMatch);
+    let url = "s3://lease/locks/rgw";
+    let f = check(url, &fake_env(&bucket), &["--rounds", "3"]);
+    assert_eq!(
+        f.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        f.stdout,
+        f.stderr
+    );
+    assert!(
+        f.stdout.lines().any(|l| l
+            .starts_with("ok   replace (If-Match) with the current ETag: written (ETag ")
+            && l.ends_with(
+                "; the store accepts If-Match only unquoted (as Ceph RGW does): s3lead adapts"
+            )),
+        "the quirk is reported beside the replace: {}",
+        f.stdout
+    );
+    assert_eq!(bucket.keys(), Vec::<String>::new(), "scratch keys left");
+}

@@ -941,4 +941,64 @@ mod tests {
         assert_eq!(lock.scratch_keys(), Vec::<String>::new());
         assert_eq!(lock.body(), None, "the lock object was never written");
     }
+
+    /// A store that ignores every condition, as Garage 2.5 ignores `If-None-Match`.
+    #[derive(Clone)]
+    struct Careless(MemoryStore);
+
+    impl LockStore for Careless {
+        async fn read(&self, known: Option<&Etag>) -> Result<ReadReply, StoreError> {
+            self.0.read(known).await
+        }
+
+        async fn create(&self, body: Vec<u8>) -> Result<Etag, StoreError> {
+            Ok(self.0.overwrite(body))
+        }
+
+        async fn replace(&self, _: &Etag, body: Vec<u8>) -> Result<Etag, StoreError> {
+            Ok(self.0.overwrite(body))
+        }
+    }
+
+    impl ScratchStore for Careless {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+
+        fn scratch(&self, tag: &str) -> Result<Careless, StoreError> {
+            Ok(Careless(self.0.scratch(tag)?))
+        }
+
+        async fn delete_scratch(&self) -> Result<(), StoreError> {
+            self.0.delete_scratch().await
+        }
+
+        async fn answers_not_modified(&self, etag: &Etag) -> Result<bool, StoreError> {
+            self.0.answers_not_modified(etag).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_ignores_conditions_breaks_the_contract() {
+        let lock = Careless(MemoryStore::new());
+        let (verdict, findings) = probe(&lock).await;
+        let Verdict::Broken(first) = verdict else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(first.check, CREATE_EXISTING);
+        assert!(
+            first
+                .got
+                .ends_with("the store ignores If-None-Match: * on PUT"),
+            "{first:?}"
+        );
+        assert_eq!(findings.first().map(|f| f.outcome), Some(Outcome::Ok));
+        assert!(
+            findings.iter().any(|f| f.check == RACE_CREATE
+                && f.outcome == Outcome::Fail
+                && f.got.contains("two writers both won a conditional PUT")),
+            "{findings:#?}"
+        );
+        assert_eq!(lock.0.scratch_keys(), Vec::<String>::new());
+    }
 }

@@ -190,4 +190,28 @@ mod tests {
         s.delete();
         assert!(s.create_now(b"one".to_vec()).is_ok(), "created anew");
     }
+
+    #[tokio::test]
+    async fn scratch_keys_are_listed_until_deleted_and_the_lock_is_never_deleted() {
+        let lock = MemoryStore::new();
+        let scratch = lock.scratch("0a1b").unwrap();
+        assert_eq!(
+            lock.scratch_keys(),
+            Vec::<String>::new(),
+            "nothing written yet"
+        );
+        scratch.create(b"one".to_vec()).await.unwrap();
+        assert_eq!(lock.scratch_keys(), ["memory.s3lead-check-0a1b"]);
+        assert_eq!(
+            lock.read_now(None),
+            ReadReply::Missing,
+            "apart from the lock"
+        );
+        scratch.delete_scratch().await.unwrap();
+        scratch.delete_scratch().await.unwrap();
+        assert_eq!(lock.scratch_keys(), Vec::<String>::new());
+        lock.create(b"lock".to_vec()).await.unwrap();
+        assert!(lock.delete_scratch().await.is_err());
+        assert_eq!(lock.body(), Some(b"lock".to_vec()));
+    }
 }

@@ -138,6 +138,9 @@ pub enum Mode {
     /// Conditions are checked, then the write happens a little later without a lock,
     /// so that concurrent writers all pass the same check (s3s-fs; moto now and then).
     ChecksWithoutAtomicity,
+    /// Keeps the contract, as Ceph RGW 16.2 does: `If-Match` matches only the ETag
+    /// unquoted, and `If-Match` on a missing key is answered 412.
+    WantsUnquotedIfMatch,
 }
 
 /// A fake S3 server holding a bucket in memory (any bucket name: path-style, the first
@@ -182,7 +185,7 @@ fn bucket_reply(mode: Mode, objects: &Mutex<Objects>, req: &Request) -> Reply {
         "GET" | "HEAD" => match current {
             None => Reply::error(404, "NoSuchKey"),
             Some((etag, _))
-                if mode == Mode::ChecksWithoutAtomicity
+                if mode != Mode::IgnoresConditions
                     && req
                         .header("if-none-match")
                         .is_some_and(|v| unquoted(v) == unquoted(&etag)) =>
@@ -191,6 +194,25 @@ fn bucket_reply(mode: Mode, objects: &Mutex<Objects>, req: &Request) -> Reply {
             }
             Some((etag, data)) => Reply::object(&etag, data),
         },
+        "PUT" if mode == Mode::WantsUnquotedIfMatch => {
+            let mut objects = lock();
+            let current = objects.by_key.get(&req.key).map(|(etag, _)| etag.clone());
+            match (req.header("if-none-match"), req.header("if-match"), current) {
+                (Some(_), _, Some(_)) | (_, Some(_), None) => {
+                    return Reply::error(412, "PreconditionFailed");
+                }
+                (_, Some(sent), Some(etag)) if sent != unquoted(&etag) => {
+                    return Reply::error(412, "PreconditionFailed");
+                }
+                _ => {}
+            }
+            objects.writes += 1;
+            let etag = format!("\"fake{}\"", objects.writes);
+            objects
+                .by_key
+                .insert(req.key.clone(), (etag.clone(), req.body.clone()));
+            Reply::written(&etag)
+        }
         "PUT" => {
             if mode == Mode::ChecksWithoutAtomicity {
                 let refused = match (
