@@ -70,7 +70,7 @@ pub async fn check(args: CheckArgs) -> Result<i32, Failure> {
         }
         verdict
     };
-    let safe = match verdict {
+    let failure = match verdict {
         Ok(Verdict::Kept) => None,
         Ok(Verdict::Broken(failure)) => Some(failure),
         Ok(Verdict::Fatal(e)) => return Err(store_failure(lock, &e)),
@@ -89,7 +89,7 @@ pub async fn check(args: CheckArgs) -> Result<i32, Failure> {
             ));
         }
     };
-    Ok(report.finish(&args, safe.as_ref()))
+    Ok(report.finish(&args, failure.as_ref()))
 }
 
 /// The findings so far. As text, each is printed as soon as it is known (the races take
