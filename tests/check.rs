@@ -2,15 +2,16 @@
 //! on the file store and on the test S3 server (tests named `on_s3`; CI runs them again
 //! against Ceph RGW, whose losers of an `If-Match` race get 500), it leaves the lock
 //! object byte for byte as it was and no scratch key behind, and it refuses, with exit 78
-//! and an UNSAFE verdict, two fake S3 servers run here on 127.0.0.1: one that ignores
-//! conditional headers (Garage 2.5 ignores `If-None-Match`), and one that checks them
-//! without atomicity, so that racing writers all pass the check (s3s-fs, moto now and
-//! then).
+//! and an UNSAFE verdict, two fake S3 buckets (`e2e::fake_s3`) on 127.0.0.1: one that
+//! ignores conditional headers (Garage 2.5 ignores `If-None-Match`), and one that checks
+//! them without atomicity, so that racing writers all pass the check (s3s-fs, moto now
+//! and then).
 
 #[macro_use]
 mod e2e;
 mod support;
 
+use e2e::fake_s3::{self, Mode};
 use e2e::{Finished, Lock, finish};
 use std::process::Command;
 use std::time::Duration;
@@ -147,9 +148,9 @@ fn check_passes_and_touches_nothing(lock: Lock) {
 
 on_both_stores!(check_passes_and_touches_nothing);
 
-fn fake_env(server: &fake::Server) -> Vec<(String, String)> {
+fn fake_env(bucket: &fake_s3::Bucket) -> Vec<(String, String)> {
     [
-        ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
+        ("AWS_ENDPOINT_URL", bucket.server.endpoint.as_str()),
         ("AWS_ACCESS_KEY_ID", "AKIDFAKE"),
         ("AWS_SECRET_ACCESS_KEY", "fake-secret"),
         ("AWS_REGION", "us-east-1"),
@@ -182,9 +183,9 @@ fn assert_unsafe(f: &Finished, url: &str) -> String {
 
 #[test]
 fn check_refuses_a_store_that_ignores_conditional_headers() {
-    let server = fake::serve(fake::Mode::IgnoresConditions);
+    let bucket = fake_s3::serve_bucket(Mode::IgnoresConditions);
     let url = "s3://lease/locks/nightly";
-    let f = check(url, &fake_env(&server), &[]);
+    let f = check(url, &fake_env(&bucket), &[]);
     let verdict = assert_unsafe(&f, url);
     assert!(
         verdict.contains("create (If-None-Match: *) on an existing key"),
@@ -214,17 +215,18 @@ fn check_refuses_a_store_that_ignores_conditional_headers() {
         f.stdout
     );
     // Each scratch key was written, then deleted: nothing else was ever requested.
-    let requests = server.requests();
+    let requests = bucket.server.requests();
     assert!(requests.iter().any(|r| r.method == "DELETE"));
-    assert_eq!(server.keys(), Vec::<String>::new(), "scratch keys left");
+    assert_eq!(bucket.keys(), Vec::<String>::new(), "scratch keys left");
     assert!(
-        server
+        bucket
+            .server
             .requests()
             .iter()
             .all(|r| r.key.starts_with("locks/nightly.s3lead-check-"))
     );
 
-    let f = check(url, &fake_env(&server), &["--json"]);
+    let f = check(url, &fake_env(&bucket), &["--json"]);
     assert_eq!(f.code, Some(78), "{}", f.stderr);
     let v: serde_json::Value = serde_json::from_str(f.stdout.trim()).expect("one JSON object");
     assert_eq!(v["safe"], false);
@@ -241,9 +243,9 @@ fn check_refuses_a_store_that_ignores_conditional_headers() {
 
 #[test]
 fn check_refuses_a_store_whose_conditional_writes_race() {
-    let server = fake::serve(fake::Mode::ChecksWithoutAtomicity);
+    let bucket = fake_s3::serve_bucket(Mode::ChecksWithoutAtomicity);
     let url = "s3://lease/locks/racy";
-    let f = check(url, &fake_env(&server), &[]);
+    let f = check(url, &fake_env(&bucket), &[]);
     let verdict = assert_unsafe(&f, url);
     assert!(
         verdict.contains(
@@ -261,227 +263,29 @@ fn check_refuses_a_store_whose_conditional_writes_race() {
         "{}",
         f.stdout
     );
-    assert_eq!(server.keys(), Vec::<String>::new(), "scratch keys left");
+    assert_eq!(bucket.keys(), Vec::<String>::new(), "scratch keys left");
 }
 
-/// A scripted S3 server with a bucket `lease`: path-style, one request per connection,
-/// objects in memory. It honours nothing but the basics (no signatures checked).
-mod fake {
-    use std::collections::HashMap;
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub enum Mode {
-        /// Every PUT succeeds with a fresh ETag; `If-None-Match` on GET is ignored too.
-        IgnoresConditions,
-        /// Conditions are checked, then the write happens a little later without a lock,
-        /// so that concurrent writers all pass the same check.
-        ChecksWithoutAtomicity,
-    }
-
-    #[derive(Clone, Debug)]
-    pub struct Request {
-        pub method: String,
-        /// Without the bucket and the query.
-        pub key: String,
-    }
-
-    #[derive(Default)]
-    struct State {
-        objects: HashMap<String, (String, Vec<u8>)>,
-        writes: u64,
-        log: Vec<Request>,
-    }
-
-    pub struct Server {
-        pub endpoint: String,
-        state: Arc<Mutex<State>>,
-    }
-
-    impl Server {
-        pub fn keys(&self) -> Vec<String> {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let mut keys: Vec<String> = state.objects.keys().cloned().collect();
-            keys.sort();
-            keys
-        }
-
-        pub fn requests(&self) -> Vec<Request> {
-            self.state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .log
-                .clone()
-        }
-    }
-
-    pub fn serve(mode: Mode) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-        let state = Arc::new(Mutex::new(State::default()));
-        let shared = state.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let state = shared.clone();
-                std::thread::spawn(move || {
-                    let _ = answer(stream, mode, &state);
-                });
-            }
-        });
-        Server { endpoint, state }
-    }
-
-    struct Reply {
-        status: u16,
-        headers: Vec<(&'static str, String)>,
-        body: Vec<u8>,
-    }
-
-    impl Reply {
-        fn status(status: u16) -> Reply {
-            Reply {
-                status,
-                headers: vec![],
-                body: vec![],
-            }
-        }
-
-        fn error(status: u16, code: &str) -> Reply {
-            Reply {
-                status,
-                headers: vec![("Content-Type", "application/xml".into())],
-                body: format!(
-                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
-                     <Message>fake</Message><RequestId>1</RequestId></Error>"
-                )
-                .into_bytes(),
-            }
-        }
-
-        fn with_etag(status: u16, etag: &str, body: Vec<u8>) -> Reply {
-            Reply {
-                status,
-                headers: vec![("ETag", etag.to_owned())],
-                body,
-            }
-        }
-    }
-
-    fn unquoted(etag: &str) -> &str {
-        etag.trim_matches('"')
-    }
-
-    fn handle(
-        mode: Mode,
-        state: &Mutex<State>,
-        method: &str,
-        key: &str,
-        headers: &HashMap<String, String>,
-        body: Vec<u8>,
-    ) -> Reply {
-        let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
-        let current = lock().objects.get(key).cloned();
-        match method {
-            "GET" | "HEAD" => match current {
-                None => Reply::error(404, "NoSuchKey"),
-                Some((etag, _))
-                    if mode == Mode::ChecksWithoutAtomicity
-                        && headers
-                            .get("if-none-match")
-                            .is_some_and(|v| unquoted(v) == unquoted(&etag)) =>
-                {
-                    Reply::status(304)
-                }
-                Some((etag, data)) => Reply::with_etag(200, &etag, data),
-            },
-            "PUT" => {
-                if mode == Mode::ChecksWithoutAtomicity {
-                    let refused = match (
-                        headers.get("if-none-match"),
-                        headers.get("if-match"),
-                        &current,
-                    ) {
-                        (Some(_), _, Some(_)) => Some(Reply::error(412, "PreconditionFailed")),
-                        (_, Some(_), None) => Some(Reply::error(404, "NoSuchKey")),
-                        (_, Some(sent), Some((etag, _))) if unquoted(sent) != unquoted(etag) => {
-                            Some(Reply::error(412, "PreconditionFailed"))
-                        }
-                        _ => None,
-                    };
-                    if let Some(reply) = refused {
-                        return reply;
-                    }
-                    // The flaw: the check above and the write below are not one step.
-                    std::thread::sleep(Duration::from_millis(30));
-                }
-                let mut state = lock();
-                state.writes += 1;
-                let etag = format!("\"fake{}\"", state.writes);
-                state.objects.insert(key.to_owned(), (etag.clone(), body));
-                Reply::with_etag(200, &etag, vec![])
-            }
-            "DELETE" => {
-                lock().objects.remove(key);
-                Reply::status(204)
-            }
-            _ => Reply::status(405),
-        }
-    }
-
-    fn answer(stream: TcpStream, mode: Mode, state: &Mutex<State>) -> std::io::Result<()> {
-        let mut reader = BufReader::new(stream.try_clone()?);
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or_default().to_owned();
-        let target = parts.next().unwrap_or_default();
-        let path = target.split('?').next().unwrap_or_default();
-        let key = path.strip_prefix("/lease/").unwrap_or(path).to_owned();
-        let mut headers = HashMap::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-            }
-        }
-        let length: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .log
-            .push(Request {
-                method: method.clone(),
-                key: key.clone(),
-            });
-        let reply = handle(mode, state, &method, &key, &headers, body);
-        let mut head = format!("HTTP/1.1 {} Fake\r\nConnection: close\r\n", reply.status);
-        for (name, value) in &reply.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        let body = if reply.status == 304 || method == "HEAD" {
-            vec![]
-        } else {
-            reply.body
-        };
-        if reply.status != 304 {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        let mut out = stream;
-        out.write_all(head.as_bytes())?;
-        out.write_all(&body)?;
-        out.flush()
-    }
+#[test]
+fn check_passes_on_a_store_that_wants_if_match_unquoted_and_says_that_s3lead_adapts() {
+    let bucket = fake_s3::serve_bucket(Mode::WantsUnquotedIfMatch);
+    let url = "s3://lease/locks/rgw";
+    let f = check(url, &fake_env(&bucket), &["--rounds", "3"]);
+    assert_eq!(
+        f.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        f.stdout,
+        f.stderr
+    );
+    assert!(
+        f.stdout.lines().any(|l| l
+            .starts_with("ok   replace (If-Match) with the current ETag: written (ETag ")
+            && l.ends_with(
+                "; the store accepts If-Match only unquoted (as Ceph RGW does): s3lead adapts"
+            )),
+        "the quirk is reported beside the replace: {}",
+        f.stdout
+    );
+    assert_eq!(bucket.keys(), Vec::<String>::new(), "scratch keys left");
 }

@@ -5,14 +5,23 @@
 //! The synchronous methods let the single-threaded simulation apply a request at the
 //! simulated instant it reaches the store; [`MemoryStore::overwrite`] and
 //! [`MemoryStore::delete`] act behind the protocol's back, as an operator, a broken peer
-//! or a lifecycle rule would.
+//! or a lifecycle rule would. It offers scratch keys too, so that the store-contract probe
+//! can be run over the reference store.
 
-use super::{Etag, LockStore, ReadReply, StoreError, content_etag};
+use super::contract::ScratchStore;
+use super::{Etag, FatalKind, LockStore, ReadReply, SCRATCH_MARKER, StoreError, content_etag};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// One lock object in memory. Clones share it.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Slot>>,
+    /// The scratch objects made next to this one, by name: shared by clones and by the
+    /// scratch stores themselves, so that a test can see what is left.
+    scratch: Arc<Mutex<BTreeMap<String, Arc<Mutex<Slot>>>>>,
+    /// A scratch object's name; `None` for the lock object itself.
+    name: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +85,61 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// The names of the scratch objects that exist now (written, not yet deleted).
+    pub fn scratch_keys(&self) -> Vec<String> {
+        let scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        scratch
+            .iter()
+            .filter(|(_, slot)| {
+                let slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+                slot.object.is_some()
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+impl ScratchStore for MemoryStore {
+    fn location(&self) -> String {
+        self.name.clone().unwrap_or_else(|| "memory".to_owned())
+    }
+
+    fn scratch(&self, tag: &str) -> Result<MemoryStore, StoreError> {
+        let name = format!("{}{SCRATCH_MARKER}{tag}", self.location());
+        let slot = Arc::new(Mutex::new(Slot::default()));
+        self.scratch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), slot.clone());
+        Ok(MemoryStore {
+            inner: slot,
+            scratch: self.scratch.clone(),
+            name: Some(name),
+        })
+    }
+
+    async fn delete_scratch(&self) -> Result<(), StoreError> {
+        let Some(name) = &self.name else {
+            return Err(StoreError::Fatal(
+                FatalKind::Other,
+                "refusing to delete the lock object: it is not a scratch key of s3lead check"
+                    .to_owned(),
+            ));
+        };
+        self.delete();
+        self.scratch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        Ok(())
+    }
+
+    async fn answers_not_modified(&self, etag: &Etag) -> Result<bool, StoreError> {
+        Ok(self.read_now(Some(etag)) == ReadReply::NotModified)
+    }
+}
+
 impl Slot {
     fn put(&mut self, body: Vec<u8>) -> Etag {
         let etag = content_etag(&body);
@@ -125,5 +189,29 @@ mod tests {
         assert_eq!(s.replace_now(&a, b"two".to_vec()), Err(StoreError::Missing));
         s.delete();
         assert!(s.create_now(b"one".to_vec()).is_ok(), "created anew");
+    }
+
+    #[tokio::test]
+    async fn scratch_keys_are_listed_until_deleted_and_the_lock_is_never_deleted() {
+        let lock = MemoryStore::new();
+        let scratch = lock.scratch("0a1b").unwrap();
+        assert_eq!(
+            lock.scratch_keys(),
+            Vec::<String>::new(),
+            "nothing written yet"
+        );
+        scratch.create(b"one".to_vec()).await.unwrap();
+        assert_eq!(lock.scratch_keys(), ["memory.s3lead-check-0a1b"]);
+        assert_eq!(
+            lock.read_now(None),
+            ReadReply::Missing,
+            "apart from the lock"
+        );
+        scratch.delete_scratch().await.unwrap();
+        scratch.delete_scratch().await.unwrap();
+        assert_eq!(lock.scratch_keys(), Vec::<String>::new());
+        lock.create(b"lock".to_vec()).await.unwrap();
+        assert!(lock.delete_scratch().await.is_err());
+        assert_eq!(lock.body(), Some(b"lock".to_vec()));
     }
 }

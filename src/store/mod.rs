@@ -13,16 +13,18 @@
 //! `s3.rs` speaks to S3 and compatible stores, `file.rs` keeps a lock in one local file
 //! (one host), `memory.rs` serves tests and the simulation.
 //!
-//! `s3lead check` needs more than the protocol does: objects of its own next to the lock
-//! (scratch keys, [`SCRATCH_MARKER`] in their names), and a way to remove them. That
-//! delete is an inherent method of the stores ([`AnyStore::delete_scratch`]), not part of
-//! [`LockStore`], and it refuses any key that is not a scratch key: the protocol itself
-//! can never delete.
+//! The store-contract probe (`contract.rs`, run by `s3lead check` and the contract tests)
+//! needs more than the protocol does: objects of its own next to the lock (scratch keys,
+//! [`SCRATCH_MARKER`] in their names), and a way to remove them. That delete belongs to
+//! [`ScratchStore`], not to [`LockStore`], and it refuses any key that is not a scratch
+//! key: the protocol itself can never delete.
 
+pub mod contract;
 pub mod file;
 pub mod memory;
 pub mod s3;
 
+use contract::{Quirk, ScratchStore};
 use std::fmt;
 use std::future::Future;
 
@@ -307,10 +309,16 @@ impl AnyStore {
             AnyStore::File(f) => f.path().display().to_string(),
         }
     }
+}
 
-    /// The same store for the scratch key `<this key><SCRATCH_MARKER><tag>`, next to it
-    /// (same bucket, same directory). No I/O.
-    pub fn scratch(&self, tag: &str) -> Result<AnyStore, StoreError> {
+/// The scratch keys of `s3lead check`, next to the lock: in the same bucket, or in the
+/// same directory.
+impl ScratchStore for AnyStore {
+    fn location(&self) -> String {
+        AnyStore::location(self)
+    }
+
+    fn scratch(&self, tag: &str) -> Result<AnyStore, StoreError> {
         Ok(match self {
             AnyStore::S3(s) => {
                 AnyStore::S3(s.sibling(&format!("{}{SCRATCH_MARKER}{tag}", s.key())))
@@ -324,24 +332,26 @@ impl AnyStore {
         })
     }
 
-    /// Removes this scratch object, unconditionally (LocalStack answers a conditional
-    /// DeleteObject with 501, Ceph RGW ignores the condition). An object that is already
-    /// gone is not an error. Refuses any key that is not a scratch key.
-    pub async fn delete_scratch(&self) -> Result<(), StoreError> {
+    /// Unconditional: LocalStack answers a conditional DeleteObject with 501, and Ceph
+    /// RGW ignores the condition.
+    async fn delete_scratch(&self) -> Result<(), StoreError> {
         match self {
             AnyStore::S3(s) => s.delete_object_unconditionally().await,
             AnyStore::File(f) => f.delete_scratch().await,
         }
     }
 
-    /// Whether the store itself answers a read conditional on `etag`, the object's
-    /// current ETag, with "not modified" rather than the whole object. [`LockStore::read`]
-    /// answers [`ReadReply::NotModified`] either way (it compares the ETag it got); this
-    /// tells whether a follower's poll is the cheap request it is meant to be.
-    pub async fn answers_not_modified(&self, etag: &Etag) -> Result<bool, StoreError> {
+    async fn answers_not_modified(&self, etag: &Etag) -> Result<bool, StoreError> {
         match self {
             AnyStore::S3(s) => s.answers_not_modified(etag).await,
             AnyStore::File(f) => Ok(f.read(Some(etag)).await? == ReadReply::NotModified),
+        }
+    }
+
+    fn quirks(&self) -> Vec<Quirk> {
+        match self {
+            AnyStore::S3(s) if s.wants_unquoted_if_match() => vec![Quirk::UnquotedIfMatch],
+            AnyStore::S3(_) | AnyStore::File(_) => Vec::new(),
         }
     }
 }

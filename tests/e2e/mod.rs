@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses only part of this module
 
+pub mod fake_s3;
 pub mod http_fault;
 pub mod proxy;
 
