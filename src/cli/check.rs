@@ -23,7 +23,7 @@ use super::{Failure, S3Args};
 use crate::exit;
 use crate::store::contract::{Finding, Outcome, Probe, Verdict};
 use clap::Args;
-use nix::sys::signal::Signal;
+use crate::signals::Signals;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -51,9 +51,12 @@ pub struct CheckArgs {
 
 /// Runs `s3lead check`; returns the exit status.
 pub async fn check(args: CheckArgs) -> Result<i32, Failure> {
-    let lock = args.lock.as_str();
-    let url = super::lock_url(lock)?;
-    let store = super::open_store(lock, &url, &args.s3, super::ONE_SHOT_REQUEST_TIMEOUT).await?;
+    let url = super::lock_url(&args.lock)?;
+    let lock = &url;
+    let store = super::open(&url, &args.s3.options(super::ONE_SHOT_REQUEST_TIMEOUT)).await?;
+    // A shutdown signal ends the check early, its scratch keys deleted first.
+    let mut signals = Signals::listen()
+        .map_err(|e| Failure::new(exit::OS_ERROR, format!("{lock}: cannot catch signals: {e}")))?;
     let mut report = Report {
         json: args.json,
         findings: Vec::new(),
@@ -63,7 +66,7 @@ pub async fn check(args: CheckArgs) -> Result<i32, Failure> {
         let mut sink = |finding: Finding| report.add(finding);
         let verdict = tokio::select! {
             verdict = probe.run(&mut sink) => Ok(verdict),
-            sig = interrupted() => Err(sig),
+            sig = signals.shutdown() => Err(sig),
         };
         if verdict.is_err() {
             probe.clean_up(&mut sink).await;
@@ -153,20 +156,5 @@ impl Report {
         } else {
             exit::UNSAFE_STORE
         }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM, so that the scratch keys are deleted before exiting.
-async fn interrupted() -> Signal {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => Signal::SIGINT,
-        _ = term.recv() => Signal::SIGTERM,
     }
 }

@@ -232,19 +232,6 @@ pub async fn open(url: &LockUrl, s3: &S3Options) -> Result<AnyStore, Failure> {
     url.open(s3).await.map_err(|e| store_failure(url, &e))
 }
 
-/// [`open`] for a subcommand that keeps the lock's spelling beside its URL (`check`, until
-/// it names the lock by its [`LockUrl`]); `lock` is `url`'s own spelling, so the URL is
-/// what names it.
-pub async fn open_store(
-    lock: &str,
-    url: &LockUrl,
-    s3: &S3Args,
-    request_timeout: Duration,
-) -> Result<AnyStore, Failure> {
-    debug_assert_eq!(lock, url.as_str());
-    open(url, &s3.options(request_timeout)).await
-}
-
 /// A store error as the one line the user sees and its exit status. The stores' words
 /// leave the object unnamed, so the lock is named here, once, as the user spelt it.
 pub(crate) fn store_failure(lock: impl fmt::Display, e: &StoreError) -> Failure {
