@@ -28,6 +28,7 @@
 
 use crate::clock::Instant;
 use crate::record::{LeaseId, LockRecord, RecordError, Term};
+use crate::store::memory::MemoryStore;
 use crate::store::{Etag, FatalKind, ReadReply, StoreError};
 use crate::timing::Timing;
 use std::collections::VecDeque;
@@ -43,6 +44,21 @@ pub enum Request {
     Create { body: Vec<u8> },
     /// Write `body` only if the object's ETag is `etag`.
     Replace { etag: Etag, body: Vec<u8> },
+}
+
+impl Request {
+    /// Performs this request on the in-memory reference store at once and returns its
+    /// answer: the conditional-write contract as every store must keep it (see
+    /// [`MemoryStore`]), with no fault, delay or quirk. The unit tests and the
+    /// deterministic simulation both apply requests through this one function, at the
+    /// instant they choose for the request to reach the store.
+    pub fn apply_to(&self, store: &MemoryStore) -> Reply {
+        match self {
+            Request::Read { known } => Reply::Read(Ok(store.read_now(known.as_ref()))),
+            Request::Create { body } => Reply::Write(store.create_now(body.clone())),
+            Request::Replace { etag, body } => Reply::Write(store.replace_now(etag, body.clone())),
+        }
+    }
 }
 
 /// The store's answer to the last request.
@@ -361,7 +377,7 @@ impl Election {
     /// child must be dead by then.
     pub fn valid_until(&self) -> Option<Instant> {
         match &self.phase {
-            Phase::Leading(l) => Some(self.valid_until_of(l)),
+            Phase::Leading(l) => Some(self.timing.valid_until(l.valid_from)),
             _ => None,
         }
     }
@@ -369,8 +385,7 @@ impl Election {
     /// `valid_until − kill_after`: when the stop signal goes to the child if no renewal
     /// has landed.
     pub fn stop_at(&self) -> Option<Instant> {
-        self.valid_until()
-            .map(|v| v.saturating_sub(self.timing.kill_after()))
+        self.valid_until().map(|v| self.timing.stop_at(v))
     }
 
     /// The record of the current holder as last seen, while following.
@@ -379,10 +394,6 @@ impl Election {
             Phase::Following(f) => f.observed.as_ref().map(|o| &o.record),
             _ => None,
         }
-    }
-
-    fn valid_until_of(&self, l: &Leader) -> Instant {
-        (l.valid_from + self.timing.lease()).saturating_sub(self.timing.margin())
     }
 
     /// What to do at `now`. Must not be called while a request is in flight.
@@ -487,8 +498,8 @@ impl Election {
         let Phase::Leading(l) = &mut self.phase else {
             return Step::Done;
         };
-        let valid_until = (l.valid_from + timing.lease()).saturating_sub(timing.margin());
-        let stop_at = valid_until.saturating_sub(timing.kill_after());
+        let valid_until = timing.valid_until(l.valid_from);
+        let stop_at = timing.stop_at(valid_until);
         if now >= valid_until {
             self.lose(LossReason::Expired);
             return Step::Wait(now);
@@ -701,10 +712,9 @@ impl Election {
             failures: 0,
         };
         debug_assert_eq!(w.record.lease_id, l.lease_id);
-        let valid_until = (valid_from + timing.lease()).saturating_sub(timing.margin());
         // A lease recognised late (after ambiguous answers) may have too little time
         // left to run a child: renew it first and announce only after that lands.
-        if has_runway(&timing, valid_until, now) {
+        if timing.has_runway(timing.valid_until(valid_from), now) {
             l.announced = true;
             self.events.push_back(Event::Elected {
                 term: l.term,
@@ -809,9 +819,8 @@ impl Election {
             self.events.push_back(Event::Released);
             return;
         }
-        let valid_until = (sent + timing.lease()).saturating_sub(timing.margin());
         if !l.announced {
-            if has_runway(&timing, valid_until, now) {
+            if timing.has_runway(timing.valid_until(sent), now) {
                 l.announced = true;
                 self.events.push_back(Event::Elected {
                     term: l.term,
@@ -845,12 +854,6 @@ impl Election {
         self.phase = Phase::Ended;
         self.events.push_back(Event::Fatal(e));
     }
-}
-
-/// Whether a lease valid until `valid_until` leaves, at `now`, the minimum runway before
-/// its stop point that a child needs to be started.
-fn has_runway(timing: &Timing, valid_until: Instant, now: Instant) -> bool {
-    now + timing.min_runway() <= valid_until.saturating_sub(timing.kill_after())
 }
 
 /// A definite refusal of a conditional write: 412, or 404 on `If-Match`. The write did

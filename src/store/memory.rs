@@ -3,7 +3,10 @@
 //! protocol's, not the store's. Its ETags are derived from the body, as on AWS, MinIO and
 //! moto: a write that repeats its bytes gets the same ETag, which a counter would hide.
 //! The synchronous methods let the single-threaded simulation apply a request at the
-//! simulated instant it reaches the store; [`MemoryStore::overwrite`] and
+//! simulated instant it reaches the store (the protocol's requests are applied through
+//! [`Request::apply_to`](crate::election::Request::apply_to), the one place where the
+//! unit tests and the simulation turn a request into this store's answer);
+//! [`MemoryStore::overwrite`] and
 //! [`MemoryStore::delete`] act behind the protocol's back, as an operator, a broken peer
 //! or a lifecycle rule would.
 

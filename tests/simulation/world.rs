@@ -1273,7 +1273,7 @@ impl World<'_> {
             back,
         } = d;
         let applied = !matches!(fate, Fate::Refuse(_));
-        let result = applied.then(|| self.apply(&req));
+        let result = applied.then(|| req.apply_to(&self.store));
         note!(
             self,
             "store".into(),
@@ -1335,16 +1335,6 @@ impl World<'_> {
                     via_network: true,
                 },
             );
-        }
-    }
-
-    fn apply(&self, req: &Request) -> Reply {
-        match req {
-            Request::Read { known } => Reply::Read(Ok(self.store.read_now(known.as_ref()))),
-            Request::Create { body } => Reply::Write(self.store.create_now(body.clone())),
-            Request::Replace { etag, body } => {
-                Reply::Write(self.store.replace_now(etag, body.clone()))
-            }
         }
     }
 
