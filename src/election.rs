@@ -290,6 +290,155 @@ impl Follower {
     fn may_create_at(&self) -> Option<Instant> {
         Some(self.gone_since? + self.longest_lease?)
     }
+
+    /// A read, answered at `now`, found no object.
+    fn found_missing(&mut self, now: Instant, retry: Instant) -> FollowerNext {
+        if let Some(e) = self.fatal_unless_landed.take() {
+            return FollowerNext::Fatal(e);
+        }
+        self.reconcile = false;
+        self.observed = None;
+        self.absent = true;
+        if self.longest_lease.is_some() && self.gone_since.is_none() {
+            self.gone_since = Some(now);
+        }
+        // An attempt under another condition can no longer land.
+        if matches!(&self.attempt, Some(a) if a.condition != Condition::Absent) {
+            self.attempt = None;
+        }
+        // Resending a creation whose answer was lost waits a retry period, so a store
+        // that times out writes is not hammered.
+        self.next_at = match (&self.attempt, self.may_create_at()) {
+            (Some(a), _) if a.maybe_landed => retry,
+            (_, Some(t)) if now < t => retry.min(t),
+            _ => now,
+        };
+        FollowerNext::Follow
+    }
+
+    /// A conditional read, answered at `now`, found the object unchanged.
+    fn not_modified(&mut self, now: Instant, retry: Instant) -> FollowerNext {
+        if let Some(e) = self.fatal_unless_landed.take() {
+            return FollowerNext::Fatal(e);
+        }
+        self.reconcile = false;
+        self.next_at = match &self.observed {
+            Some(o) => retry.min(o.first_seen + o.record.lease()),
+            None => now,
+        };
+        FollowerNext::Follow
+    }
+
+    /// A read, answered at `now`, found a record; a new one is told as an event.
+    fn found(
+        &mut self,
+        etag: Etag,
+        body: &[u8],
+        now: Instant,
+        retry: Instant,
+        events: &mut VecDeque<Event>,
+    ) -> FollowerNext {
+        self.reconcile = false;
+        self.absent = false;
+        let record = match LockRecord::decode(body) {
+            Ok(r) => r,
+            Err(e) => return FollowerNext::Fatal(FatalError::from(e)),
+        };
+        self.max_term = Some(self.max_term.map_or(record.term, |t| t.max(record.term)));
+        self.longest_lease = Some(
+            self.longest_lease
+                .map_or(record.lease(), |l| l.max(record.lease())),
+        );
+        self.gone_since = None;
+        if let Some(a) = &self.attempt {
+            if a.record.lease_id == record.lease_id && !record.released {
+                // Our acquisition landed, though we never heard so.
+                let (attempt, valid_from) = (Box::new(a.clone()), a.first_sent);
+                return FollowerNext::Lead {
+                    attempt,
+                    etag,
+                    record,
+                    valid_from,
+                };
+            }
+            let still_possible = matches!(&a.condition, Condition::Matches(e) if *e == etag);
+            if !still_possible {
+                self.attempt = None;
+            }
+        }
+        if let Some(e) = self.fatal_unless_landed.take() {
+            return FollowerNext::Fatal(e);
+        }
+        // No one can ever take this record over; better to say so now than to wait out
+        // its lease first.
+        if record.term == Term::LAST {
+            return FollowerNext::Fatal(FatalError::terms_exhausted());
+        }
+        let changed = self.observed.as_ref().is_none_or(|o| o.etag != etag);
+        if changed {
+            events.push_back(Event::Observed {
+                holder: record.holder.clone(),
+                term: record.term,
+                released: record.released,
+            });
+            self.observed = Some(Observed {
+                etag,
+                first_seen: now,
+                record,
+            });
+        }
+        self.next_at = match (&self.observed, &self.attempt) {
+            (_, Some(a)) if a.maybe_landed => retry,
+            (Some(o), _) if o.record.released => now,
+            (Some(o), _) => retry.min(o.first_seen + o.record.lease()),
+            (None, _) => now,
+        };
+        FollowerNext::Follow
+    }
+
+    /// A write of ours, answered at `now`, failed with `e`.
+    fn write_failed(&mut self, e: StoreError, now: Instant) {
+        if is_refusal(&e) {
+            // Someone else wrote (or the object went away): follow again. An earlier
+            // attempt whose answer was lost may still be ours.
+            if matches!(&self.attempt, Some(a) if !a.maybe_landed) {
+                self.attempt = None;
+            }
+            self.reconcile = self.attempt.is_some();
+            self.observed = None;
+            self.absent = false;
+            self.next_at = now;
+            return;
+        }
+        if let Some(a) = self.attempt.as_mut() {
+            a.maybe_landed = true;
+        }
+        // Even a fatal answer (a 403 from a proxy, an SDK that could not parse the
+        // response) may hide a write that landed: a lease of ours must not be left
+        // running unknown to us, so read first. If the read does not show our write, the
+        // error ends the campaign as it would have.
+        if let StoreError::Fatal(kind, msg) = e {
+            self.fatal_unless_landed = Some(FatalError::Store(kind, msg));
+        }
+        self.reconcile = true;
+        self.next_at = now;
+    }
+}
+
+/// What a follower's answer leads to.
+enum FollowerNext {
+    /// Go on following.
+    Follow,
+    /// The campaign ends with this error.
+    Fatal(FatalError),
+    /// Our `attempt` is in the store as `record` with `etag`; the lease counts from
+    /// `valid_from`.
+    Lead {
+        attempt: Box<Write>,
+        etag: Etag,
+        record: LockRecord,
+        valid_from: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -558,132 +707,48 @@ impl Election {
         let Phase::Following(f) = &mut self.phase else {
             return;
         };
-        match reply {
-            Reply::Read(Ok(ReadReply::Missing)) => {
-                if let Some(e) = f.fatal_unless_landed.take() {
-                    return self.fatal(e);
-                }
-                f.reconcile = false;
-                f.observed = None;
-                f.absent = true;
-                if f.longest_lease.is_some() && f.gone_since.is_none() {
-                    f.gone_since = Some(now);
-                }
-                // An attempt under another condition can no longer land.
-                if matches!(&f.attempt, Some(a) if a.condition != Condition::Absent) {
-                    f.attempt = None;
-                }
-                // Resending a creation whose answer was lost waits a retry period, so a
-                // store that times out writes is not hammered.
-                f.next_at = match (&f.attempt, f.may_create_at()) {
-                    (Some(a), _) if a.maybe_landed => retry,
-                    (_, Some(t)) if now < t => retry.min(t),
-                    _ => now,
-                };
-            }
-            Reply::Read(Ok(ReadReply::NotModified)) => {
-                if let Some(e) = f.fatal_unless_landed.take() {
-                    return self.fatal(e);
-                }
-                f.reconcile = false;
-                f.next_at = match &f.observed {
-                    Some(o) => retry.min(o.first_seen + o.record.lease()),
-                    None => now,
-                };
-            }
+        let next = match reply {
+            Reply::Read(Ok(ReadReply::Missing)) => f.found_missing(now, retry),
+            Reply::Read(Ok(ReadReply::NotModified)) => f.not_modified(now, retry),
             Reply::Read(Ok(ReadReply::Found { etag, body })) => {
-                f.reconcile = false;
-                f.absent = false;
-                let record = match LockRecord::decode(&body) {
-                    Ok(r) => r,
-                    Err(e) => return self.fatal(FatalError::from(e)),
-                };
-                f.max_term = Some(f.max_term.map_or(record.term, |t| t.max(record.term)));
-                f.longest_lease = Some(
-                    f.longest_lease
-                        .map_or(record.lease(), |l| l.max(record.lease())),
-                );
-                f.gone_since = None;
-                if let Some(a) = &f.attempt {
-                    if a.record.lease_id == record.lease_id && !record.released {
-                        // Our acquisition landed, though we never heard so.
-                        let (a, first) = (a.clone(), a.first_sent);
-                        return self.become_leader(a, etag, record, first, now);
-                    }
-                    let still_possible =
-                        matches!(&a.condition, Condition::Matches(e) if *e == etag);
-                    if !still_possible {
-                        f.attempt = None;
-                    }
-                }
-                if let Some(e) = f.fatal_unless_landed.take() {
-                    return self.fatal(e);
-                }
-                // No one can ever take this record over; better to say so now than to
-                // wait out its lease first.
-                if record.term == Term::LAST {
-                    return self.fatal(FatalError::terms_exhausted());
-                }
-                let changed = f.observed.as_ref().is_none_or(|o| o.etag != etag);
-                if changed {
-                    self.events.push_back(Event::Observed {
-                        holder: record.holder.clone(),
-                        term: record.term,
-                        released: record.released,
-                    });
-                    f.observed = Some(Observed {
-                        etag,
-                        first_seen: now,
-                        record,
-                    });
-                }
-                f.next_at = match (&f.observed, &f.attempt) {
-                    (_, Some(a)) if a.maybe_landed => retry,
-                    (Some(o), _) if o.record.released => now,
-                    (Some(o), _) => retry.min(o.first_seen + o.record.lease()),
-                    (None, _) => now,
-                };
+                f.found(etag, &body, now, retry, &mut self.events)
             }
             Reply::Read(Err(e)) => {
                 if let StoreError::Fatal(kind, msg) = e {
-                    return self.fatal(FatalError::Store(kind, msg));
+                    FollowerNext::Fatal(FatalError::Store(kind, msg))
+                } else {
+                    f.next_at = retry;
+                    FollowerNext::Follow
                 }
-                f.next_at = retry;
             }
-            Reply::Write(Ok(etag)) => {
-                if let Some(a) = f.attempt.take() {
+            Reply::Write(Ok(etag)) => match f.attempt.take() {
+                Some(a) => {
                     let record = a.record.clone();
                     // This attempt landed, so none before it did: count from its send.
-                    let sent = a.sent;
-                    self.become_leader(a, etag, record, sent, now);
-                }
-            }
-            Reply::Write(Err(e)) => {
-                if is_refusal(&e) {
-                    // Someone else wrote (or the object went away): follow again. An
-                    // earlier attempt whose answer was lost may still be ours.
-                    if matches!(&f.attempt, Some(a) if !a.maybe_landed) {
-                        f.attempt = None;
+                    let valid_from = a.sent;
+                    FollowerNext::Lead {
+                        attempt: Box::new(a),
+                        etag,
+                        record,
+                        valid_from,
                     }
-                    f.reconcile = f.attempt.is_some();
-                    f.observed = None;
-                    f.absent = false;
-                    f.next_at = now;
-                    return;
                 }
-                if let Some(a) = f.attempt.as_mut() {
-                    a.maybe_landed = true;
-                }
-                // Even a fatal answer (a 403 from a proxy, an SDK that could not parse
-                // the response) may hide a write that landed: a lease of ours must not
-                // be left running unknown to us, so read first. If the read does not
-                // show our write, the error ends the campaign as it would have.
-                if let StoreError::Fatal(kind, msg) = e {
-                    f.fatal_unless_landed = Some(FatalError::Store(kind, msg));
-                }
-                f.reconcile = true;
-                f.next_at = now;
+                None => FollowerNext::Follow,
+            },
+            Reply::Write(Err(e)) => {
+                f.write_failed(e, now);
+                FollowerNext::Follow
             }
+        };
+        match next {
+            FollowerNext::Follow => {}
+            FollowerNext::Fatal(e) => self.fatal(e),
+            FollowerNext::Lead {
+                attempt,
+                etag,
+                record,
+                valid_from,
+            } => self.become_leader(*attempt, etag, record, valid_from, now),
         }
     }
 
