@@ -260,6 +260,43 @@ pub struct LeaseStatus {
     pub stop_at: Instant,
 }
 
+impl LeaseStatus {
+    /// A lease just won: held, with the election's deadlines; `None` while the election
+    /// holds no lease.
+    pub fn elected(election: &Election) -> Option<LeaseStatus> {
+        Some(LeaseStatus {
+            state: LeaseState::Held,
+            valid_until: election.valid_until()?,
+            stop_at: election.stop_at()?,
+        })
+    }
+
+    /// Takes the election's current deadlines after an answer. Returns whether
+    /// `valid_until` moved, which is news to the holder; nothing changes while the
+    /// election holds no lease.
+    pub fn track(&mut self, election: &Election) -> bool {
+        let (Some(valid_until), Some(stop_at)) = (election.valid_until(), election.stop_at())
+        else {
+            return false;
+        };
+        let moved = self.valid_until != valid_until;
+        self.valid_until = valid_until;
+        self.stop_at = stop_at;
+        moved
+    }
+
+    /// The election ended without saying how the lease did (it always says; belt and
+    /// braces): a lease still held or at risk counts as lost by expiry. Returns whether
+    /// the state changed.
+    pub fn close(&mut self) -> bool {
+        let open = matches!(self.state, LeaseState::Held | LeaseState::AtRisk);
+        if open {
+            self.state = LeaseState::Lost(LossReason::Expired);
+        }
+        open
+    }
+}
+
 /// A held lease, renewed in the background until released or lost.
 pub struct Leadership {
     term: Term,
@@ -272,15 +309,16 @@ pub struct Leadership {
 impl Leadership {
     fn start<S: LockStore>(candidate: Candidate<S>, term: Term, lease_id: LeaseId) -> Leadership {
         let Candidate { driver, lock } = candidate;
-        let election = &driver.election;
-        // An elected candidate always has both; `now` would only stop the child at once.
-        let valid_until = election.valid_until().unwrap_or_else(boot_now);
-        let stop_at = election.stop_at().unwrap_or(valid_until);
-        let (tx, rx) = watch::channel(LeaseStatus {
-            state: LeaseState::Held,
-            valid_until,
-            stop_at,
+        // An elected candidate always has a lease; `now` would only stop the child at once.
+        let status = LeaseStatus::elected(&driver.election).unwrap_or_else(|| {
+            let now = boot_now();
+            LeaseStatus {
+                state: LeaseState::Held,
+                valid_until: now,
+                stop_at: now,
+            }
         });
+        let (tx, rx) = watch::channel(status);
         let resign = Arc::new(Notify::new());
         let renewal = Renewal {
             driver,
@@ -353,15 +391,7 @@ impl<S: LockStore> Renewal<S> {
                 Progress::GaveUp | Progress::Done => break,
             }
         }
-        // The machine ended without saying how (it always does; belt and braces).
-        self.status.send_if_modified(|st| {
-            if st.state == LeaseState::Held || st.state == LeaseState::AtRisk {
-                st.state = LeaseState::Lost(LossReason::Expired);
-                true
-            } else {
-                false
-            }
-        });
+        self.status.send_if_modified(LeaseStatus::close);
     }
 
     /// After each answer: log a failure, and publish the lease's deadlines, news to the
@@ -377,14 +407,7 @@ impl<S: LockStore> Renewal<S> {
             }
         }
         let election = &self.driver.election;
-        if let (Some(v), Some(s)) = (election.valid_until(), election.stop_at()) {
-            self.status.send_if_modified(|st| {
-                let changed = st.valid_until != v;
-                st.valid_until = v;
-                st.stop_at = s;
-                changed
-            });
-        }
+        self.status.send_if_modified(|st| st.track(election));
     }
 
     fn event(&mut self, e: Event) {
