@@ -522,8 +522,9 @@ impl Election {
         }
     }
 
-    /// The instant at which no follower can yet have taken over, minus the margin: the
-    /// child must be dead by then.
+    /// The instant at which no follower can yet have taken over, minus the margin
+    /// ([`Timing::valid_until`] of the last confirmed write's send): the child must be
+    /// dead by then. `None` unless leading.
     pub fn valid_until(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Leading(l) => Some(self.timing.valid_until(l.valid_from)),
@@ -531,8 +532,9 @@ impl Election {
         }
     }
 
-    /// `valid_until − kill_after`: when the stop signal goes to the child if no renewal
-    /// has landed.
+    /// When the stop signal goes to the child if no renewal has landed:
+    /// [`Timing::stop_at`] of [`valid_until`](Election::valid_until), that is
+    /// `valid_until − kill_after`. `None` unless leading.
     pub fn stop_at(&self) -> Option<Instant> {
         self.valid_until().map(|v| self.timing.stop_at(v))
     }

@@ -4,6 +4,11 @@
 //! tells its holder, through a watch channel, when to stop the child and when the lease
 //! is gone. This is the API `s3lead run` uses; it touches no process.
 //!
+//! Both halves run the election through one driver loop (`Driver::next`): it performs
+//! the requests the state machine asks for, sleeps through its waits and hands back each
+//! event and each answer, so the campaign and the renewal task only decide what those
+//! mean to them.
+//!
 //! Every request is bounded by the timing's request timeout (the store's own timeout
 //! should fire first; this one is the backstop): an unanswered write is reported to the
 //! protocol as ambiguous, never retried here.

@@ -256,6 +256,17 @@ mod tests {
     }
 
     #[test]
+    fn valid_until_is_send_plus_lease_minus_margin_and_stop_at_kill_after_before() {
+        let t = Timing::new(&TimingSpec::default()).unwrap();
+        let sent = Instant::from_origin(secs(100));
+        let valid_until = t.valid_until(sent);
+        assert_eq!(valid_until, Instant::from_origin(ms(128_750)));
+        assert_eq!(t.stop_at(valid_until), Instant::from_origin(ms(123_750)));
+        assert!(t.has_runway(valid_until, Instant::from_origin(ms(121_750))));
+        assert!(!t.has_runway(valid_until, Instant::from_origin(ms(121_751))));
+    }
+
+    #[test]
     fn margin_is_two_percent_of_long_leases_plus_the_kill_latency() {
         assert_eq!(KILL_LATENCY, ms(250));
         assert_eq!(default_margin(secs(300)), ms(6_250));

@@ -33,6 +33,8 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Reads the object at once: absent, unchanged while its ETag is still `known`, or
+    /// its ETag and body.
     pub fn read_now(&self, known: Option<&Etag>) -> ReadReply {
         match &self.slot().object {
             None => ReadReply::Missing,
@@ -44,6 +46,8 @@ impl MemoryStore {
         }
     }
 
+    /// Writes `body` only if no object exists (`If-None-Match: *`); otherwise refuses
+    /// with [`StoreError::PreconditionFailed`].
     pub fn create_now(&self, body: Vec<u8>) -> Result<Etag, StoreError> {
         let mut slot = self.slot();
         if slot.object.is_some() {
@@ -52,6 +56,9 @@ impl MemoryStore {
         Ok(slot.put(body))
     }
 
+    /// Writes `body` only if the object's ETag is `etag` (`If-Match`); refuses with
+    /// [`StoreError::Missing`] if there is no object and
+    /// [`StoreError::PreconditionFailed`] if it has another ETag.
     pub fn replace_now(&self, etag: &Etag, body: Vec<u8>) -> Result<Etag, StoreError> {
         let mut slot = self.slot();
         match &slot.object {
