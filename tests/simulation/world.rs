@@ -609,7 +609,9 @@ impl World<'_> {
         ));
     }
 
-    /// Polls the machine until it sends a request, waits or is done (`lease.rs`).
+    /// Polls the machine until it sends a request, waits or is done: the driver loop of
+    /// `lease.rs` (`Driver::next`) as a discrete event, since here a request is not
+    /// awaited but sent into the simulated network, and its answer is a later event.
     fn drive_election(&mut self, c: usize) {
         for _ in 0..1_000 {
             let local = self.local(c);
