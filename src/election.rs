@@ -28,6 +28,7 @@
 
 use crate::clock::Instant;
 use crate::record::{LeaseId, LockRecord, RecordError, Term};
+use crate::store::memory::MemoryStore;
 use crate::store::{Etag, FatalKind, ReadReply, StoreError};
 use crate::timing::Timing;
 use std::collections::VecDeque;
@@ -43,6 +44,21 @@ pub enum Request {
     Create { body: Vec<u8> },
     /// Write `body` only if the object's ETag is `etag`.
     Replace { etag: Etag, body: Vec<u8> },
+}
+
+impl Request {
+    /// Performs this request on the in-memory reference store at once and returns its
+    /// answer: the conditional-write contract as every store must keep it (see
+    /// [`MemoryStore`]), with no fault, delay or quirk. The unit tests and the
+    /// deterministic simulation both apply requests through this one function, at the
+    /// instant they choose for the request to reach the store.
+    pub fn apply_to(&self, store: &MemoryStore) -> Reply {
+        match self {
+            Request::Read { known } => Reply::Read(Ok(store.read_now(known.as_ref()))),
+            Request::Create { body } => Reply::Write(store.create_now(body.clone())),
+            Request::Replace { etag, body } => Reply::Write(store.replace_now(etag, body.clone())),
+        }
+    }
 }
 
 /// The store's answer to the last request.
@@ -274,6 +290,155 @@ impl Follower {
     fn may_create_at(&self) -> Option<Instant> {
         Some(self.gone_since? + self.longest_lease?)
     }
+
+    /// A read, answered at `now`, found no object.
+    fn found_missing(&mut self, now: Instant, retry: Instant) -> FollowerNext {
+        if let Some(e) = self.fatal_unless_landed.take() {
+            return FollowerNext::Fatal(e);
+        }
+        self.reconcile = false;
+        self.observed = None;
+        self.absent = true;
+        if self.longest_lease.is_some() && self.gone_since.is_none() {
+            self.gone_since = Some(now);
+        }
+        // An attempt under another condition can no longer land.
+        if matches!(&self.attempt, Some(a) if a.condition != Condition::Absent) {
+            self.attempt = None;
+        }
+        // Resending a creation whose answer was lost waits a retry period, so a store
+        // that times out writes is not hammered.
+        self.next_at = match (&self.attempt, self.may_create_at()) {
+            (Some(a), _) if a.maybe_landed => retry,
+            (_, Some(t)) if now < t => retry.min(t),
+            _ => now,
+        };
+        FollowerNext::Follow
+    }
+
+    /// A conditional read, answered at `now`, found the object unchanged.
+    fn not_modified(&mut self, now: Instant, retry: Instant) -> FollowerNext {
+        if let Some(e) = self.fatal_unless_landed.take() {
+            return FollowerNext::Fatal(e);
+        }
+        self.reconcile = false;
+        self.next_at = match &self.observed {
+            Some(o) => retry.min(o.first_seen + o.record.lease()),
+            None => now,
+        };
+        FollowerNext::Follow
+    }
+
+    /// A read, answered at `now`, found a record; a new one is told as an event.
+    fn found(
+        &mut self,
+        etag: Etag,
+        body: &[u8],
+        now: Instant,
+        retry: Instant,
+        events: &mut VecDeque<Event>,
+    ) -> FollowerNext {
+        self.reconcile = false;
+        self.absent = false;
+        let record = match LockRecord::decode(body) {
+            Ok(r) => r,
+            Err(e) => return FollowerNext::Fatal(FatalError::from(e)),
+        };
+        self.max_term = Some(self.max_term.map_or(record.term, |t| t.max(record.term)));
+        self.longest_lease = Some(
+            self.longest_lease
+                .map_or(record.lease(), |l| l.max(record.lease())),
+        );
+        self.gone_since = None;
+        if let Some(a) = &self.attempt {
+            if a.record.lease_id == record.lease_id && !record.released {
+                // Our acquisition landed, though we never heard so.
+                let (attempt, valid_from) = (Box::new(a.clone()), a.first_sent);
+                return FollowerNext::Lead {
+                    attempt,
+                    etag,
+                    record,
+                    valid_from,
+                };
+            }
+            let still_possible = matches!(&a.condition, Condition::Matches(e) if *e == etag);
+            if !still_possible {
+                self.attempt = None;
+            }
+        }
+        if let Some(e) = self.fatal_unless_landed.take() {
+            return FollowerNext::Fatal(e);
+        }
+        // No one can ever take this record over; better to say so now than to wait out
+        // its lease first.
+        if record.term == Term::LAST {
+            return FollowerNext::Fatal(FatalError::terms_exhausted());
+        }
+        let changed = self.observed.as_ref().is_none_or(|o| o.etag != etag);
+        if changed {
+            events.push_back(Event::Observed {
+                holder: record.holder.clone(),
+                term: record.term,
+                released: record.released,
+            });
+            self.observed = Some(Observed {
+                etag,
+                first_seen: now,
+                record,
+            });
+        }
+        self.next_at = match (&self.observed, &self.attempt) {
+            (_, Some(a)) if a.maybe_landed => retry,
+            (Some(o), _) if o.record.released => now,
+            (Some(o), _) => retry.min(o.first_seen + o.record.lease()),
+            (None, _) => now,
+        };
+        FollowerNext::Follow
+    }
+
+    /// A write of ours, answered at `now`, failed with `e`.
+    fn write_failed(&mut self, e: StoreError, now: Instant) {
+        if is_refusal(&e) {
+            // Someone else wrote (or the object went away): follow again. An earlier
+            // attempt whose answer was lost may still be ours.
+            if matches!(&self.attempt, Some(a) if !a.maybe_landed) {
+                self.attempt = None;
+            }
+            self.reconcile = self.attempt.is_some();
+            self.observed = None;
+            self.absent = false;
+            self.next_at = now;
+            return;
+        }
+        if let Some(a) = self.attempt.as_mut() {
+            a.maybe_landed = true;
+        }
+        // Even a fatal answer (a 403 from a proxy, an SDK that could not parse the
+        // response) may hide a write that landed: a lease of ours must not be left
+        // running unknown to us, so read first. If the read does not show our write, the
+        // error ends the campaign as it would have.
+        if let StoreError::Fatal(kind, msg) = e {
+            self.fatal_unless_landed = Some(FatalError::Store(kind, msg));
+        }
+        self.reconcile = true;
+        self.next_at = now;
+    }
+}
+
+/// What a follower's answer leads to.
+enum FollowerNext {
+    /// Go on following.
+    Follow,
+    /// The campaign ends with this error.
+    Fatal(FatalError),
+    /// Our `attempt` is in the store as `record` with `etag`; the lease counts from
+    /// `valid_from`.
+    Lead {
+        attempt: Box<Write>,
+        etag: Etag,
+        record: LockRecord,
+        valid_from: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -357,20 +522,21 @@ impl Election {
         }
     }
 
-    /// The instant at which no follower can yet have taken over, minus the margin: the
-    /// child must be dead by then.
+    /// The instant at which no follower can yet have taken over, minus the margin
+    /// ([`Timing::valid_until`] of the last confirmed write's send): the child must be
+    /// dead by then. `None` unless leading.
     pub fn valid_until(&self) -> Option<Instant> {
         match &self.phase {
-            Phase::Leading(l) => Some(self.valid_until_of(l)),
+            Phase::Leading(l) => Some(self.timing.valid_until(l.valid_from)),
             _ => None,
         }
     }
 
-    /// `valid_until − kill_after`: when the stop signal goes to the child if no renewal
-    /// has landed.
+    /// When the stop signal goes to the child if no renewal has landed:
+    /// [`Timing::stop_at`] of [`valid_until`](Election::valid_until), that is
+    /// `valid_until − kill_after`. `None` unless leading.
     pub fn stop_at(&self) -> Option<Instant> {
-        self.valid_until()
-            .map(|v| v.saturating_sub(self.timing.kill_after()))
+        self.valid_until().map(|v| self.timing.stop_at(v))
     }
 
     /// The record of the current holder as last seen, while following.
@@ -379,10 +545,6 @@ impl Election {
             Phase::Following(f) => f.observed.as_ref().map(|o| &o.record),
             _ => None,
         }
-    }
-
-    fn valid_until_of(&self, l: &Leader) -> Instant {
-        (l.valid_from + self.timing.lease()).saturating_sub(self.timing.margin())
     }
 
     /// What to do at `now`. Must not be called while a request is in flight.
@@ -487,8 +649,8 @@ impl Election {
         let Phase::Leading(l) = &mut self.phase else {
             return Step::Done;
         };
-        let valid_until = (l.valid_from + timing.lease()).saturating_sub(timing.margin());
-        let stop_at = valid_until.saturating_sub(timing.kill_after());
+        let valid_until = timing.valid_until(l.valid_from);
+        let stop_at = timing.stop_at(valid_until);
         if now >= valid_until {
             self.lose(LossReason::Expired);
             return Step::Wait(now);
@@ -547,132 +709,48 @@ impl Election {
         let Phase::Following(f) = &mut self.phase else {
             return;
         };
-        match reply {
-            Reply::Read(Ok(ReadReply::Missing)) => {
-                if let Some(e) = f.fatal_unless_landed.take() {
-                    return self.fatal(e);
-                }
-                f.reconcile = false;
-                f.observed = None;
-                f.absent = true;
-                if f.longest_lease.is_some() && f.gone_since.is_none() {
-                    f.gone_since = Some(now);
-                }
-                // An attempt under another condition can no longer land.
-                if matches!(&f.attempt, Some(a) if a.condition != Condition::Absent) {
-                    f.attempt = None;
-                }
-                // Resending a creation whose answer was lost waits a retry period, so a
-                // store that times out writes is not hammered.
-                f.next_at = match (&f.attempt, f.may_create_at()) {
-                    (Some(a), _) if a.maybe_landed => retry,
-                    (_, Some(t)) if now < t => retry.min(t),
-                    _ => now,
-                };
-            }
-            Reply::Read(Ok(ReadReply::NotModified)) => {
-                if let Some(e) = f.fatal_unless_landed.take() {
-                    return self.fatal(e);
-                }
-                f.reconcile = false;
-                f.next_at = match &f.observed {
-                    Some(o) => retry.min(o.first_seen + o.record.lease()),
-                    None => now,
-                };
-            }
+        let next = match reply {
+            Reply::Read(Ok(ReadReply::Missing)) => f.found_missing(now, retry),
+            Reply::Read(Ok(ReadReply::NotModified)) => f.not_modified(now, retry),
             Reply::Read(Ok(ReadReply::Found { etag, body })) => {
-                f.reconcile = false;
-                f.absent = false;
-                let record = match LockRecord::decode(&body) {
-                    Ok(r) => r,
-                    Err(e) => return self.fatal(FatalError::from(e)),
-                };
-                f.max_term = Some(f.max_term.map_or(record.term, |t| t.max(record.term)));
-                f.longest_lease = Some(
-                    f.longest_lease
-                        .map_or(record.lease(), |l| l.max(record.lease())),
-                );
-                f.gone_since = None;
-                if let Some(a) = &f.attempt {
-                    if a.record.lease_id == record.lease_id && !record.released {
-                        // Our acquisition landed, though we never heard so.
-                        let (a, first) = (a.clone(), a.first_sent);
-                        return self.become_leader(a, etag, record, first, now);
-                    }
-                    let still_possible =
-                        matches!(&a.condition, Condition::Matches(e) if *e == etag);
-                    if !still_possible {
-                        f.attempt = None;
-                    }
-                }
-                if let Some(e) = f.fatal_unless_landed.take() {
-                    return self.fatal(e);
-                }
-                // No one can ever take this record over; better to say so now than to
-                // wait out its lease first.
-                if record.term == Term::LAST {
-                    return self.fatal(FatalError::terms_exhausted());
-                }
-                let changed = f.observed.as_ref().is_none_or(|o| o.etag != etag);
-                if changed {
-                    self.events.push_back(Event::Observed {
-                        holder: record.holder.clone(),
-                        term: record.term,
-                        released: record.released,
-                    });
-                    f.observed = Some(Observed {
-                        etag,
-                        first_seen: now,
-                        record,
-                    });
-                }
-                f.next_at = match (&f.observed, &f.attempt) {
-                    (_, Some(a)) if a.maybe_landed => retry,
-                    (Some(o), _) if o.record.released => now,
-                    (Some(o), _) => retry.min(o.first_seen + o.record.lease()),
-                    (None, _) => now,
-                };
+                f.found(etag, &body, now, retry, &mut self.events)
             }
             Reply::Read(Err(e)) => {
                 if let StoreError::Fatal(kind, msg) = e {
-                    return self.fatal(FatalError::Store(kind, msg));
+                    FollowerNext::Fatal(FatalError::Store(kind, msg))
+                } else {
+                    f.next_at = retry;
+                    FollowerNext::Follow
                 }
-                f.next_at = retry;
             }
-            Reply::Write(Ok(etag)) => {
-                if let Some(a) = f.attempt.take() {
+            Reply::Write(Ok(etag)) => match f.attempt.take() {
+                Some(a) => {
                     let record = a.record.clone();
                     // This attempt landed, so none before it did: count from its send.
-                    let sent = a.sent;
-                    self.become_leader(a, etag, record, sent, now);
-                }
-            }
-            Reply::Write(Err(e)) => {
-                if is_refusal(&e) {
-                    // Someone else wrote (or the object went away): follow again. An
-                    // earlier attempt whose answer was lost may still be ours.
-                    if matches!(&f.attempt, Some(a) if !a.maybe_landed) {
-                        f.attempt = None;
+                    let valid_from = a.sent;
+                    FollowerNext::Lead {
+                        attempt: Box::new(a),
+                        etag,
+                        record,
+                        valid_from,
                     }
-                    f.reconcile = f.attempt.is_some();
-                    f.observed = None;
-                    f.absent = false;
-                    f.next_at = now;
-                    return;
                 }
-                if let Some(a) = f.attempt.as_mut() {
-                    a.maybe_landed = true;
-                }
-                // Even a fatal answer (a 403 from a proxy, an SDK that could not parse
-                // the response) may hide a write that landed: a lease of ours must not
-                // be left running unknown to us, so read first. If the read does not
-                // show our write, the error ends the campaign as it would have.
-                if let StoreError::Fatal(kind, msg) = e {
-                    f.fatal_unless_landed = Some(FatalError::Store(kind, msg));
-                }
-                f.reconcile = true;
-                f.next_at = now;
+                None => FollowerNext::Follow,
+            },
+            Reply::Write(Err(e)) => {
+                f.write_failed(e, now);
+                FollowerNext::Follow
             }
+        };
+        match next {
+            FollowerNext::Follow => {}
+            FollowerNext::Fatal(e) => self.fatal(e),
+            FollowerNext::Lead {
+                attempt,
+                etag,
+                record,
+                valid_from,
+            } => self.become_leader(*attempt, etag, record, valid_from, now),
         }
     }
 
@@ -701,10 +779,9 @@ impl Election {
             failures: 0,
         };
         debug_assert_eq!(w.record.lease_id, l.lease_id);
-        let valid_until = (valid_from + timing.lease()).saturating_sub(timing.margin());
         // A lease recognised late (after ambiguous answers) may have too little time
         // left to run a child: renew it first and announce only after that lands.
-        if has_runway(&timing, valid_until, now) {
+        if timing.has_runway(timing.valid_until(valid_from), now) {
             l.announced = true;
             self.events.push_back(Event::Elected {
                 term: l.term,
@@ -809,9 +886,8 @@ impl Election {
             self.events.push_back(Event::Released);
             return;
         }
-        let valid_until = (sent + timing.lease()).saturating_sub(timing.margin());
         if !l.announced {
-            if has_runway(&timing, valid_until, now) {
+            if timing.has_runway(timing.valid_until(sent), now) {
                 l.announced = true;
                 self.events.push_back(Event::Elected {
                     term: l.term,
@@ -845,12 +921,6 @@ impl Election {
         self.phase = Phase::Ended;
         self.events.push_back(Event::Fatal(e));
     }
-}
-
-/// Whether a lease valid until `valid_until` leaves, at `now`, the minimum runway before
-/// its stop point that a child needs to be started.
-fn has_runway(timing: &Timing, valid_until: Instant, now: Instant) -> bool {
-    now + timing.min_runway() <= valid_until.saturating_sub(timing.kill_after())
 }
 
 /// A definite refusal of a conditional write: 412, or 404 on `If-Match`. The write did

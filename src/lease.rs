@@ -4,6 +4,11 @@
 //! tells its holder, through a watch channel, when to stop the child and when the lease
 //! is gone. This is the API `s3lead run` uses; it touches no process.
 //!
+//! Both halves run the election through one driver loop (`Driver::next`): it performs
+//! the requests the state machine asks for, sleeps through its waits and hands back each
+//! event and each answer, so the campaign and the renewal task only decide what those
+//! mean to them.
+//!
 //! Every request is bounded by the timing's request timeout (the store's own timeout
 //! should fire first; this one is the backstop): an unanswered write is reported to the
 //! protocol as ambiguous, never retried here.
@@ -41,8 +46,7 @@ pub enum CampaignError {
 
 /// A candidate for one lock.
 pub struct Candidate<S: LockStore> {
-    store: Arc<S>,
-    election: Election,
+    driver: Driver<S>,
     lock: String,
 }
 
@@ -55,79 +59,146 @@ impl<S: LockStore> Candidate<S> {
         lock: impl Into<String>,
     ) -> Self {
         Candidate {
-            store: Arc::new(store),
-            election: Election::new(timing, holder),
+            driver: Driver {
+                store: Arc::new(store),
+                election: Election::new(timing, holder),
+            },
             lock: lock.into(),
         }
     }
 
     /// Campaigns until elected, busy (`nonblock`), timed out or failed.
     pub async fn campaign(mut self, opts: CampaignOptions) -> Result<Leadership, CampaignError> {
-        let timing = *self.election.timing();
-        let mut holder: Option<(String, Term)> = None;
-        // `-n` waiting out a record that looks abandoned: any further change means a
-        // live writer, and the lock is busy after all.
-        let mut waiting_out = false;
+        let mut seen = Sightings::default();
         loop {
-            let now = boot_now();
-            if let Some(deadline) = opts.give_up_at {
-                if now >= deadline {
-                    return Err(match holder {
+            match self.driver.next(opts.give_up_at, None).await {
+                Progress::Answered(Some(e)) if !e.is_fatal() => {
+                    debug!(lock = %self.lock, "request failed: {e}");
+                }
+                Progress::Answered(_) => {}
+                Progress::Event(Event::Observed {
+                    holder,
+                    term,
+                    released,
+                }) => self.observed(opts, &mut seen, holder, term, released)?,
+                Progress::Event(Event::Elected { term, lease_id }) => {
+                    info!(lock = %self.lock, %term, "elected");
+                    return Ok(Leadership::start(self, term, lease_id));
+                }
+                Progress::Event(Event::Fatal(e)) => return Err(CampaignError::Fatal(e)),
+                Progress::Event(other) => debug!(lock = %self.lock, "campaign event {other:?}"),
+                Progress::GaveUp => {
+                    return Err(match seen.holder {
                         Some((holder, term)) => CampaignError::TimedOut { holder, term },
                         None => CampaignError::TimedOutUnreachable,
                     });
                 }
-            }
-            match self.election.poll(now) {
-                Step::Send(req) => {
-                    let reply = perform(&*self.store, req, timing).await;
-                    if let Reply::Read(Err(e)) | Reply::Write(Err(e)) = &reply {
-                        if !e.is_fatal() {
-                            debug!(lock = %self.lock, "request failed: {e}");
-                        }
-                    }
-                    self.election.handle(reply, boot_now());
-                }
-                Step::Event(Event::Observed {
-                    holder: h,
-                    term,
-                    released,
-                }) => {
-                    if released {
-                        debug!(lock = %self.lock, %term, "released by {h}");
-                    } else {
-                        if opts.nonblock {
-                            let abandoned = self.election.observed().is_some_and(looks_abandoned);
-                            if waiting_out || !abandoned {
-                                return Err(CampaignError::Busy { holder: h, term });
-                            }
-                            waiting_out = true;
-                            info!(
-                                lock = %self.lock,
-                                %term,
-                                "held by {h}, but not renewed for long by the wall clock; waiting out its lease"
-                            );
-                        } else {
-                            info!(lock = %self.lock, %term, "held by {h}; waiting");
-                        }
-                    }
-                    holder = Some((h, term));
-                }
-                Step::Event(Event::Elected { term, lease_id }) => {
-                    info!(lock = %self.lock, %term, "elected");
-                    return Ok(Leadership::start(self, term, lease_id));
-                }
-                Step::Event(Event::Fatal(e)) => return Err(CampaignError::Fatal(e)),
-                Step::Event(other) => debug!(lock = %self.lock, "campaign event {other:?}"),
-                Step::Wait(t) => {
-                    let t = opts.give_up_at.map_or(t, |g| t.min(g));
-                    sleep_until(t).await;
-                }
-                Step::Done => {
+                Progress::Done => {
                     return Err(CampaignError::Fatal(FatalError::Record(
                         "the campaign ended without an election".into(),
                     )));
                 }
+            }
+        }
+    }
+
+    /// Another holder's record was seen: note it, and under `-n` decide whether the lock
+    /// is busy.
+    fn observed(
+        &self,
+        opts: CampaignOptions,
+        seen: &mut Sightings,
+        holder: String,
+        term: Term,
+        released: bool,
+    ) -> Result<(), CampaignError> {
+        if released {
+            debug!(lock = %self.lock, %term, "released by {holder}");
+        } else if opts.nonblock {
+            let abandoned = self.driver.election.observed().is_some_and(looks_abandoned);
+            if seen.waiting_out || !abandoned {
+                return Err(CampaignError::Busy { holder, term });
+            }
+            seen.waiting_out = true;
+            info!(
+                lock = %self.lock,
+                %term,
+                "held by {holder}, but not renewed for long by the wall clock; waiting out its lease"
+            );
+        } else {
+            info!(lock = %self.lock, %term, "held by {holder}; waiting");
+        }
+        seen.holder = Some((holder, term));
+        Ok(())
+    }
+}
+
+/// What a campaign has seen of other holders.
+#[derive(Default)]
+struct Sightings {
+    /// The last holder seen, for the message when the wait times out.
+    holder: Option<(String, Term)>,
+    /// `-n` waiting out a record that looks abandoned: any further change means a live
+    /// writer, and the lock is busy after all.
+    waiting_out: bool,
+}
+
+/// The election and the store it runs over. This is the one loop that performs what the
+/// sans-I/O [`Election`] asks for, in the manner of quinn's endpoint driver around
+/// quinn-proto: the campaign and the renewal task both consume its [`Progress`] and
+/// differ only in what they make of it.
+struct Driver<S> {
+    store: Arc<S>,
+    election: Election,
+}
+
+/// What [`Driver::next`] came back with.
+enum Progress {
+    /// The election has news for its holder.
+    Event(Event),
+    /// A request was performed and its answer handed to the election; the error it
+    /// failed with, if any (the election has already judged it).
+    Answered(Option<StoreError>),
+    /// The deadline passed first.
+    GaveUp,
+    /// The election is over.
+    Done,
+}
+
+impl<S: LockStore> Driver<S> {
+    /// Polls the election at the boot-time clock's "now", performing its requests and
+    /// sleeping through its waits, until there is something to report: an event, an
+    /// answer, the `deadline` (checked before every poll), or the end. A notification on
+    /// `resign` during a wait makes the election resign.
+    async fn next(&mut self, deadline: Option<Instant>, resign: Option<&Notify>) -> Progress {
+        let timing = *self.election.timing();
+        loop {
+            let now = boot_now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Progress::GaveUp;
+            }
+            match self.election.poll(now) {
+                Step::Send(req) => {
+                    let reply = perform(&*self.store, req, timing).await;
+                    let failure = match &reply {
+                        Reply::Read(Err(e)) | Reply::Write(Err(e)) => Some(e.clone()),
+                        Reply::Read(Ok(_)) | Reply::Write(Ok(_)) => None,
+                    };
+                    self.election.handle(reply, boot_now());
+                    return Progress::Answered(failure);
+                }
+                Step::Event(e) => return Progress::Event(e),
+                Step::Wait(t) => {
+                    let t = deadline.map_or(t, |d| t.min(d));
+                    match resign {
+                        None => sleep_until(t).await,
+                        Some(resign) => tokio::select! {
+                            _ = sleep_until(t) => {}
+                            _ = resign.notified() => self.election.resign(),
+                        },
+                    }
+                }
+                Step::Done => return Progress::Done,
             }
         }
     }
@@ -189,8 +260,46 @@ pub struct LeaseStatus {
     pub state: LeaseState,
     /// The child must be dead by this instant (boot-time clock).
     pub valid_until: Instant,
-    /// The stop signal goes to the child at this instant unless a renewal lands.
+    /// The stop signal goes to the child at this instant unless a renewal lands:
+    /// [`Timing::stop_at`] of `valid_until`.
     pub stop_at: Instant,
+}
+
+impl LeaseStatus {
+    /// A lease just won: held, with the election's deadlines; `None` while the election
+    /// holds no lease.
+    pub fn elected(election: &Election) -> Option<LeaseStatus> {
+        Some(LeaseStatus {
+            state: LeaseState::Held,
+            valid_until: election.valid_until()?,
+            stop_at: election.stop_at()?,
+        })
+    }
+
+    /// Takes the election's current deadlines after an answer. Returns whether
+    /// `valid_until` moved, which is news to the holder; nothing changes while the
+    /// election holds no lease.
+    pub fn track(&mut self, election: &Election) -> bool {
+        let (Some(valid_until), Some(stop_at)) = (election.valid_until(), election.stop_at())
+        else {
+            return false;
+        };
+        let moved = self.valid_until != valid_until;
+        self.valid_until = valid_until;
+        self.stop_at = stop_at;
+        moved
+    }
+
+    /// The election ended without saying how the lease did (it always says; belt and
+    /// braces): a lease still held or at risk counts as lost by expiry. Returns whether
+    /// the state changed.
+    pub fn close(&mut self) -> bool {
+        let open = matches!(self.state, LeaseState::Held | LeaseState::AtRisk);
+        if open {
+            self.state = LeaseState::Lost(LossReason::Expired);
+        }
+        open
+    }
 }
 
 /// A held lease, renewed in the background until released or lost.
@@ -204,98 +313,26 @@ pub struct Leadership {
 
 impl Leadership {
     fn start<S: LockStore>(candidate: Candidate<S>, term: Term, lease_id: LeaseId) -> Leadership {
-        let Candidate {
-            store,
-            mut election,
-            lock,
-        } = candidate;
-        // An elected candidate always has both; `now` would only stop the child at once.
-        let valid_until = election.valid_until().unwrap_or_else(boot_now);
-        let stop_at = election.stop_at().unwrap_or(valid_until);
-        let (tx, rx) = watch::channel(LeaseStatus {
-            state: LeaseState::Held,
-            valid_until,
-            stop_at,
-        });
-        let resign = Arc::new(Notify::new());
-        let resign_rx = resign.clone();
-        let task = tokio::spawn(async move {
-            let timing = *election.timing();
-            let mut failures = 0u32;
-            loop {
-                match election.poll(boot_now()) {
-                    Step::Send(req) => {
-                        let reply = perform(&*store, req, timing).await;
-                        if let Reply::Read(Err(e)) | Reply::Write(Err(e)) = &reply {
-                            failures += 1;
-                            if failures == 1 {
-                                warn!(lock = %lock, %term, "renewal failed, retrying: {e}");
-                            } else {
-                                debug!(lock = %lock, %term, "renewal failed again: {e}");
-                            }
-                        }
-                        election.handle(reply, boot_now());
-                        if let (Some(v), Some(s)) = (election.valid_until(), election.stop_at()) {
-                            tx.send_if_modified(|st| {
-                                let changed = st.valid_until != v;
-                                st.valid_until = v;
-                                st.stop_at = s;
-                                changed
-                            });
-                        }
-                    }
-                    Step::Event(Event::Recovered) => {
-                        failures = 0;
-                        // Boot-clock instants, as for "at risk": the lease now counts from
-                        // the earliest attempt that could have landed.
-                        info!(
-                            lock = %lock,
-                            %term,
-                            valid_until_ms = election.valid_until().map(|v| v.since_origin().as_millis() as u64),
-                            now_ms = boot_now().since_origin().as_millis() as u64,
-                            "renewed after trouble"
-                        );
-                    }
-                    Step::Event(Event::AtRisk { valid_until }) => {
-                        // Boot-clock instants in the log let an operator (and the tests)
-                        // check that the stop came before the lease ended.
-                        warn!(
-                            lock = %lock,
-                            %term,
-                            valid_until_ms = valid_until.since_origin().as_millis() as u64,
-                            now_ms = boot_now().since_origin().as_millis() as u64,
-                            "lease at risk: renewals failed up to the stop point"
-                        );
-                        tx.send_modify(|st| st.state = LeaseState::AtRisk);
-                    }
-                    Step::Event(Event::Lost(reason)) => {
-                        error!(lock = %lock, %term, "lease lost: {reason}");
-                        tx.send_modify(|st| st.state = LeaseState::Lost(reason));
-                    }
-                    Step::Event(Event::Released) => {
-                        info!(lock = %lock, %term, "released");
-                        tx.send_modify(|st| st.state = LeaseState::Released);
-                    }
-                    Step::Event(other) => debug!(lock = %lock, "lease event {other:?}"),
-                    Step::Wait(t) => {
-                        tokio::select! {
-                            _ = sleep_until(t) => {}
-                            _ = resign_rx.notified() => election.resign(),
-                        }
-                    }
-                    Step::Done => break,
-                }
+        let Candidate { driver, lock } = candidate;
+        // An elected candidate always has a lease; `now` would only stop the child at once.
+        let status = LeaseStatus::elected(&driver.election).unwrap_or_else(|| {
+            let now = boot_now();
+            LeaseStatus {
+                state: LeaseState::Held,
+                valid_until: now,
+                stop_at: now,
             }
-            // The machine ended without saying how (it always does; belt and braces).
-            tx.send_if_modified(|st| {
-                if st.state == LeaseState::Held || st.state == LeaseState::AtRisk {
-                    st.state = LeaseState::Lost(LossReason::Expired);
-                    true
-                } else {
-                    false
-                }
-            });
         });
+        let (tx, rx) = watch::channel(status);
+        let resign = Arc::new(Notify::new());
+        let renewal = Renewal {
+            driver,
+            lock,
+            term,
+            status: tx,
+            failures: 0,
+        };
+        let task = tokio::spawn(renewal.run(resign.clone()));
         Leadership {
             term,
             lease_id,
@@ -334,6 +371,89 @@ impl Leadership {
             let _ = task.await;
         }
         self.status.borrow().state.clone()
+    }
+}
+
+/// The background task behind a [`Leadership`]: drives the elected election, renewing
+/// the lease until it is released or lost, and publishes every change to the holder.
+struct Renewal<S> {
+    driver: Driver<S>,
+    lock: String,
+    term: Term,
+    status: watch::Sender<LeaseStatus>,
+    /// Failed requests since the last one that succeeded, so the first is a warning and
+    /// the rest are quiet.
+    failures: u32,
+}
+
+impl<S: LockStore> Renewal<S> {
+    async fn run(mut self, resign: Arc<Notify>) {
+        loop {
+            match self.driver.next(None, Some(&resign)).await {
+                Progress::Answered(failure) => self.answered(failure),
+                Progress::Event(e) => self.event(e),
+                // Only a deadline gives up, and the renewal has none.
+                Progress::GaveUp | Progress::Done => break,
+            }
+        }
+        self.status.send_if_modified(LeaseStatus::close);
+    }
+
+    /// After each answer: log a failure, and publish the lease's deadlines, news to the
+    /// holder when `valid_until` moved.
+    fn answered(&mut self, failure: Option<StoreError>) {
+        let (lock, term) = (&self.lock, self.term);
+        if let Some(e) = failure {
+            self.failures += 1;
+            if self.failures == 1 {
+                warn!(lock = %lock, %term, "renewal failed, retrying: {e}");
+            } else {
+                debug!(lock = %lock, %term, "renewal failed again: {e}");
+            }
+        }
+        let election = &self.driver.election;
+        self.status.send_if_modified(|st| st.track(election));
+    }
+
+    fn event(&mut self, e: Event) {
+        let (lock, term) = (&self.lock, self.term);
+        match e {
+            Event::Recovered => {
+                self.failures = 0;
+                // Boot-clock instants, as for "at risk": the lease now counts from the
+                // earliest attempt that could have landed.
+                info!(
+                    lock = %lock,
+                    %term,
+                    valid_until_ms = self.driver.election.valid_until().map(|v| v.since_origin().as_millis() as u64),
+                    now_ms = boot_now().since_origin().as_millis() as u64,
+                    "renewed after trouble"
+                );
+            }
+            Event::AtRisk { valid_until } => {
+                // Boot-clock instants in the log let an operator (and the tests) check
+                // that the stop came before the lease ended.
+                warn!(
+                    lock = %lock,
+                    %term,
+                    valid_until_ms = valid_until.since_origin().as_millis() as u64,
+                    now_ms = boot_now().since_origin().as_millis() as u64,
+                    "lease at risk: renewals failed up to the stop point"
+                );
+                self.status.send_modify(|st| st.state = LeaseState::AtRisk);
+            }
+            Event::Lost(reason) => {
+                error!(lock = %lock, %term, "lease lost: {reason}");
+                self.status
+                    .send_modify(|st| st.state = LeaseState::Lost(reason));
+            }
+            Event::Released => {
+                info!(lock = %lock, %term, "released");
+                self.status
+                    .send_modify(|st| st.state = LeaseState::Released);
+            }
+            other => debug!(lock = %lock, "lease event {other:?}"),
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 //! A lease is at most [`MAX_LEASE`] (one day), the bound a lock record's `lease_ms` must
 //! keep, and the command starts only with [`Timing::min_runway`] ahead of its stop point.
 
+use crate::clock::Instant;
 use crate::record::MAX_LEASE;
 use std::fmt;
 use std::time::Duration;
@@ -173,6 +174,29 @@ impl Timing {
     pub fn min_runway(&self) -> Duration {
         self.retry_period
     }
+
+    /// Until when a lease counted from `sent` holds for its leader: `sent + lease −
+    /// margin`. `sent` is the instant the write that granted or renewed it was *sent*
+    /// (the earliest attempt that could have landed), on the leader's own clock; it
+    /// precedes any follower's first sight of that write, and the margin absorbs the
+    /// clocks' rate difference and the kill latency. The child must be dead by then.
+    pub fn valid_until(&self, sent: Instant) -> Instant {
+        (sent + self.lease).saturating_sub(self.margin)
+    }
+
+    /// When the stop signal goes to the child of a lease valid until `valid_until`,
+    /// unless a renewal lands first: `valid_until − kill_after`, so the child has the
+    /// whole kill grace before SIGKILL at `valid_until`.
+    pub fn stop_at(&self, valid_until: Instant) -> Instant {
+        valid_until.saturating_sub(self.kill_after)
+    }
+
+    /// Whether a lease valid until `valid_until` leaves, at `now`, the
+    /// [`min_runway`](Timing::min_runway) before its stop point that a child needs to be
+    /// started.
+    pub fn has_runway(&self, valid_until: Instant, now: Instant) -> bool {
+        now + self.min_runway() <= self.stop_at(valid_until)
+    }
 }
 
 /// `min(5 s, renew_every / 2)`: a request that cannot finish in half a renewal interval
@@ -229,6 +253,17 @@ mod tests {
         assert_eq!(t.margin(), ms(1_250));
         assert_eq!(t.request_timeout(), secs(5));
         assert_eq!(t.min_runway(), secs(2), "one retry period");
+    }
+
+    #[test]
+    fn valid_until_is_send_plus_lease_minus_margin_and_stop_at_kill_after_before() {
+        let t = Timing::new(&TimingSpec::default()).unwrap();
+        let sent = Instant::from_origin(secs(100));
+        let valid_until = t.valid_until(sent);
+        assert_eq!(valid_until, Instant::from_origin(ms(128_750)));
+        assert_eq!(t.stop_at(valid_until), Instant::from_origin(ms(123_750)));
+        assert!(t.has_runway(valid_until, Instant::from_origin(ms(121_750))));
+        assert!(!t.has_runway(valid_until, Instant::from_origin(ms(121_751))));
     }
 
     #[test]

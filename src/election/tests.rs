@@ -64,27 +64,17 @@ impl Net {
         self.faults.push_back(Some(f));
     }
 
-    fn apply(&self, req: &Request) -> Reply {
-        match req {
-            Request::Read { known } => Reply::Read(Ok(self.store.read_now(known.as_ref()))),
-            Request::Create { body } => Reply::Write(self.store.create_now(body.clone())),
-            Request::Replace { etag, body } => {
-                Reply::Write(self.store.replace_now(etag, body.clone()))
-            }
-        }
-    }
-
     fn perform(&mut self, req: Request) -> Reply {
         if matches!(req, Request::Read { .. }) {
-            return self.apply(&req);
+            return req.apply_to(&self.store);
         }
         if self.deliver_held_before_next_write {
             self.deliver_held();
         }
         match self.faults.pop_front().flatten() {
-            None => self.apply(&req),
+            None => req.apply_to(&self.store),
             Some(Fault::LandedNoAnswer) => {
-                let _ = self.apply(&req);
+                let _ = req.apply_to(&self.store);
                 Reply::Write(Err(StoreError::Ambiguous("timeout".into())))
             }
             Some(Fault::LostNoAnswer) => {
@@ -94,7 +84,7 @@ impl Net {
             Some(Fault::Conflict) => Reply::Write(Err(StoreError::Conflict)),
             Some(Fault::Spurious412) => Reply::Write(Err(StoreError::PreconditionFailed)),
             Some(Fault::LandedThen(e)) => {
-                let _ = self.apply(&req);
+                let _ = req.apply_to(&self.store);
                 Reply::Write(Err(e))
             }
             Some(Fault::HeldThen(e)) => {
@@ -107,7 +97,7 @@ impl Net {
     /// The writes held back by `LostNoAnswer` land now.
     fn deliver_held(&mut self) {
         for req in std::mem::take(&mut self.held) {
-            self.apply(&req);
+            req.apply_to(&self.store);
         }
     }
 

@@ -3,7 +3,10 @@
 //! protocol's, not the store's. Its ETags are derived from the body, as on AWS, MinIO and
 //! moto: a write that repeats its bytes gets the same ETag, which a counter would hide.
 //! The synchronous methods let the single-threaded simulation apply a request at the
-//! simulated instant it reaches the store; [`MemoryStore::overwrite`] and
+//! simulated instant it reaches the store (the protocol's requests are applied through
+//! [`Request::apply_to`](crate::election::Request::apply_to), the one place where the
+//! unit tests and the simulation turn a request into this store's answer);
+//! [`MemoryStore::overwrite`] and
 //! [`MemoryStore::delete`] act behind the protocol's back, as an operator, a broken peer
 //! or a lifecycle rule would. It offers scratch keys too, so that the store-contract probe
 //! can be run over the reference store.
@@ -39,6 +42,8 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Reads the object at once: absent, unchanged while its ETag is still `known`, or
+    /// its ETag and body.
     pub fn read_now(&self, known: Option<&Etag>) -> ReadReply {
         match &self.slot().object {
             None => ReadReply::Missing,
@@ -50,6 +55,8 @@ impl MemoryStore {
         }
     }
 
+    /// Writes `body` only if no object exists (`If-None-Match: *`); otherwise refuses
+    /// with [`StoreError::PreconditionFailed`].
     pub fn create_now(&self, body: Vec<u8>) -> Result<Etag, StoreError> {
         let mut slot = self.slot();
         if slot.object.is_some() {
@@ -58,6 +65,9 @@ impl MemoryStore {
         Ok(slot.put(body))
     }
 
+    /// Writes `body` only if the object's ETag is `etag` (`If-Match`); refuses with
+    /// [`StoreError::Missing`] if there is no object and
+    /// [`StoreError::PreconditionFailed`] if it has another ETag.
     pub fn replace_now(&self, etag: &Etag, body: Vec<u8>) -> Result<Etag, StoreError> {
         let mut slot = self.slot();
         match &slot.object {

@@ -609,7 +609,9 @@ impl World<'_> {
         ));
     }
 
-    /// Polls the machine until it sends a request, waits or is done (`lease.rs`).
+    /// Polls the machine until it sends a request, waits or is done: the driver loop of
+    /// `lease.rs` (`Driver::next`) as a discrete event, since here a request is not
+    /// awaited but sent into the simulated network, and its answer is a later event.
     fn drive_election(&mut self, c: usize) {
         for _ in 0..1_000 {
             let local = self.local(c);
@@ -663,13 +665,7 @@ impl World<'_> {
             return self.exit(c, "the campaign ended");
         }
         // `lease.rs`: a machine that ended without saying how leaves the lease lost.
-        self.publish(c, |st| {
-            let open = matches!(st.state, LeaseState::Held | LeaseState::AtRisk);
-            if open {
-                st.state = LeaseState::Lost(s3lead::election::LossReason::Expired);
-            }
-            open
-        });
+        self.publish(c, LeaseStatus::close);
         if let Some(s) = self.supervision(c).filter(|s| s.releasing) {
             s.policy.on_released();
         }
@@ -748,18 +744,14 @@ impl World<'_> {
         let Some(p) = self.cands[c].process.as_mut() else {
             return;
         };
-        let (Some(v), Some(stop_at)) = (p.election.valid_until(), p.election.stop_at()) else {
-            return;
-        };
         let Some(s) = p.run.as_mut() else {
             return;
         };
         let before = s.lease.valid_until;
-        s.lease.valid_until = v;
-        s.lease.stop_at = stop_at;
-        if v == before {
+        if !s.lease.track(&p.election) {
             return;
         }
+        let v = s.lease.valid_until;
         s.policy.on_lease(s.lease.clone());
         note!(
             self,
@@ -784,15 +776,10 @@ impl World<'_> {
         if p.run.is_some() {
             return self.violation(format!("c{c}: elected again while its child runs"));
         }
-        let (Some(valid_until), Some(stop_at)) = (p.election.valid_until(), p.election.stop_at())
-        else {
+        let Some(lease) = LeaseStatus::elected(&p.election) else {
             return self.violation(format!("c{c}: elected without a valid_until"));
         };
-        let lease = LeaseStatus {
-            state: LeaseState::Held,
-            valid_until,
-            stop_at,
-        };
+        let valid_until = lease.valid_until;
         let config = StopConfig {
             stop_signal: Signal::SIGTERM,
             kill_after: timing.kill_after(),
@@ -1273,7 +1260,7 @@ impl World<'_> {
             back,
         } = d;
         let applied = !matches!(fate, Fate::Refuse(_));
-        let result = applied.then(|| self.apply(&req));
+        let result = applied.then(|| req.apply_to(&self.store));
         note!(
             self,
             "store".into(),
@@ -1335,16 +1322,6 @@ impl World<'_> {
                     via_network: true,
                 },
             );
-        }
-    }
-
-    fn apply(&self, req: &Request) -> Reply {
-        match req {
-            Request::Read { known } => Reply::Read(Ok(self.store.read_now(known.as_ref()))),
-            Request::Create { body } => Reply::Write(self.store.create_now(body.clone())),
-            Request::Replace { etag, body } => {
-                Reply::Write(self.store.replace_now(etag, body.clone()))
-            }
         }
     }
 
