@@ -6,16 +6,12 @@
 //! [`lease`] the async driver that runs it over a store. [`log`] is the binary's logging,
 //! which never blocks on stderr.
 
-pub mod cli;
 pub mod clock;
 pub mod election;
 pub mod exit;
 pub mod lease;
-pub mod log;
 pub mod record;
 pub mod signals;
 pub mod stop;
 pub mod store;
-pub mod supervise;
-pub mod supervisor;
 pub mod timing;

@@ -10,8 +10,13 @@
 //! through the log queue, which neither blocks on a stuck stderr nor fails on a closed
 //! one, and exiting waits for it a bounded time only.
 
+mod cli;
+mod log;
+mod supervise;
+mod supervisor;
+
 use clap::Parser;
-use s3lead::cli::{Cli, Command};
+use cli::{Cli, Command};
 use s3lead::exit;
 use std::io::Write;
 
@@ -28,7 +33,7 @@ fn main() {
     };
     if let Command::Guard(g) = &cli.command {
         // Before logging or a runtime: the guard has no use for either.
-        std::process::exit(s3lead::supervise::guard::main(
+        std::process::exit(supervise::guard::main(
             g.ctl_fd,
             g.report_fd,
             g.deadline_ns,
@@ -38,7 +43,7 @@ fn main() {
     if let Command::Status(_) = cli.command {
         end_quietly_when_stdout_is_gone();
     }
-    let log = match s3lead::log::init(&cli) {
+    let log = match log::init(&cli) {
         Ok(log) => log,
         Err(e) => {
             // No lock is touched yet: a plain write cannot hold a lease back, and it
@@ -59,9 +64,9 @@ fn main() {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => s3lead::cli::run::run(*args).await,
-            Command::Status(args) => s3lead::cli::status::status(args).await,
-            Command::Check(args) => s3lead::cli::check::check(args).await,
+            Command::Run(args) => cli::run::run(*args).await,
+            Command::Status(args) => cli::status::status(args).await,
+            Command::Check(args) => cli::check::check(args).await,
             Command::Guard(_) => Ok(0),
         }
     });

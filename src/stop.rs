@@ -25,7 +25,6 @@ use crate::clock::Instant;
 use crate::election::LossReason;
 use crate::lease::{LeaseState, LeaseStatus};
 use crate::signals::Delivery;
-use crate::supervise::ChildExit;
 use nix::sys::signal::Signal;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -33,6 +32,23 @@ use std::time::Duration;
 /// While SIGKILL has been sent and processes remain (a descendant forked in the instant
 /// it was killed, or left the group), it is sent again this often.
 pub const KILL_AGAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// How the command (the guard's child) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildExit {
+    Code(i32),
+    Signaled(Signal),
+}
+
+impl ChildExit {
+    /// The shell convention: the exit code, or 128 + N for death by signal N.
+    pub fn code(self) -> i32 {
+        match self {
+            ChildExit::Code(c) => c,
+            ChildExit::Signaled(s) => 128 + s as i32,
+        }
+    }
+}
 
 /// What the policy needs to know of the run's settings.
 #[derive(Clone, Copy, Debug)]

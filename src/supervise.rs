@@ -39,12 +39,12 @@
 pub mod guard;
 pub mod tree;
 
-use crate::clock::Instant;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
+use s3lead::clock::Instant;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
@@ -63,22 +63,7 @@ pub enum Program {
     Shell(String),
 }
 
-/// How the child ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChildExit {
-    Code(i32),
-    Signaled(Signal),
-}
-
-impl ChildExit {
-    /// The shell convention: the exit code, or 128 + N for death by signal N.
-    pub fn code(self) -> i32 {
-        match self {
-            ChildExit::Code(c) => c,
-            ChildExit::Signaled(s) => 128 + s as i32,
-        }
-    }
-}
+pub use s3lead::stop::ChildExit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -99,7 +84,7 @@ impl SpawnError {
         match self {
             SpawnError::NotFound { .. } => 127,
             SpawnError::CannotRun { .. } => 126,
-            SpawnError::Setup(_) => crate::exit::OS_ERROR,
+            SpawnError::Setup(_) => s3lead::exit::OS_ERROR,
         }
     }
 }

@@ -9,16 +9,16 @@
 //! (with the guard's watchdog as the floor), and the release only once no process of the
 //! command is left. Signals to s3lead come in through `signals.rs`.
 
-use crate::clock::{Instant, boot_now, sleep_until};
-use crate::lease::{
+use crate::supervise::{ChildExit, Program, SpawnError, Supervised, TreeEvent, become_subreaper};
+use nix::sys::signal::Signal;
+use s3lead::clock::{Instant, boot_now, sleep_until};
+use s3lead::lease::{
     CampaignError, CampaignOptions, Candidate, Leadership, LeaseState, LeaseStatus,
 };
-use crate::signals::Signals;
-use crate::stop::{Action, KillWhy, StopConfig, StopPolicy, StopWhy};
-use crate::store::{LockStore, LockUrl};
-use crate::supervise::{ChildExit, Program, SpawnError, Supervised, TreeEvent, become_subreaper};
-use crate::timing::{Dur, Timing};
-use nix::sys::signal::Signal;
+use s3lead::signals::Signals;
+use s3lead::stop::{Action, KillWhy, StopConfig, StopPolicy, StopWhy};
+use s3lead::store::{LockStore, LockUrl};
+use s3lead::timing::{Dur, Timing};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
@@ -49,7 +49,7 @@ pub struct Job {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ended {
     /// The command ran and the run is over: exit with this status (the command's, or the
-    /// lost code, or [`crate::exit::INTERNAL`] if the guard died).
+    /// lost code, or [`s3lead::exit::INTERNAL`] if the guard died).
     Exited(i32),
     /// A signal ended the wait for the lock; the command never ran.
     Interrupted(Signal),

@@ -20,10 +20,10 @@ macro_rules! out {
 
 use super::store_failure;
 use super::{Failure, S3Args};
-use crate::exit;
-use crate::store::contract::{Finding, Outcome, Probe, Verdict};
 use clap::Args;
-use crate::signals::Signals;
+use s3lead::exit;
+use s3lead::signals::Signals;
+use s3lead::store::contract::{Finding, Outcome, Probe, Verdict};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {

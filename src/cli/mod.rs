@@ -1,21 +1,23 @@
 //! The command line, defined once with clap's derive: `--help`, the man pages in `man/`
 //! and the shell completions in `completions/` are all generated from these types (see
-//! `tests/generated_docs.rs`, which fails when the committed files are stale).
+//! `cli/generated_docs.rs`, which fails when the committed files are stale).
 //!
 //! One file per subcommand holds what it does; this file holds only the definitions and
 //! the error type every subcommand reports through.
 
 pub mod check;
+#[cfg(test)]
+mod generated_docs;
 pub mod run;
 pub mod status;
 
-use crate::exit;
-use crate::store::s3::S3Options;
-use crate::store::{AnyStore, FatalKind, LockUrl, StoreError};
 use crate::supervise::parse_signal;
-use crate::timing::parse_duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
+use s3lead::exit;
+use s3lead::store::s3::S3Options;
+use s3lead::store::{AnyStore, FatalKind, LockUrl, StoreError};
+use s3lead::timing::parse_duration;
 use std::ffi::OsString;
 use std::fmt;
 use std::time::Duration;
@@ -28,7 +30,7 @@ use std::time::Duration;
     long_about = "Run a command only while holding a lease kept in one S3 object (or a local file). \
 Two copies of the command never run at once, and every leader gets a fencing term \
 (S3LEAD_TERM) larger than the one before.",
-    after_long_help = crate::exit::EXIT_STATUS_TEXT,
+    after_long_help = s3lead::exit::EXIT_STATUS_TEXT,
     propagate_version = true
 )]
 pub struct Cli {
@@ -74,7 +76,7 @@ pub enum Command {
     /// whatever the command writes to refuse writes carrying a smaller S3LEAD_TERM than it
     /// has seen: the fencing term protects the data when a process outlives its lease.
     #[command(
-        after_long_help = crate::exit::EXIT_STATUS_TEXT,
+        after_long_help = s3lead::exit::EXIT_STATUS_TEXT,
         override_usage = "s3lead run [OPTIONS] <LOCK> -- <COMMAND> [ARGS]...\n       s3lead run [OPTIONS] <LOCK> -c '<shell command>'"
     )]
     Run(Box<RunArgs>),
@@ -91,7 +93,7 @@ pub enum Command {
     /// exactly one writer may win (HTTP 200) in each round, and the object must hold its
     /// body. The scratch keys (KEY.s3lead-check-RANDOM) are deleted afterwards. One line
     /// per check, then a verdict; exit 0 when the store is safe for s3lead, 78 when not.
-    #[command(after_long_help = crate::exit::EXIT_STATUS_TEXT)]
+    #[command(after_long_help = s3lead::exit::EXIT_STATUS_TEXT)]
     Check(check::CheckArgs),
     /// The guard of a supervised command: its parent, reaper and watchdog (internal).
     #[command(name = crate::supervise::guard::SUBCOMMAND, hide = true)]
@@ -156,11 +158,11 @@ pub struct RunArgs {
     pub timeout: Option<Duration>,
 
     /// Exit status when the lock is busy (-n) or the wait timed out (-w).
-    #[arg(short = 'E', long, default_value_t = crate::exit::CONFLICT as u8, env = "S3LEAD_CONFLICT_EXIT_CODE")]
+    #[arg(short = 'E', long, default_value_t = s3lead::exit::CONFLICT as u8, env = "S3LEAD_CONFLICT_EXIT_CODE")]
     pub conflict_exit_code: u8,
 
     /// Exit status when the lease was lost and the command stopped.
-    #[arg(long, default_value_t = crate::exit::LOST as u8, env = "S3LEAD_LOST_EXIT_CODE")]
+    #[arg(long, default_value_t = s3lead::exit::LOST as u8, env = "S3LEAD_LOST_EXIT_CODE")]
     pub lost_exit_code: u8,
 
     /// Run STRING with $SHELL -c (default /bin/sh) instead of a command after `--`.

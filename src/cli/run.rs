@@ -4,14 +4,14 @@
 //! as one line and an exit status.
 
 use super::{Failure, RunArgs, store_failure};
-use crate::election::FatalError;
-use crate::exit;
-use crate::lease::CampaignError;
-use crate::signals::Signals;
-use crate::store::s3::S3Options;
 use crate::supervise::Program;
 use crate::supervisor::{self, Ended, Job, RunError};
-use crate::timing::{Timing, TimingSpec};
+use s3lead::election::FatalError;
+use s3lead::exit;
+use s3lead::lease::CampaignError;
+use s3lead::signals::Signals;
+use s3lead::store::s3::S3Options;
+use s3lead::timing::{Timing, TimingSpec};
 use tracing::info;
 
 /// What `s3lead run` was asked to do, validated: derived from the arguments as a whole,
@@ -119,7 +119,7 @@ fn campaign_failure(plan: &RunPlan, e: CampaignError) -> Result<i32, Failure> {
         )),
         CampaignError::Fatal(FatalError::Store(kind, msg)) => Err(store_failure(
             lock,
-            &crate::store::StoreError::Fatal(kind, msg),
+            &s3lead::store::StoreError::Fatal(kind, msg),
         )),
         // A message that already names its fix (the term at its maximum) stands alone.
         CampaignError::Fatal(FatalError::Record(msg)) if msg.contains("use a new lock key") => {

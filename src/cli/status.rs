@@ -4,11 +4,11 @@
 //! age of the last renewal is shown as information, by this host's clock.
 
 use super::{Failure, S3Args};
-use crate::exit;
-use crate::record::LockRecord;
-use crate::store::{LockStore, ReadReply};
-use crate::timing::Dur;
 use clap::Args;
+use s3lead::exit;
+use s3lead::record::LockRecord;
+use s3lead::store::{LockStore, ReadReply};
+use s3lead::timing::Dur;
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Args)]

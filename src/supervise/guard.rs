@@ -14,7 +14,7 @@
 //! repeated every few milliseconds until the guard has no child left; as a subreaper it
 //! inherits every orphan of its subtree, so nothing can leave it by exiting its parent.
 //!
-//! The guard ignores every signal s3lead catches ([`crate::signals::CAUGHT`]), so a
+//! The guard ignores every signal s3lead catches ([`s3lead::signals::CAUGHT`]), so a
 //! signal meant for the job, or systemd's SIGTERM to the whole unit, cannot take the
 //! watchdog away before the command is gone; the command gets them back at their
 //! defaults. It never writes to stderr, which may be the blocked pipe that stalled
@@ -22,7 +22,6 @@
 
 use super::ChildExit;
 use super::tree;
-use crate::signals::CAUGHT;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigHandler, Signal, signal as set_handler};
@@ -30,6 +29,7 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use s3lead::signals::CAUGHT;
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
@@ -106,11 +106,11 @@ pub fn main(ctl: RawFd, report: RawFd, deadline_ns: u64, argv: &[OsString]) -> i
         let _ = unsafe { set_handler(sig, SigHandler::SigIgn) };
     }
     let (Some(ctl), Some(report)) = (adopt(ctl), adopt(report)) else {
-        return crate::exit::OS_ERROR;
+        return s3lead::exit::OS_ERROR;
     };
     let mut guard = match Guard::new(ctl, report, deadline_ns) {
         Ok(g) => g,
-        Err(_) => return crate::exit::OS_ERROR,
+        Err(_) => return s3lead::exit::OS_ERROR,
     };
     guard.spawn(argv);
     guard.run()

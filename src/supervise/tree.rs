@@ -75,11 +75,6 @@ fn parse_stat(stat: &str) -> Option<(char, i32, i32)> {
     Some((state, ppid, pgrp))
 }
 
-/// Is any descendant of `root` alive (not a zombie)?
-pub fn any_alive(root: Pid) -> bool {
-    descendants(root).iter().any(|m| !m.zombie)
-}
-
 /// What signalling the tree found.
 #[derive(Debug, Default)]
 pub struct Signalled {

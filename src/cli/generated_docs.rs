@@ -1,10 +1,12 @@
 //! The man pages in `man/` and the shell completions in `completions/` are generated from
 //! the clap definitions (`src/cli/mod.rs`), the one source of truth for flags. This test
 //! regenerates them and fails when the committed files are stale; run
-//! `S3LEAD_BLESS=1 cargo test --test generated_docs` to rewrite them.
+//! `S3LEAD_BLESS=1 cargo test --release --bin s3lead generated_docs` to rewrite them.
+//! It is a unit test of the binary because the clap definitions belong to the binary,
+//! not to the library.
 
+use super::Cli;
 use clap::CommandFactory;
-use s3lead::cli::Cli;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
@@ -89,7 +91,7 @@ fn man_pages_and_completions_match_the_command_line() {
     }
     assert!(
         stale.is_empty(),
-        "stale generated files {stale:?}: run `S3LEAD_BLESS=1 cargo test --test generated_docs` and commit them"
+        "stale generated files {stale:?}: run `S3LEAD_BLESS=1 cargo test --release --bin s3lead generated_docs` and commit them"
     );
 }
 
