@@ -127,7 +127,8 @@ fn the_request_log_names_every_request_on_s3() {
     let log = lock.path("requests");
     proxy.log_to(&log);
     let mut c = lock.run(&[]);
-    c.args(["--", "true"]).env("AWS_ENDPOINT_URL", proxy.endpoint());
+    c.args(["--", "true"])
+        .env("AWS_ENDPOINT_URL", proxy.endpoint());
     let f = e2e::finish(c, std::time::Duration::from_secs(60));
     assert_eq!(f.code, Some(0), "{}", f.stderr);
     let lines = e2e::read(&log);

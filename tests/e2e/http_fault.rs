@@ -26,7 +26,8 @@ struct State {
     armed: Option<Fault>,
     /// Boot-clock nanoseconds at which each faulted PUT reached the proxy.
     faulted_at: Vec<u64>,
-    /// Where each answered request is logged, if anywhere (see [`HttpFaultProxy::log_to`]).
+    /// Where each request is logged once answered (or given up on), if anywhere (see
+    /// [`HttpFaultProxy::log_to`]).
     log: Option<File>,
 }
 
