@@ -5,6 +5,7 @@ run.sh installs and starts everything (LocalStack, etcd) and passes it in the
 environment; this file only measures, and stops every process it started itself.
 
     S3LEAD            the s3lead binary (release build)
+    BENCH_COUNT_PROXY the test binary that holds the counting proxy (tests/harness.rs)
     BENCH_TMP         a private temp dir (run.sh removes it)
     BENCH_S3_*        ENDPOINT ACCESS_KEY SECRET_KEY REGION BUCKET of LocalStack
     BENCH_ETCD_ENDPOINT or BENCH_ETCD_UNAVAILABLE (the reason)
@@ -26,6 +27,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 S3LEAD = os.environ["S3LEAD"]
+COUNT_PROXY = os.environ["BENCH_COUNT_PROXY"]
 TMP = os.environ["BENCH_TMP"]
 N = int(os.environ.get("BENCH_N", "50"))
 IDLE_SECS = float(os.environ.get("BENCH_IDLE_SECS", "60"))
@@ -237,16 +239,26 @@ def peak_rss():
 
 # --- 2. S3 requests per cycle and per idle minute ----------------------------------------
 class Proxy:
-    """A countproxy.py in front of LocalStack; requests are read back by time window."""
+    """The test kit's counting HTTP proxy (`count_proxy` in tests/harness.rs) in front of
+    LocalStack; requests are read back by time window."""
 
     def __init__(self, name):
         self.log = os.path.join(TMP, f"proxy-{name}.log")
-        upstream = S3_ENDPOINT.split("://", 1)[1].rstrip("/")
-        self.p = spawn([sys.executable, os.path.join(HERE, "countproxy.py"), upstream, self.log],
-                       env=os.environ.copy(), stderr_name=f"proxy-{name}.err")
-        t, port = read_line(self.p, 10)
-        if t is None:
-            raise RuntimeError(f"countproxy: {port}")
+        env = dict(os.environ, S3LEAD_COUNT_PROXY_UPSTREAM=S3_ENDPOINT, S3LEAD_COUNT_PROXY_LOG=self.log)
+        self.p = spawn([COUNT_PROXY, "--exact", "count_proxy", "--nocapture", "--test-threads=1"],
+                       env=env, stderr_name=f"proxy-{name}.err")
+        # The test harness prints words of its own first, on the same line too
+        # ("running 1 test", "test count_proxy ... ").
+        fd, buf, deadline = self.p.stdout.fileno(), b"", time.monotonic() + 10
+        while not (m := re.search(rb"count-proxy-port (\d+)\n", buf)):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise RuntimeError(f"count proxy: no port within 10 s: {buf!r}")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise RuntimeError(f"count proxy: exited with status {self.p.wait()}: {buf!r}")
+            buf += chunk
+        port = int(m.group(1))
         self.env = clean_env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
 
     def requests(self, t0, t1):
@@ -498,7 +510,7 @@ def main():
         "- CPU, RSS: rusage of the process and the descendants it waited for (RSS: the largest one).",
         "- S3 requests: counted by method (GET/PUT/HEAD/other; seen here: "
         + ", ".join(f"{k} {v}" for k, v in seen.items()) + ")",
-        "  by an HTTP-aware proxy (bench/countproxy.py) between s3lead and LocalStack. Idle rates:",
+        "  by an HTTP-aware proxy (tests/e2e/http_fault.rs) between s3lead and LocalStack. Idle rates:",
         f"  {minutes * 60:.0f} s at default timings (renew every 10 s, follower polls every 2 s), after",
         "  start-up. Cost at AWS S3 Standard list prices: PUT $0.005, GET/HEAD $0.0004 per 1,000",
         "  requests (other methods at the PUT price), 30-day month, every request billed (304 too),",

@@ -5,16 +5,18 @@
 #
 #   1. acquire-run-release latency of `true` (median, p90), CPU per cycle, peak RSS
 #   2. S3 requests per lease cycle, per minute of a leader holding and of a follower
-#      waiting (counted by a proxy), and what they cost at AWS S3 list prices
+#      waiting (counted by the test kit's HTTP proxy, tests/e2e/http_fault.rs), and what
+#      they cost at AWS S3 list prices
 #   3. failover: kill -9 of the leader, and handover after SIGTERM to it
 #
 # Tunables (environment): BENCH_N (cycles per tool, default 50), BENCH_IDLE_SECS (the
 # leader/follower idle window, default 60), BENCH_FAILOVER_TRIALS (default 5).
 #
 # It installs what it lacks (etcd-server, etcd-client and time from apt, LocalStack via
-# scripts/install-test-servers.sh), builds s3lead with `cargo build --release`, starts
-# LocalStack and a single-node etcd on free ports of 127.0.0.1, and on exit stops exactly
-# those (by pid) and removes its temp dir. If etcd cannot be installed or started, its
+# scripts/install-test-servers.sh), builds s3lead with `cargo build --release` (into
+# $CARGO_TARGET_DIR if set) and the `harness` test binary (for its counting proxy),
+# starts LocalStack and a single-node etcd on free ports of 127.0.0.1, and on exit stops
+# exactly those (by pid) and removes its temp dir. If etcd cannot be installed or started, its
 # column says why instead of failing the run. Progress goes to stderr, the table to
 # stdout. Takes about 3.5 minutes with the defaults, most of it in the idle window and
 # the failover trials.
@@ -90,7 +92,17 @@ scripts/install-test-servers.sh
 
 log "cargo build --release"
 cargo build --release --quiet
-S3LEAD=$ROOT/target/release/s3lead
+S3LEAD=${CARGO_TARGET_DIR:-$ROOT/target}/release/s3lead
+# The requests are counted by the test kit's HTTP proxy, which lives in the `harness` test
+# binary (its `count_proxy` test): build it and ask cargo where it put it.
+log "cargo test --release --no-run --test harness"
+COUNT_PROXY=$(cargo test --release --no-run --quiet --test harness --message-format=json |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "harness" and m.get("executable"):
+        print(m["executable"])')
+[[ -x $COUNT_PROXY ]] || { log "cannot find the harness test binary (the counting proxy)"; exit 1; }
 
 # --- start the servers -------------------------------------------------------------------
 # N distinct free TCP ports on 127.0.0.1 (bound together, so they differ).
@@ -141,7 +153,7 @@ fi
 # --- measure -----------------------------------------------------------------------------
 # In the background and waited for, so that a signal to this script runs the trap at once
 # (bash defers traps while a foreground command runs); the trap passes it on as SIGTERM.
-S3LEAD=$S3LEAD BENCH_TMP=$TMP \
+S3LEAD=$S3LEAD BENCH_COUNT_PROXY=$COUNT_PROXY BENCH_TMP=$TMP \
   BENCH_S3_ENDPOINT=$S3_ENDPOINT BENCH_S3_ACCESS_KEY=$S3_ACCESS_KEY BENCH_S3_SECRET_KEY=$S3_SECRET_KEY \
   BENCH_S3_REGION=$S3_REGION BENCH_S3_BUCKET=$S3_BUCKET \
   BENCH_ETCD_ENDPOINT=$ETCD_ENDPOINT BENCH_ETCD_UNAVAILABLE=$ETCD_WHY \

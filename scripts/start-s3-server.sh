@@ -51,6 +51,10 @@ usage() {
 # Exits 3 with the exact install command when KIND's binaries are missing.
 check_installed() {
   local kind=$1 cmd
+  if ! command -v curl >/dev/null; then
+    echo "start-s3-server.sh: curl (7.75 or later) signs the readiness check; run: apt-get install curl" >&2
+    exit 3
+  fi
   case "$kind" in
     localstack)
       [[ -f "$LOCALSTACK_VENV/.s3lead-install-complete" ]] && return 0
@@ -188,7 +192,7 @@ start_localstack() {
     FILESYSTEM_ROOT="$DIR/data/localstack" TMPDIR="$DIR/data/tmp" \
     "$LOCALSTACK_VENV/bin/python" -m localstack.runtime.main </dev/null >"$DIR/log/localstack.out" 2>&1 &
   PIDS_FIRST=($!)
-  wait_s3 "${PIDS_FIRST[@]}"
+  run wait_s3 "${PIDS_FIRST[@]}" || { START_ERROR="$KIND did not become ready"; return 1; }
 }
 
 start_moto() {
@@ -197,7 +201,7 @@ start_moto() {
   ENDPOINT=http://127.0.0.1:$port ACCESS_KEY=test SECRET_KEY=test
   "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" </dev/null >"$DIR/log/moto.out" 2>&1 &
   PIDS_FIRST=($!)
-  wait_s3 "${PIDS_FIRST[@]}"
+  run wait_s3 "${PIDS_FIRST[@]}" || { START_ERROR="$KIND did not become ready"; return 1; }
 }
 
 # Ceph RGW 16.2 on a cluster of its own: one monitor, one memstore OSD (data in memory),
@@ -267,13 +271,12 @@ CONF
   PIDS_FIRST=("$!" "${PIDS_FIRST[@]}")
   # As in the tested recipe: the user is made once radosgw listens (it has then made
   # the pools radosgw-admin needs).
-  run python3 "$SCRIPTS_DIR/s3-ready.py" --listen-only --endpoint "$ENDPOINT" --timeout "$(time_left)" \
-    "${PIDS_FIRST[@]/#/--alive-pid=}" "--alive-pid=${PIDS_LAST[0]}" \
+  run wait_listening "${PIDS_FIRST[@]}" "${PIDS_LAST[@]}" \
     || { START_ERROR="radosgw did not start listening"; return 1; }
   run timeout 60 radosgw-admin -c "$c" user create --uid=ci --display-name=ci \
     --access-key="$ACCESS_KEY" --secret-key="$SECRET_KEY" >"$DIR/log/user-create.out" 2>&1 \
     || { START_ERROR="radosgw-admin user create failed"; return 1; }
-  wait_s3 "${PIDS_FIRST[@]}" "${PIDS_LAST[@]}"
+  run wait_s3 "${PIDS_FIRST[@]}" "${PIDS_LAST[@]}" || { START_ERROR="$KIND did not become ready"; return 1; }
 }
 
 # Seconds left of the START_TIMEOUT budget, which all attempts share.
@@ -281,13 +284,68 @@ time_left() {
   echo $((START_DEADLINE - SECONDS > 1 ? START_DEADLINE - SECONDS : 1))
 }
 
-# Until CreateBucket and an object round trip succeed (see s3-ready.py), or returns 1.
+# Readiness. Answering HTTP is not enough: Ceph RGW listens long before its pools exist,
+# and creates the data pool on the first object write, which can take seconds. So
+# "ready" means: CreateBucket succeeded (or the bucket is already ours), then a PUT and a
+# DELETE of a probe object succeeded, all signed with the server's keys. Each step is
+# retried until the start's time budget is spent, and gives up as soon as one of the
+# server's processes has exited. The requests are signed by curl (--aws-sigv4, curl 7.75
+# or later), so that the script runs before anything is built and needs neither the aws
+# CLI nor a Python SDK.
+
+# Whether every one of these processes still runs (an exited child is a zombie).
+all_running() {
+  local p stat
+  for p in "$@"; do
+    { read -r stat <"/proc/$p/stat"; } 2>/dev/null || return 1
+    stat=${stat##*) }
+    [[ ${stat:0:1} != Z ]] || return 1
+  done
+  return 0
+}
+
+# wait_listening PIDS...: until ENDPOINT's port accepts TCP connections.
+wait_listening() {
+  local hostport=${ENDPOINT#http://} deadline=$((SECONDS + $(time_left)))
+  until (exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}") 2>/dev/null; do
+    all_running "$@" || { log "ready check: a server process exited before listening"; return 1; }
+    ((SECONDS < deadline)) || { log "ready check: nothing listens on $ENDPOINT"; return 1; }
+    sleep 0.2
+  done
+}
+
+# s3_request METHOD PATH [BODY]: one path-style request signed with SigV4; prints the
+# HTTP status (000 when nothing answered), leaves the answer's body in $DIR/log/ready.body
+# and curl's complaint, if any, in $DIR/log/ready.err. The payload is declared unsigned:
+# RGW refuses a SigV4 request without x-amz-content-sha256, and curl 7.88 does not add it.
+s3_request() {
+  local args=(-sS -o "$DIR/log/ready.body" -w '%{http_code}' --max-time 30 -X "$1"
+    --aws-sigv4 "aws:amz:$REGION:s3" --user "$ACCESS_KEY:$SECRET_KEY"
+    -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD')
+  if [[ -n ${3-} ]]; then args+=(--data-binary "$3"); fi
+  curl "${args[@]}" "$ENDPOINT$2" 2>"$DIR/log/ready.err" || true
+}
+
+# wait_s3 PIDS...: until the steps above succeed, or returns 1 (the last failure logged).
 wait_s3() {
-  local p alive=()
-  for p in "$@"; do alive+=("--alive-pid=$p"); done
-  run python3 "$SCRIPTS_DIR/s3-ready.py" --endpoint "$ENDPOINT" --bucket "$BUCKET" \
-    --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" --region "$REGION" \
-    --timeout "$(time_left)" "${alive[@]}" || { START_ERROR="$KIND did not become ready"; return 1; }
+  local probe="/$BUCKET/s3lead-start-probe-$$" deadline=$((SECONDS + $(time_left)))
+  local step name method path body status last="no attempt yet"
+  for step in "CreateBucket PUT /$BUCKET" "PutObject PUT $probe probe" "DeleteObject DELETE $probe"; do
+    read -r name method path body <<<"$step"
+    while true; do
+      all_running "$@" || { log "ready check: a server process exited (last: $last)"; return 1; }
+      status=$(s3_request "$method" "$path" "$body")
+      case "$name $status" in
+        "CreateBucket 200" | "PutObject 200" | "DeleteObject 200" | "DeleteObject 204") break ;;
+        # A restarted or shared server may already have the bucket.
+        "CreateBucket 409") grep -q BucketAlreadyOwnedByYou "$DIR/log/ready.body" && break ;;
+      esac
+      last="$name: HTTP $status $(head -c 300 "$DIR/log/ready.body" 2>/dev/null) $(cat "$DIR/log/ready.err")"
+      ((SECONDS < deadline)) || { log "ready check: $KIND not ready; last: $last"; return 1; }
+      sleep 0.25
+    done
+  done
+  rm -f "$DIR/log/ready.body" "$DIR/log/ready.err"
 }
 
 serve() {

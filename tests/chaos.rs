@@ -177,7 +177,7 @@ fn leaders_never_overlap_under_chaos_on_s3() {
         .filter(|l| l.role == journal::Role::Child && l.term < top)
         .map(|l| l.holder.clone())
         .collect();
-    let lingered = !cluster::poll_until(WAIT, || {
+    let lingered = !e2e::poll_until(WAIT, || {
         lost.iter()
             .all(|id| c.sups.iter_mut().all(|s| s.id != *id || s.poll_exit()))
     });

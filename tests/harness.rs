@@ -1,7 +1,11 @@
 //! Smoke test of the test harness (tests/support): the S3 server starts, has the bucket,
 //! and honours the conditional writes s3lead is built on. If this fails, every other
 //! `on_s3` test would fail for the same reason; this one says so first and plainly.
+//!
+//! Also the home of the benchmark's request counter ([`count_proxy`]), the test kit's
+//! HTTP proxy run on its own, and of the test that it counts.
 
+mod e2e;
 mod support;
 
 use aws_sdk_s3::error::SdkError;
@@ -86,4 +90,60 @@ async fn harness_starts_the_server_on_s3() {
         env.contains(&("AWS_ENDPOINT_URL".into(), server.endpoint.clone())),
         "{env:?}"
     );
+}
+
+/// The S3 endpoint (`http://IP:PORT`) the benchmark's counting proxy forwards to.
+const COUNT_PROXY_UPSTREAM: &str = "S3LEAD_COUNT_PROXY_UPSTREAM";
+/// The file it appends its request lines to.
+const COUNT_PROXY_LOG: &str = "S3LEAD_COUNT_PROXY_LOG";
+
+/// The benchmark's request counter: bench/bench.py runs this test binary with
+/// `--exact count_proxy --nocapture` and both variables above set. It then starts the
+/// test kit's HTTP proxy with its request log, prints `count-proxy-port PORT` once it
+/// listens, and serves until killed. Without them it is a no-op test.
+#[test]
+fn count_proxy() {
+    let Ok(upstream) = std::env::var(COUNT_PROXY_UPSTREAM) else {
+        return;
+    };
+    let log = std::env::var(COUNT_PROXY_LOG).expect("S3LEAD_COUNT_PROXY_LOG names the log");
+    let proxy = e2e::http_fault::HttpFaultProxy::start(e2e::proxy::endpoint_addr(&upstream));
+    proxy.log_to(std::path::Path::new(&log));
+    println!("count-proxy-port {}", proxy.addr.port());
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The request log the benchmark counts by: a run through the proxy logs each of its
+/// requests once answered, as `<monotonic seconds> <METHOD> <STATUS> <PATH>`, with the
+/// lock's key in the path; a run that takes the lease and releases it writes at least
+/// one PUT that succeeds, and no request goes unanswered.
+#[test]
+fn the_request_log_names_every_request_on_s3() {
+    let lock = e2e::Lock::s3("count");
+    let server = support::s3_server();
+    let proxy = e2e::http_fault::HttpFaultProxy::start(e2e::proxy::endpoint_addr(&server.endpoint));
+    let log = lock.path("requests");
+    proxy.log_to(&log);
+    let mut c = lock.run(&[]);
+    c.args(["--", "true"])
+        .env("AWS_ENDPOINT_URL", proxy.endpoint());
+    let f = e2e::finish(c, std::time::Duration::from_secs(60));
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    let lines = e2e::read(&log);
+    let key = &lock.s3.as_ref().expect("an S3 lock").1;
+    let mut answered = Vec::new();
+    for line in lines.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 4, "time, method, status, path: {line}");
+        assert!(
+            fields[0].parse::<f64>().is_ok(),
+            "a time in seconds: {line}"
+        );
+        assert!(fields[3].contains(key.as_str()), "the lock's key: {line}");
+        answered.push((fields[1], fields[2]));
+    }
+    assert!(answered.contains(&("PUT", "200")), "{lines}");
+    assert!(answered.iter().all(|&(_, s)| s != "000"), "{lines}");
 }

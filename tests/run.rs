@@ -366,7 +366,7 @@ fn unsafe_timing_is_refused_before_any_request() {
     // An endpoint where nothing listens: any request would fail differently.
     let f = finish(
         {
-            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_s3lead"));
+            let mut c = e2e::s3lead();
             c.args([
                 "run",
                 "--lease-duration",
@@ -408,7 +408,7 @@ fn bad_flags_and_lock_names_are_usage_errors() {
     ] {
         let f = finish(
             {
-                let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_s3lead"));
+                let mut c = e2e::s3lead();
                 c.args(&args);
                 c
             },
@@ -422,7 +422,7 @@ fn bad_flags_and_lock_names_are_usage_errors() {
 fn a_missing_bucket_is_one_clear_line_on_s3() {
     let server = support::s3_server();
     let lock = format!("s3://no-such-bucket-{}/k", std::process::id());
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_s3lead"));
+    let mut c = e2e::s3lead();
     c.arg("run").args(FAST).arg(&lock).args(["--", "true"]);
     c.envs(support::s3_env());
     let f = finish(c, LIMIT);
@@ -483,25 +483,10 @@ fn nonblock_waits_out_an_abandoned_record() {
 fn permission_denied_exits_77() {
     let lock = Lock::file();
     std::fs::write(lock.file.as_ref().unwrap(), b"").unwrap();
-    let mut c = if nix::unistd::geteuid().is_root() {
-        let mut c = std::process::Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            env!("CARGO_BIN_EXE_s3lead"),
-        ]);
-        c
-    } else {
-        std::process::Command::new(env!("CARGO_BIN_EXE_s3lead"))
-    };
+    let mut c = e2e::unprivileged(e2e::S3LEAD);
     // Private to root; for a non-root user, closed to its owner too.
     use std::os::unix::fs::PermissionsExt;
-    let mode = if nix::unistd::geteuid().is_root() {
-        0o700
-    } else {
-        0o000
-    };
+    let mode = if e2e::is_root() { 0o700 } else { 0o000 };
     std::fs::set_permissions(lock.dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
     c.args(["run", &lock.url, "--", "true"]);
     let f = finish(c, LIMIT);

@@ -6,18 +6,17 @@ mod e2e;
 mod support;
 
 use e2e::{Lock, finish, send_signal, wait_exit};
-use std::process::Command;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn status(lock: &Lock, json: bool) -> serde_json::Value {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_s3lead"));
+    let mut c = lock.s3lead();
     c.arg("status");
     if json {
         c.arg("--json");
     }
-    c.arg(&lock.url).envs(lock.env.iter().map(|(k, v)| (k, v)));
+    c.arg(&lock.url);
     let f = finish(c, LIMIT);
     assert_eq!(f.code, Some(0), "{}", f.stderr);
     if json {

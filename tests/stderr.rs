@@ -360,9 +360,8 @@ fn status_to_a_closed_stdout_ends_quietly(lock: Lock) {
     let (code, _) = run_with_stderr(&lock, &[], pipe().1);
     assert_eq!(code, Some(3), "a record to show");
     for args in [&["status"][..], &["status", "--json"][..]] {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_s3lead"));
+        let mut c = lock.s3lead();
         c.args(args).arg(&lock.url);
-        c.envs(lock.env.iter().map(|(k, v)| (k, v)));
         let (st, logged) = with_stdout_closed(c);
         assert_eq!(
             st.signal(),
@@ -379,15 +378,14 @@ on_both_stores!(status_to_a_closed_stdout_ends_quietly);
 /// stream is closed.
 #[test]
 fn help_and_usage_errors_to_closed_pipes_do_not_panic() {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_s3lead"));
+    let mut c = e2e::s3lead();
     c.arg("--help");
     let (st, logged) = with_stdout_closed(c);
     assert_eq!(st.code(), Some(0), "{logged}");
     assert_eq!(logged, "");
 
-    let st = Command::new(env!("CARGO_BIN_EXE_s3lead"))
+    let st = e2e::s3lead()
         .args(["run", "--lease-duration", "soon", "./x.lock", "--", "true"])
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(closed_pipe())
         .status()

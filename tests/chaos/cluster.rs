@@ -11,8 +11,8 @@
 //! of ours only while its environment names this test's journal and the life's term
 //! (pids are recycled: `pid_max` may be as low as 32768).
 
-use crate::e2e::Lock;
 use crate::e2e::proxy::{Proxy, endpoint_addr};
+use crate::e2e::{Lock, poll_until};
 use crate::journal::{Journal, Life};
 use crate::worker::{ARGS, DOWNSTREAM_ENV, JOURNAL_ENV, boot_ns};
 use crate::{TIMINGS, WAIT};
@@ -33,20 +33,6 @@ use std::time::Duration;
 
 /// How many `s3lead run` campaign at once.
 pub const SUPERVISORS: usize = 4;
-
-/// Polls `f` every 20 ms for up to `limit`.
-pub fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    loop {
-        if f() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A supervisor's stderr: a pipe whose read end a thread drains into the log file.
 /// [`StderrPipe::block`] stops the draining and fills the pipe, so s3lead's next write

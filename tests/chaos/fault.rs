@@ -9,9 +9,9 @@
 //! `setsid`, ignoring the stop signal; one by `setpgid`) and journal under its term; the
 //! judge then holds them to the same rule as the child.
 
-use crate::cluster::{Cluster, poll_until, settle};
-use crate::e2e::descendants;
+use crate::cluster::{Cluster, settle};
 use crate::e2e::proxy::Mode;
+use crate::e2e::{descendants, poll_until};
 use crate::journal::{HostPause, Journal, Life};
 use crate::worker::boot_ns;
 use crate::{LEASE, RENEW_EVERY, WAIT};

@@ -1,6 +1,9 @@
-//! Helpers for end-to-end tests of the built `s3lead` binary: a lock on either store
-//! (a temporary file, or a fresh key on the test S3 server), the command line to run it,
-//! polling helpers with bounded waits, and a fault-injecting TCP proxy.
+//! Helpers for end-to-end tests of the built `s3lead` binary: the one way to build its
+//! command line ([`s3lead`], [`Lock::s3lead`], [`Lock::run`]), a lock on either store (a
+//! temporary file, or a fresh key on the test S3 server) and the one way to read it
+//! behind s3lead's back ([`Lock::stored`]), polling helpers with bounded waits
+//! ([`poll_until`], [`wait_for`]), running as `nobody` ([`unprivileged`]), and
+//! fault-injecting proxies.
 //!
 //! Waits are bounded and poll for what a user would look for (a line in a file, a pid
 //! gone); nothing asserts how long anything took.
@@ -30,9 +33,41 @@ macro_rules! on_both_stores {
     };
 }
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// The built binary under test.
+pub const S3LEAD: &str = env!("CARGO_BIN_EXE_s3lead");
+
+/// `s3lead` with nothing but stdin set (to /dev/null, so no test waits on a terminal):
+/// the base of every s3lead a test runs. A command that talks to a store also needs that
+/// store's environment: [`Lock::s3lead`] adds it, [`crate::support::s3_env`] is it.
+pub fn s3lead() -> Command {
+    let mut c = Command::new(S3LEAD);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Whether the tests run as root, whom file modes do not stop (CI runs as root).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `program` run as `nobody` (uid and gid 65534, no groups, by util-linux's `setpriv`)
+/// when the tests run as root, else as it is: for tests of what file modes refuse, which
+/// root would pass without meeting a refusal.
+pub fn unprivileged(program: impl AsRef<OsStr>) -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
 
 /// Short timings that keep the promise (`Timing::new` accepts them) and keep tests quick:
 /// renew 1 s + retry 500 ms + kill-after 1 s + margin 1 s ≤ lease 4 s.
@@ -85,6 +120,14 @@ impl Lock {
         }
     }
 
+    /// [`s3lead`] with this lock's store environment (credentials and endpoint for S3;
+    /// none for a file); the caller adds the subcommand, its options and [`Lock::url`].
+    pub fn s3lead(&self) -> Command {
+        let mut c = s3lead();
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+
     /// `s3lead run <FAST timings> <extra> <lock>`; the caller adds `-- cmd` or `-c`.
     pub fn run(&self, extra: &[&str]) -> Command {
         self.run_timed(FAST, extra)
@@ -92,11 +135,9 @@ impl Lock {
 
     /// `s3lead run <timings> <extra> <lock>`.
     pub fn run_timed(&self, timings: &[&str], extra: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_s3lead"));
+        let mut c = self.s3lead();
         c.arg("run").args(timings).args(extra).arg(&self.url);
-        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.env("S3LEAD_LOG_FORMAT", "json");
-        c.stdin(Stdio::null());
         c
     }
 
@@ -129,23 +170,40 @@ impl Lock {
         self.dir.path().join(name)
     }
 
-    /// The lock object's JSON as stored now.
-    pub fn record(&self) -> serde_json::Value {
-        let bytes = match (&self.file, &self.s3) {
-            (Some(p), _) => std::fs::read(p).expect("lock file"),
+    /// The lock object's bytes as stored now, `Ok(None)` while there is none; `Err` for
+    /// any other failure to read it. The one reader behind [`Lock::bytes`],
+    /// [`Lock::record`] and [`Lock::try_record`].
+    pub fn stored(&self) -> Result<Option<Vec<u8>>, String> {
+        match (&self.file, &self.s3) {
+            (Some(p), _) => match std::fs::read(p) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("reading {}: {e}", p.display())),
+            },
             (None, Some((bucket, key))) => block_on(async {
                 let c = crate::support::s3_client().await;
-                let o = c
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .expect("get lock object");
-                o.body.collect().await.expect("body").into_bytes().to_vec()
+                match c.get_object().bucket(bucket).key(key).send().await {
+                    Ok(o) => match o.body.collect().await {
+                        Ok(body) => Ok(Some(body.into_bytes().to_vec())),
+                        Err(e) => Err(format!("reading the lock object's body: {e:?}")),
+                    },
+                    Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+                    Err(e) => Err(format!("reading the lock object: {e:?}")),
+                }
             }),
             (None, None) => unreachable!(),
-        };
+        }
+    }
+
+    /// The lock object's bytes as stored now, `None` if there is none; panics if it
+    /// cannot be read.
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        self.stored().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The lock object's JSON as stored now; panics if there is none.
+    pub fn record(&self) -> serde_json::Value {
+        let bytes = self.bytes().expect("the lock object exists");
         serde_json::from_slice(&bytes).expect("lock object is JSON")
     }
 
@@ -182,16 +240,25 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// Polls `f` every 50 ms for up to `limit`; panics with `what` if it never holds.
-pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+/// Polls `f` every 20 ms for up to `limit`; whether it came to hold.
+pub fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
-    while start.elapsed() < limit {
+    loop {
         if f() {
-            return;
+            return true;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("gave up after {limit:?} waiting for: {what}");
+}
+
+/// [`poll_until`] that must succeed: panics with `what` if `f` never holds.
+pub fn wait_for(what: &str, limit: Duration, f: impl FnMut() -> bool) {
+    if !poll_until(limit, f) {
+        panic!("gave up after {limit:?} waiting for: {what}");
+    }
 }
 
 pub fn read(path: &Path) -> String {
@@ -297,17 +364,9 @@ pub fn send_signal(pid: u32, sig: &str) {
 
 impl Lock {
     /// The lock object's JSON as stored now, or `None` while there is none (deleted
-    /// behind s3lead's back, or not yet created).
+    /// behind s3lead's back, or not yet created), cannot be read, or is not JSON.
     pub fn try_record(&self) -> Option<serde_json::Value> {
-        let bytes = match (&self.file, &self.s3) {
-            (Some(p), _) => std::fs::read(p).ok()?,
-            (None, Some((bucket, key))) => block_on(async {
-                let c = crate::support::s3_client().await;
-                let o = c.get_object().bucket(bucket).key(key).send().await.ok()?;
-                Some(o.body.collect().await.ok()?.into_bytes().to_vec())
-            })?,
-            (None, None) => unreachable!(),
-        };
+        let bytes = self.stored().ok()??;
         serde_json::from_slice(&bytes).ok()
     }
 
