@@ -13,32 +13,16 @@ mod support;
 
 use e2e::fake_s3::{self, Mode};
 use e2e::{Finished, Lock, finish};
-use std::process::Command;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// `s3lead check <extra> <url>` with the store's environment `env`, to its end.
 fn check(url: &str, env: &[(String, String)], extra: &[&str]) -> Finished {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_s3lead"));
+    let mut c = e2e::s3lead();
     c.arg("check").args(extra).arg(url);
     c.envs(env.iter().map(|(k, v)| (k, v)));
     finish(c, LIMIT)
-}
-
-/// The lock object's bytes as stored now, `None` if there is none.
-fn raw_record(lock: &Lock) -> Option<Vec<u8>> {
-    match (&lock.file, &lock.s3) {
-        (Some(path), _) => std::fs::read(path).ok(),
-        (None, Some((bucket, key))) => e2e::block_on(async {
-            let client = support::s3_client().await;
-            match client.get_object().bucket(bucket).key(key).send().await {
-                Ok(o) => Some(o.body.collect().await.expect("body").into_bytes().to_vec()),
-                Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => None,
-                Err(e) => panic!("reading the lock object: {e:?}"),
-            }
-        }),
-        (None, None) => unreachable!(),
-    }
 }
 
 /// Every object whose key starts with the lock's key (the lock, its scratch keys), or
@@ -113,7 +97,7 @@ fn assert_safe(lock: &Lock, f: &Finished) {
 fn check_passes_and_touches_nothing(lock: Lock) {
     let f = check(&lock.url, &lock.env, &[]);
     assert_safe(&lock, &f);
-    assert_eq!(raw_record(&lock), None, "the check created the lock object");
+    assert_eq!(lock.bytes(), None, "the check created the lock object");
     assert_eq!(keys_next_to_the_lock(&lock), Vec::<String>::new());
 
     // A lock that exists (released, term 1): the check leaves it byte for byte.
@@ -121,7 +105,7 @@ fn check_passes_and_touches_nothing(lock: Lock) {
     run.args(["--", "true"]);
     let ran = finish(run, LIMIT);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
-    let before = raw_record(&lock).expect("s3lead run wrote the lock object");
+    let before = lock.bytes().expect("s3lead run wrote the lock object");
     let f = check(&lock.url, &lock.env, &["--json"]);
     assert_eq!(f.code, Some(0), "{}\n{}", f.stdout, f.stderr);
     let v: serde_json::Value = serde_json::from_str(f.stdout.trim()).expect("one JSON object");
@@ -130,7 +114,7 @@ fn check_passes_and_touches_nothing(lock: Lock) {
     let checks = v["checks"].as_array().expect("checks");
     assert!(checks.iter().all(|c| c["result"] != "fail"), "{checks:#?}");
     assert_eq!(
-        raw_record(&lock),
+        lock.bytes(),
         Some(before),
         "the check changed the lock object"
     );

@@ -655,3 +655,51 @@ async fn s3_store_reports_missing_when_the_store_answers_412_for_a_missing_key()
         Err(StoreError::Missing)
     );
 }
+
+/// File modes refuse the file store's reads and writes with the permission-denied kind
+/// (exit 77 for the user), not as a store that is merely unavailable. Root ignores file
+/// modes (and CI runs as root), so as root this test runs itself again as `nobody`, where
+/// they apply, and requires that run to pass.
+#[tokio::test]
+async fn the_file_store_reports_file_modes_as_permission_denied() {
+    use std::fs::{self, Permissions};
+    use std::os::unix::fs::PermissionsExt;
+    if e2e::is_root() {
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = e2e::unprivileged(&exe)
+            .args([
+                "--exact",
+                "the_file_store_reports_file_modes_as_permission_denied",
+                "--nocapture",
+            ])
+            .output()
+            .expect("setpriv (util-linux) runs the test as nobody");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "as nobody: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lock");
+    let store = FileStore::open(&path).expect("open");
+    let etag = store.create(b"x".to_vec()).await.expect("create");
+    let fatal = |r: Result<_, StoreError>| match r {
+        Err(StoreError::Fatal(kind, msg)) => (kind, msg),
+        other => panic!("expected a fatal error, got {other:?}"),
+    };
+
+    fs::set_permissions(&path, Permissions::from_mode(0o000)).expect("chmod");
+    let (kind, msg) = fatal(store.read(None).await.map(|_| ()));
+    assert_eq!(kind, FatalKind::Permission);
+    assert!(msg.starts_with("permission denied (cannot open: "), "{msg}");
+    fs::set_permissions(&path, Permissions::from_mode(0o644)).expect("chmod");
+
+    fs::set_permissions(dir.path(), Permissions::from_mode(0o555)).expect("chmod");
+    let (kind, _) = fatal(store.replace(&etag, b"y".to_vec()).await.map(|_| ()));
+    fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).expect("chmod");
+    assert_eq!(kind, FatalKind::Permission);
+    assert_eq!(fs::read(&path).expect("read"), b"x");
+}

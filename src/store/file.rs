@@ -769,48 +769,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn permission_denied_is_fatal() {
-        if nix::unistd::geteuid().is_root() {
-            // Root ignores file modes (and CI runs as root): run this very test again as
-            // `nobody`, where they apply, and require that run to pass.
-            let exe = std::env::current_exe().unwrap();
-            let out = std::process::Command::new("setpriv")
-                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-                .arg(&exe)
-                .args([
-                    "--exact",
-                    "store::file::tests::permission_denied_is_fatal",
-                    "--nocapture",
-                ])
-                .output()
-                .expect("setpriv (util-linux) runs the test as nobody");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && stdout.contains("1 passed"),
-                "as nobody: {stdout}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return;
-        }
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store = store_in(&dir);
-        store.create(b"x".to_vec()).await.unwrap();
-        fs::set_permissions(store.path(), Permissions::from_mode(0o000)).unwrap();
-        let (kind, msg) = fatal_kind(store.read(None).await);
-        assert_eq!(kind, FatalKind::Permission);
-        assert!(msg.starts_with("permission denied (cannot open: "), "{msg}");
-        fs::set_permissions(store.path(), Permissions::from_mode(0o644)).unwrap();
-
-        fs::set_permissions(dir.path(), Permissions::from_mode(0o555)).unwrap();
-        let e = etag_of(b"x");
-        let (kind, _) = fatal_kind(store.replace(&e, b"y".to_vec()).await);
-        fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(kind, FatalKind::Permission);
-        assert_eq!(fs::read(store.path()).unwrap(), b"x");
-    }
-
-    #[tokio::test]
     async fn a_held_lock_does_not_block_reads_and_an_abandoned_write_gives_up() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_in(&dir);
