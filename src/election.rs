@@ -1,4 +1,4 @@
-//! The protocol of DESIGN §3 as a state machine that performs no I/O, in the manner of
+//! The protocol of docs/design.md §3 as a state machine that performs no I/O, in the manner of
 //! quinn-proto: the driver asks [`Election::poll`] what to do at "now", performs the
 //! request it is given, and hands the answer back with [`Election::handle`]. Time only
 //! comes in as an argument, so the same code runs under the real boot-time clock

@@ -1,4 +1,5 @@
 //! s3lead: run a command only while holding a lease kept in one S3 object.
+#![warn(missing_docs)]
 //!
 //! The library is what the `s3lead` binary itself uses, so Rust programs can embed the
 //! same election: [`record`] is the lock object, [`store`] where it lives, [`clock`] the

@@ -1,4 +1,4 @@
-//! The lock object (DESIGN §2): one small JSON record per lock, its encoding, decoding
+//! The lock object (docs/design.md §2): one small JSON record per lock, its encoding, decoding
 //! and validation. The store moves its bytes; the election decides what they mean.
 //!
 //! Reads are bounded at [`MAX_RECORD_BYTES`] by the stores, which refuse a larger object

@@ -6,7 +6,7 @@
 //! drives the very same code with simulated ones, so the policy users run is the policy
 //! the simulation checks.
 //!
-//! The promise, as this room keeps it (DESIGN §3 "Stop point", §4):
+//! The promise, as this room keeps it (docs/design.md §4 "The stop point"):
 //! - The stop signal goes to every process of the command at the lease's stop point
 //!   (`valid_until − kill_after`) unless a renewal moved it; SIGKILL follows after
 //!   `kill_after`, and never later than `valid_until`.

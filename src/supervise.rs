@@ -1,4 +1,4 @@
-//! The child of DESIGN §4: the command, everything it starts, and the guard that holds
+//! The child of docs/design.md §4: the command, everything it starts, and the guard that holds
 //! them. This room touches no store; `supervisor.rs` joins it to the lease, and the stop
 //! policy (`stop.rs`) says when to signal.
 //!

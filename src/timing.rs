@@ -1,4 +1,4 @@
-//! The lease's timing, validated once before any request (DESIGN §3 "Validation").
+//! The lease's timing, validated once before any request (docs/design.md §3 "The margin").
 //!
 //! A [`Timing`] cannot be built with settings that break the promise: the leader must be
 //! able to renew, retry once, stop its child with the full kill grace, and still be

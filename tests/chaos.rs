@@ -9,7 +9,7 @@
 //!
 //! The supervised children are this test binary re-executed as workers (`worker.rs`):
 //! they journal their life (and their escapees' lives) on the boot clock and write to a
-//! fenced downstream. The journal is judged (`journal.rs`) against DESIGN §1, both while
+//! fenced downstream. The journal is judged (`journal.rs`) against docs/design.md §1, both while
 //! the test runs (`cluster.rs`: when a new term starts, no process of an older one may
 //! be alive) and at the end:
 //! - no two terms run at once (child or escapee), except the lives of a leader whose
@@ -313,7 +313,7 @@ fn leaders_never_overlap_under_chaos_on_s3() {
     );
     assert!(
         stalled.is_empty(),
-        "a leader must keep renewing while its stderr is full (DESIGN §4: the log writer \
+        "a leader must keep renewing while its stderr is full (docs/design.md §4: the log writer \
          drops lines rather than block): {stalled:#?}"
     );
     assert!(

@@ -1,8 +1,8 @@
-//! Deterministic simulation of `s3lead run` (DESIGN §6, in the manner of FoundationDB
+//! Deterministic simulation of `s3lead run` (docs/design.md §6, in the manner of FoundationDB
 //! and TigerBeetle): thousands of seeded runs of the real `Election` state machine and
 //! the real `StopPolicy`, several candidates racing over one `MemoryStore` through a
 //! hostile network, each supervising a command under a guard, each run checked against
-//! the promise of DESIGN §1.
+//! the promise of docs/design.md §1.
 //!
 //! # The model
 //!
@@ -61,7 +61,7 @@
 //!   leases: its timers, answers and reports wait until it resumes; its guard, its clock
 //!   and its command keep running, and the guard kills on time;
 //! - a whole host paused (a VM paused), its guard and its command with it: a command
-//!   whose deadline passes then dies late, DESIGN §1's one exception, for which the
+//!   whose deadline passes then dies late, docs/design.md §1's one exception, for which the
 //!   fencing term must answer;
 //! - the operator's TERM or INT to a supervisor, a leader most of the time, now and then
 //!   a second one (the policy kills), or a HUP to forward;

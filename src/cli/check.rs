@@ -1,5 +1,5 @@
 //! `s3lead check`: prove that the lock's store keeps the conditional-write contract that
-//! mutual exclusion rests on (DESIGN §3), before trusting a lock to it. The probe itself,
+//! mutual exclusion rests on (docs/design.md §3), before trusting a lock to it. The probe itself,
 //! its checks and how each is judged, is the library's (`store/contract.rs`); this file
 //! opens the store, prints each finding as it comes (or all of them as one JSON object),
 //! and turns the verdict into an exit status.

@@ -1,6 +1,6 @@
 //! `s3lead status`: one read of the lock object, shown to a person or (`--json`) to a
 //! program. It writes nothing, and it judges nothing by time: whether the holder is still
-//! alive can only be known by watching the record change (DESIGN §3), so the wall-clock
+//! alive can only be known by watching the record change (docs/design.md §3), so the wall-clock
 //! age of the last renewal is shown as information, by this host's clock.
 
 use super::{Failure, S3Args};

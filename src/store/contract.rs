@@ -1,4 +1,4 @@
-//! The store contract that mutual exclusion rests on (DESIGN §3), probed on a live store:
+//! The store contract that mutual exclusion rests on (docs/design.md §3), probed on a live store:
 //! [`Probe`] runs the checks, hands each [`Finding`] to the caller as soon as it is known,
 //! and ends with a [`Verdict`]. `s3lead check` prints the findings; the contract tests run
 //! the same probe over every store, the in-memory reference store included. A store that

@@ -21,7 +21,7 @@
 //!
 //! **ETags** are derived from the content, as S3's are from the body: the hex of the
 //! first 16 bytes of the SHA-256 of the bytes, quoted (`"…"`). They change whenever the
-//! bytes change, and s3lead changes the bytes on every write (`seq`, DESIGN §2).
+//! bytes change, and s3lead changes the bytes on every write (`seq`, docs/design.md §2).
 //!
 //! **Reads take no lock**: they rely on the rename's atomicity. `open(2)` resolves the
 //! path to exactly one inode, the old one or the new one, and an inode is never written

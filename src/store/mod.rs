@@ -1,6 +1,6 @@
 //! Where lock objects live. [`LockStore`] is the one interface the election uses: read
 //! (optionally conditional on an ETag), create-if-absent and replace-if-match. There is
-//! no unconditional write and no delete of a lock object anywhere (DESIGN §3).
+//! no unconditional write and no delete of a lock object anywhere (docs/design.md §3).
 //!
 //! Each store maps its own answers onto [`StoreError`], whose variants tell apart what
 //! the protocol and the user must tell apart: a condition that failed (someone else

@@ -239,7 +239,7 @@ impl S3Store {
 
     /// Deletes the object with a plain DeleteObject, for the scratch keys of `s3lead
     /// check` only: a key that is not one is refused before any request. The protocol
-    /// never deletes a lock object (DESIGN §3). A missing object (or bucket) counts as
+    /// never deletes a lock object (docs/design.md §3). A missing object (or bucket) counts as
     /// deleted.
     pub async fn delete_object_unconditionally(&self) -> Result<(), StoreError> {
         if !is_scratch_name(&self.key) {

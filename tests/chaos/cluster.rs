@@ -217,7 +217,7 @@ pub struct Cluster {
     scratch: Option<tempfile::TempDir>,
     /// No new supervisor is started while set (see the deletion fault).
     pub hold_spawns: bool,
-    /// Lives frozen by a host pause: the one overlap DESIGN §1 allows.
+    /// Lives frozen by a host pause: the one overlap docs/design.md §1 allows.
     pub excused: HashSet<(u64, u32)>,
     /// Processes of an older term seen alive after a newer term started.
     pub witnessed: Vec<((u64, u32), String)>,
@@ -411,7 +411,7 @@ impl Drop for Cluster {
 
 /// Waits until the lives running belong to one term of at least `min_term`, whose child
 /// has had writes accepted downstream and whose supervisor runs; replaces exited
-/// supervisors meanwhile. Panics after [`WAIT`]: DESIGN §1.3 promises a new leader
+/// supervisors meanwhile. Panics after [`WAIT`]: docs/design.md §1.3 promises a new leader
 /// within `lease + poll + one request`.
 pub fn settle(c: &mut Cluster, j: &mut Journal, min_term: u64, after: &str) -> Life {
     let mut found = None;

@@ -40,7 +40,7 @@ pub enum Kind {
     Blackhole,
     /// The leader's whole process tree frozen until a successor has settled, as a host
     /// or VM paused past its lease: the child may run on after the successor starts
-    /// (DESIGN §1's exception), so its writes must be rejected downstream. Its
+    /// (docs/design.md §1's exception), so its writes must be rejected downstream. Its
     /// processes resume first and get one write in before the guard resumes.
     HostPause,
     /// s3lead's stderr is full and not drained, and s3lead is given something to log

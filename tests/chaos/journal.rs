@@ -5,7 +5,7 @@
 //! by the test around the faults it injects; one host, one clock, so they compare.
 //!
 //! A *life* is one process that journals: the supervised child, or a descendant it
-//! started that left its process group or session (an escapee). DESIGN §1 is about
+//! started that left its process group or session (an escapee). docs/design.md §1 is about
 //! every process the command started, so the judge counts an escapee's life exactly like
 //! its child's: no instant may see lives of two terms.
 
@@ -226,7 +226,7 @@ impl Journal {
 
 /// The whole process tree of a leader (s3lead, its guard, the child and its escapees)
 /// frozen for longer than the lease, as a paused host or VM would be: the one case where
-/// DESIGN §1 lets two terms run at once, with fencing as the answer.
+/// docs/design.md §1 lets two terms run at once, with fencing as the answer.
 #[derive(Clone, Debug)]
 pub struct HostPause {
     /// The lives that were frozen.

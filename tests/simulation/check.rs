@@ -1,8 +1,8 @@
-//! The promise of DESIGN §1, checked on what a run did in simulated real time: the
+//! The promise of docs/design.md §1, checked on what a run did in simulated real time: the
 //! interval during which each supervised command ran (from its start until its last
 //! process died), the term it was given, and the deadlines its supervisor handed to the
 //! watchdog. These functions know nothing of the protocol or of the stop policy; they
-//! judge only their effects, against the faults of the environment that DESIGN §1
+//! judge only their effects, against the faults of the environment that docs/design.md §1
 //! names as its exception (a whole host paused past its lease) or its limit (a lock
 //! object deleted behind the protocol's back takes its terms with it).
 
@@ -96,7 +96,7 @@ pub struct Safety {
 ///
 /// A child must be dead by its watchdog's deadline plus the kill latency, whatever its
 /// supervisor was doing: the watchdog is a process of its own. Only a whole host paused
-/// in between excuses it (DESIGN §1's exception); such a late child may overlap a child
+/// in between excuses it (docs/design.md §1's exception); such a late child may overlap a child
 /// that started after its deadline, but only one with a higher term.
 ///
 /// Terms grow from each leader to the next in the order their acquisitions landed,

@@ -477,7 +477,7 @@ impl Scenario {
             Some(t) => t(),
             None => sound_timing(&mut rng),
         };
-        // Mixed configurations (DESIGN §2: followers wait out the holder's lease_ms).
+        // Mixed configurations (docs/design.md §2: followers wait out the holder's lease_ms).
         let mixed = variant.timing.is_none() && rng.chance(0.15);
         let all_at_once = rng.chance(0.3);
         let bound = variant.rate_bound_ppb;
@@ -659,7 +659,7 @@ impl Scenario {
     /// durations stretched by 2 % for a clock up to 1 % slow, plus a millisecond for
     /// rounding.
     ///
-    /// DESIGN §1.3 says "lease + poll period + one request": that is this bound with
+    /// docs/design.md §1.3 says "lease + poll period + one request": that is this bound with
     /// instant requests; a real request is two delays, and the follower needs a read and
     /// a write after the holder's last write has landed.
     pub fn liveness_bound(&self) -> Nanos {

@@ -1416,7 +1416,7 @@ impl World<'_> {
     }
 
     /// The lock object disappears behind the protocol's back (an operator, a lifecycle
-    /// rule). DESIGN §3: a follower that has seen a record waits out its lease before it
+    /// rule). docs/design.md §3: a follower that has seen a record waits out its lease before it
     /// creates another. One whose last look found the object absent cannot know that a
     /// record came and went since (nor can a supervisor that has seen nothing yet), so
     /// the deletion strikes only when every live supervisor's last look showed a
