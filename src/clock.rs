@@ -23,6 +23,7 @@ impl Instant {
         Instant(d)
     }
 
+    /// The time from the clock's origin to this instant.
     pub const fn since_origin(self) -> Duration {
         self.0
     }

@@ -39,11 +39,22 @@ use std::time::Duration;
 pub enum Request {
     /// Read the object; with `known`, a conditional read answered "not modified" while
     /// the ETag is still `known`.
-    Read { known: Option<Etag> },
+    Read {
+        /// The ETag last seen, or `None` for a plain read.
+        known: Option<Etag>,
+    },
     /// Write `body` only if the object is absent.
-    Create { body: Vec<u8> },
+    Create {
+        /// The encoded [`LockRecord`] to write.
+        body: Vec<u8>,
+    },
     /// Write `body` only if the object's ETag is `etag`.
-    Replace { etag: Etag, body: Vec<u8> },
+    Replace {
+        /// The ETag the object must still have (`If-Match`).
+        etag: Etag,
+        /// The encoded [`LockRecord`] to write.
+        body: Vec<u8>,
+    },
 }
 
 impl Request {
@@ -64,7 +75,10 @@ impl Request {
 /// The store's answer to the last request.
 #[derive(Clone, Debug)]
 pub enum Reply {
+    /// The answer to a [`Request::Read`].
     Read(Result<ReadReply, StoreError>),
+    /// The answer to a [`Request::Create`] or [`Request::Replace`]: the new ETag, or the
+    /// error exactly as the store gave it (the election judges whether it may have landed).
     Write(Result<Etag, StoreError>),
 }
 
@@ -86,18 +100,30 @@ pub enum Step {
 pub enum Event {
     /// Another holder's record was seen (a new write of it).
     Observed {
+        /// The holder's name in the record, for people.
         holder: String,
+        /// The record's term.
         term: Term,
+        /// The record is released: it may be taken over at once.
         released: bool,
     },
     /// We lead. The child may run until [`Election::stop_at`], which is at least
     /// [`Timing::min_runway`] away.
-    Elected { term: Term, lease_id: LeaseId },
+    Elected {
+        /// Our fencing term, larger than every earlier leader's: hand it to whatever the
+        /// child writes, so that writers can refuse smaller ones.
+        term: Term,
+        /// Our lease's id, as written in the record.
+        lease_id: LeaseId,
+    },
     /// A renewal landed after one or more failed attempts.
     Recovered,
     /// The stop point passed without a renewal: stop the child now; it must be dead by
     /// `valid_until`.
-    AtRisk { valid_until: Instant },
+    AtRisk {
+        /// The instant the child must be dead by (boot-time clock).
+        valid_until: Instant,
+    },
     /// The lease is gone; the child must already be stopped.
     Lost(LossReason),
     /// Our release write landed.
@@ -108,12 +134,19 @@ pub enum Event {
     Fatal(FatalError),
 }
 
+/// Why a lease was lost. Every reason but [`LossReason::Expired`] means another leader
+/// may already run, and the child must be killed at once ([`LossReason::is_superseded`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LossReason {
     /// The local clock passed `valid_until` without a renewal.
     Expired,
     /// The record now belongs to another lease.
-    TakenOver { holder: String, term: Term },
+    TakenOver {
+        /// The new holder's name, for people.
+        holder: String,
+        /// The new lease's term.
+        term: Term,
+    },
     /// The object disappeared.
     Deleted,
     /// The object is no longer a record we can read.
@@ -143,10 +176,15 @@ impl std::fmt::Display for LossReason {
     }
 }
 
+/// A failure of the election that no retry will fix; it ends the election.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FatalError {
+    /// The store refused for good (permission, no such bucket, …): the kind and the
+    /// store's message.
     #[error("{1}")]
     Store(FatalKind, String),
+    /// The lock object cannot be used (not a record this version reads, or its term is
+    /// [`Term::LAST`]): the message. It is never overwritten.
     #[error("{0}")]
     Record(String),
 }
@@ -492,10 +530,12 @@ impl Election {
         }
     }
 
+    /// The timing this election runs with.
     pub fn timing(&self) -> &Timing {
         &self.timing
     }
 
+    /// The holder name written into our records, for people; not ownership.
     pub fn holder(&self) -> &str {
         &self.holder
     }
@@ -506,10 +546,13 @@ impl Election {
         self.resign = true;
     }
 
+    /// Whether we lead and have said so with [`Event::Elected`] (a lease recognised late
+    /// is announced only once a renewal gives it runway).
     pub fn is_leader(&self) -> bool {
         matches!(&self.phase, Phase::Leading(l) if l.announced)
     }
 
+    /// Whether the election is over (lost, released, abandoned or failed): [`Step::Done`].
     pub fn is_ended(&self) -> bool {
         matches!(self.phase, Phase::Ended)
     }

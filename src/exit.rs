@@ -17,13 +17,24 @@
 //! | 78 | `s3lead check`: the store breaks the conditional-write contract (unsafe for s3lead) |
 //! | 128+N | s3lead itself was stopped by signal N while waiting for the lock |
 
+/// A bad flag, a bad lock name or an unsafe timing; nothing was run (EX_USAGE).
 pub const USAGE: i32 = 64;
+/// The lock object is not a record this s3lead can read (EX_DATAERR).
 pub const BAD_RECORD: i32 = 65;
+/// The store is unreachable or unusable: no such bucket or directory, no conditional
+/// writes (EX_UNAVAILABLE).
 pub const UNAVAILABLE: i32 = 69;
+/// An internal error, or the guard process died and the command was stopped (EX_SOFTWARE).
 pub const INTERNAL: i32 = 70;
+/// The operating system refused to set up supervision (EX_OSERR).
 pub const OS_ERROR: i32 = 71;
+/// The lock is busy (`-n`) or the wait timed out (`-w`); the default of `-E`
+/// (EX_TEMPFAIL).
 pub const CONFLICT: i32 = 75;
+/// The lease was lost and the command was stopped; the default of `--lost-exit-code`
+/// (EX_PROTOCOL).
 pub const LOST: i32 = 76;
+/// Permission denied: credentials, bucket policy, file permissions (EX_NOPERM).
 pub const PERMISSION: i32 = 77;
 /// `s3lead check` found that the store does not keep the conditional-write contract
 /// (EX_CONFIG: the store is misconfigured for s3lead).

@@ -32,14 +32,31 @@ pub struct CampaignOptions {
     pub give_up_at: Option<Instant>,
 }
 
+/// Why [`Candidate::campaign`] ended without a lease. None of them leaves a lease held:
+/// the work must not start.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum CampaignError {
+    /// With [`CampaignOptions::nonblock`]: another holder's lease is live.
     #[error("held by {holder} (term {term})")]
-    Busy { holder: String, term: Term },
+    Busy {
+        /// The holder's name from its record (`--id`), for people.
+        holder: String,
+        /// The term of that holder's lease.
+        term: Term,
+    },
+    /// [`CampaignOptions::give_up_at`] passed while another holder still held the lock.
     #[error("still held by {holder} (term {term}) when the wait timed out")]
-    TimedOut { holder: String, term: Term },
+    TimedOut {
+        /// The last holder seen, from its record (`--id`), for people.
+        holder: String,
+        /// The term of that holder's lease.
+        term: Term,
+    },
+    /// [`CampaignOptions::give_up_at`] passed before any holder's record was seen,
+    /// typically because the store did not answer.
     #[error("the store did not answer before the wait timed out")]
     TimedOutUnreachable,
+    /// The store or the lock object cannot be used, and retrying will not help.
     #[error("{0}")]
     Fatal(#[from] FatalError),
 }
@@ -244,19 +261,30 @@ async fn perform<S: LockStore>(store: &S, req: Request, timing: Timing) -> Reply
     }
 }
 
-/// Where a held lease stands.
+/// Where a held lease stands. Only [`LeaseState::Held`] lets the work go on, and a
+/// state never goes back to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeaseState {
+    /// Ours and being renewed: the work may run until [`LeaseStatus::stop_at`].
     Held,
-    /// Renewals failed up to the stop point: stop the child now.
+    /// Renewals failed up to the stop point: stop the child now; it must be dead by
+    /// [`LeaseStatus::valid_until`], even if a later renewal lands.
     AtRisk,
+    /// The lease is gone. If [`LossReason::is_superseded`], another leader may already
+    /// run: kill the work at once. (`Expired`: it should be dead already.)
     Lost(LossReason),
+    /// Our release landed ([`Leadership::release`], once the work was gone); the next
+    /// leader may take over at once, with a larger term.
     Released,
 }
 
-/// The lease as its holder must act on it.
+/// The lease as its holder must act on it (docs/design.md §3 "Lead", §4). The promise
+/// holds only if the holder's work has stopped by `valid_until`: begin stopping it at
+/// `stop_at`, and at once on [`LeaseState::AtRisk`] or [`LeaseState::Lost`]. Instants
+/// are on this host's boot clock ([`crate::clock::boot_now`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseStatus {
+    /// Where the lease stands; anything but [`LeaseState::Held`] means stop now.
     pub state: LeaseState,
     /// The child must be dead by this instant (boot-time clock).
     pub valid_until: Instant,
@@ -302,7 +330,9 @@ impl LeaseStatus {
     }
 }
 
-/// A held lease, renewed in the background until released or lost.
+/// A held lease, renewed in the background until released or lost. Act on every
+/// [`LeaseStatus`] from [`Leadership::changed`]. Dropping it stops the renewals, so the
+/// lease runs out; it does not stop the work, which must be dead by `valid_until`.
 pub struct Leadership {
     term: Term,
     lease_id: LeaseId,
@@ -342,10 +372,15 @@ impl Leadership {
         }
     }
 
+    /// This lease's fencing term, larger than every earlier leader's (`S3LEAD_TERM`).
+    /// Pass it to whatever the work writes, so that writers can refuse terms smaller than
+    /// the largest they have seen (docs/design.md §1).
     pub fn term(&self) -> Term {
         self.term
     }
 
+    /// This acquisition's random id, the lease's ownership in the record
+    /// (`S3LEAD_LEASE_ID`). It does not grow: fence with [`Leadership::term`], not this.
     pub fn lease_id(&self) -> &LeaseId {
         &self.lease_id
     }

@@ -25,7 +25,10 @@ pub const MAX_LEASE: Duration = Duration::from_millis(MAX_LEASE_MS);
 /// [`MAX_LEASE`] in milliseconds, the unit of `lease_ms`.
 pub const MAX_LEASE_MS: u64 = 86_400_000;
 
-/// The fencing term: it grows by one with every acquisition and never goes down.
+/// The fencing term: it grows by one with every acquisition and never goes down, a
+/// release included (docs/design.md §1). A leader must pass its term to whatever it
+/// writes, so that writers can refuse terms smaller than the largest they have seen: this
+/// keeps data safe even where the lease alone cannot (a host paused past its lease).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Term(u64);
@@ -34,6 +37,7 @@ impl Term {
     /// The term of the first leader of a lock object.
     pub const FIRST: Term = Term(1);
 
+    /// The term as a number, as it appears in the record and in `S3LEAD_TERM`.
     pub const fn get(self) -> u64 {
         self.0
     }
@@ -85,6 +89,7 @@ impl LeaseId {
         LeaseId(b.iter().map(|x| format!("{x:02x}")).collect())
     }
 
+    /// The id as written in the record's `lease_id` (and in `S3LEAD_LEASE_ID`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -104,40 +109,64 @@ impl fmt::Display for LeaseId {
 /// The lock object, format version 1.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockRecord {
+    /// The format version: [`FORMAT_VERSION`].
     pub v: u32,
+    /// The fencing term of this lease.
     pub term: Term,
+    /// Who holds the lease (`--id`), for people; not ownership.
     pub holder: String,
+    /// The lease's ownership: random per acquisition.
     pub lease_id: LeaseId,
     /// Grows with every write within a lease: a candidate recognises its own write after
     /// an ambiguous outcome, and every write's bytes (hence its ETag) differ.
     pub seq: u64,
     /// The holder's lease duration: followers wait out this, not their own setting.
     pub lease_ms: u64,
-    /// Wall-clock fields are for people and cron windows; no safety decision uses them.
+    /// When the lease was acquired, RFC 3339 wall-clock time: for people and cron
+    /// windows; no safety decision uses it.
     pub acquired_at: String,
+    /// When the lease was last written, wall-clock time; for people too (and for `-n`
+    /// to judge whether to wait), never for safety.
     pub renewed_at: String,
+    /// The holder released the lease: the next candidate takes over at once, with
+    /// `term + 1`.
     pub released: bool,
 }
 
 /// Why the bytes of a lock object are not a record this binary can use.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    /// The object is larger than [`MAX_RECORD_BYTES`].
     #[error(
         "the lock object is {size} bytes, larger than the {MAX_RECORD_BYTES}-byte limit of a lock record"
     )]
-    TooLarge { size: u64 },
+    TooLarge {
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// Not JSON, or not the fields of a record: the parser's message.
     #[error("the lock object is not a valid s3lead record ({0})")]
     Malformed(String),
+    /// A format version other than [`FORMAT_VERSION`]: refused, not guessed at.
     #[error(
         "the lock object has format version {found}; this s3lead reads version {FORMAT_VERSION} only (upgrade s3lead)"
     )]
-    UnsupportedVersion { found: u64 },
+    UnsupportedVersion {
+        /// The version the object has.
+        found: u64,
+    },
+    /// A field breaks a rule of the format (a missing or non-numeric version, term 0,
+    /// `lease_ms` 0, an empty `lease_id`): which one.
     #[error("the lock object is not a valid s3lead record: {0}")]
     Invalid(&'static str),
+    /// `lease_ms` is above [`MAX_LEASE_MS`].
     #[error(
         "the lock object is not a valid s3lead record: lease_ms is {lease_ms}, above the maximum of {MAX_LEASE_MS} (one day)"
     )]
-    LeaseTooLong { lease_ms: u64 },
+    LeaseTooLong {
+        /// The `lease_ms` found.
+        lease_ms: u64,
+    },
 }
 
 impl LockRecord {
@@ -174,15 +203,20 @@ impl LockRecord {
         }
     }
 
+    /// The holder's lease, `lease_ms`: what followers wait out.
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
     }
 
+    /// The record as the JSON bytes written to the store.
     pub fn encode(&self) -> Vec<u8> {
         // Serialising a struct of strings and integers cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// Parses and validates a lock object: refuses one larger than [`MAX_RECORD_BYTES`],
+    /// of another format version, or breaking a rule of the format. Unknown fields are
+    /// ignored.
     pub fn decode(bytes: &[u8]) -> Result<LockRecord, RecordError> {
         if bytes.len() as u64 > MAX_RECORD_BYTES {
             return Err(RecordError::TooLarge {

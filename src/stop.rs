@@ -36,7 +36,9 @@ pub const KILL_AGAIN_EVERY: Duration = Duration::from_millis(100);
 /// How the command (the guard's child) ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChildExit {
+    /// It exited with this status.
     Code(i32),
+    /// This signal killed it.
     Signaled(Signal),
 }
 
@@ -99,7 +101,12 @@ pub enum Action {
     Watchdog(Instant),
     /// Send `sig` to every process of the command (its group and every descendant,
     /// wherever its group or session), then SIGCONT so a stopped one can act on it.
-    Stop { sig: Signal, why: StopWhy },
+    Stop {
+        /// The stop signal (`--signal`).
+        sig: Signal,
+        /// Why the command is stopped, for the log.
+        why: StopWhy,
+    },
     /// Forward `sig` to the command's process group, as tini does.
     Forward(Signal),
     /// SIGKILL every process of the command.

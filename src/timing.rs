@@ -23,9 +23,14 @@ use std::time::Duration;
 /// What the user asked for; `None` fields take their documented defaults.
 #[derive(Clone, Debug)]
 pub struct TimingSpec {
+    /// `--lease-duration`: how long a write holds the lease; followers wait it out.
     pub lease: Duration,
+    /// `--renew-every`: how often the leader renews.
     pub renew_every: Duration,
+    /// `--retry-period`: how soon a failed request is retried, and how often followers
+    /// poll.
     pub retry_period: Duration,
+    /// `--kill-after`: the grace between the stop signal and SIGKILL.
     pub kill_after: Duration,
     /// Default: `max(1 s, 2 % of the lease) + KILL_LATENCY`.
     pub margin: Option<Duration>,
@@ -69,11 +74,15 @@ pub const DOCUMENTED_RATE_BOUND: f64 = 0.02;
 /// signalled, before any follower may take over.
 pub const KILL_LATENCY: Duration = Duration::from_millis(250);
 
+/// Settings that cannot keep the promise, refused before any request: the message names
+/// the flags and the fix.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unsafe timing: {0}")]
 pub struct TimingError(String);
 
 impl Timing {
+    /// Validates `spec` (docs/design.md §3 "The margin"), filling in the default margin
+    /// and request timeout.
     pub fn new(spec: &TimingSpec) -> Result<Timing, TimingError> {
         let margin = spec.margin.unwrap_or_else(|| default_margin(spec.lease));
         let request_timeout = spec
@@ -146,21 +155,27 @@ impl Timing {
         }
     }
 
+    /// The lease written into every record (`lease_ms`).
     pub fn lease(&self) -> Duration {
         self.lease
     }
+    /// The interval between renewals.
     pub fn renew_every(&self) -> Duration {
         self.renew_every
     }
+    /// The wait before a failed request is retried, and between followers' reads.
     pub fn retry_period(&self) -> Duration {
         self.retry_period
     }
+    /// The grace between the stop signal at `stop_at` and SIGKILL at `valid_until`.
     pub fn kill_after(&self) -> Duration {
         self.kill_after
     }
+    /// What is taken off every lease for clock rates and kill latency.
     pub fn margin(&self) -> Duration {
         self.margin
     }
+    /// The bound on each store request.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
     }

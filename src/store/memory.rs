@@ -33,6 +33,7 @@ struct Slot {
 }
 
 impl MemoryStore {
+    /// An empty store: the lock object is absent.
     pub fn new() -> Self {
         Self::default()
     }

@@ -51,6 +51,7 @@ pub struct Etag {
 }
 
 impl Etag {
+    /// An ETag exactly as the store returned it, quotes and `W/` included.
     pub fn new(raw: impl Into<String>) -> Etag {
         Etag { raw: raw.into() }
     }
@@ -112,12 +113,16 @@ pub(crate) fn content_etag(bytes: &[u8]) -> Etag {
 /// What a read found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadReply {
+    /// The object exists.
     Found {
+        /// Its current ETag.
         etag: Etag,
+        /// Its bytes, at most [`MAX_RECORD_BYTES`].
         body: Vec<u8>,
     },
     /// A conditional read whose ETag is still current (HTTP 304).
     NotModified,
+    /// There is no object.
     Missing,
 }
 
@@ -136,6 +141,9 @@ pub enum FatalKind {
     Other,
 }
 
+/// Why a store request failed. For a conditional write, only
+/// [`StoreError::PreconditionFailed`] and [`StoreError::Missing`] are a definite refusal:
+/// after any other error the write may have landed, and the election re-reads.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
     /// The write's condition failed (HTTP 412): another write happened first.
@@ -163,6 +171,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether no retry can help ([`StoreError::Fatal`]).
     pub fn is_fatal(&self) -> bool {
         matches!(self, StoreError::Fatal(..))
     }
@@ -227,7 +236,12 @@ pub struct LockUrl {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LockPlace {
     /// One object in an S3 (or S3-compatible) bucket.
-    S3 { bucket: String, key: String },
+    S3 {
+        /// The bucket's name.
+        bucket: String,
+        /// The object's key in the bucket.
+        key: String,
+    },
     /// A path or a `file://` URL, as written.
     File(String),
 }
@@ -297,7 +311,9 @@ impl fmt::Display for LockUrl {
 /// about the store.
 #[derive(Clone, Debug)]
 pub enum AnyStore {
+    /// An object in S3 or an S3-compatible store.
     S3(s3::S3Store),
+    /// A file on this host.
     File(file::FileStore),
 }
 

@@ -67,6 +67,8 @@ pub struct S3Options {
     /// A custom endpoint (MinIO, RGW, R2 …). `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`
     /// are honoured when this is `None`.
     pub endpoint_url: Option<String>,
+    /// The region, instead of the environment's and the profile's; with a custom
+    /// endpoint and none configured, `us-east-1`.
     pub region: Option<String>,
     /// A profile of the shared config files, instead of `AWS_PROFILE` / `default`.
     pub profile: Option<String>,
@@ -214,10 +216,12 @@ impl S3Store {
         }
     }
 
+    /// The bucket that holds the lock object.
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
 
+    /// The lock object's key.
     pub fn key(&self) -> &str {
         &self.key
     }
