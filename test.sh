@@ -58,6 +58,9 @@ scripts/install-test-servers.sh "${install_args[@]}"
 
 section "building"
 cargo test --release --all-targets --no-run
+# The example programs as users run them (`--all-targets` builds them as test harnesses
+# only): tests/examples.rs runs these.
+cargo build --release --examples
 
 # run_pass KIND: start KIND, run its tests with the server's variables, stop it.
 run_pass() {
