@@ -21,7 +21,6 @@
 //!   `println!`. [`Log::exit`] flushes with its own bound instead, through a mark that the
 //!   worker acknowledges when every line queued before it has been written.
 
-use crate::cli::{Cli, LogFormat};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::io::{self, ErrorKind, Write};
 use std::os::fd::AsFd;
@@ -94,13 +93,24 @@ impl Flushed {
     }
 }
 
+/// What the command line asks of the log (`-q`, `-v`/`-vv`, `--log-format`).
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Errors only.
+    pub quiet: bool,
+    /// 0: info; 1: debug; 2 or more: trace.
+    pub verbose: u8,
+    /// One JSON object per line instead of text.
+    pub json: bool,
+}
+
 /// Sets up logging for the `s3lead` binary: the queue and its worker, the tracing
 /// subscriber at the level the flags ask for, and a panic hook that reports through the
 /// queue. Fails only if the worker thread cannot be started.
-pub fn init(cli: &Cli) -> io::Result<Log> {
-    let json = cli.log_format == LogFormat::Json;
+pub fn init(settings: Settings) -> io::Result<Log> {
+    let json = settings.json;
     let log = Log::start(io::stderr(), json, QUEUE_LINES)?;
-    let level = match (cli.quiet, cli.verbose) {
+    let level = match (settings.quiet, settings.verbose) {
         (true, _) => "error",
         (false, 0) => "info",
         (false, 1) => "debug",
@@ -117,9 +127,10 @@ pub fn init(cli: &Cli) -> io::Result<Log> {
         // The writer never fails; were it to, the report would be an `eprintln!`.
         .log_internal_errors(false);
     // Fails only when a subscriber is already set, and then that one logs.
-    let _ = match cli.log_format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
     };
     log.install_panic_hook();
     Ok(log)

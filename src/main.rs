@@ -43,7 +43,7 @@ fn main() {
     if let Command::Status(_) = cli.command {
         end_quietly_when_stdout_is_gone();
     }
-    let log = match log::init(&cli) {
+    let log = match log::init(cli.log_settings()) {
         Ok(log) => log,
         Err(e) => {
             // No lock is touched yet: a plain write cannot hold a lease back, and it

@@ -50,6 +50,17 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
+impl Cli {
+    /// What the global flags ask of the log.
+    pub fn log_settings(&self) -> crate::log::Settings {
+        crate::log::Settings {
+            quiet: self.quiet,
+            verbose: self.verbose,
+            json: self.log_format == LogFormat::Json,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
