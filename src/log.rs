@@ -104,21 +104,28 @@ pub struct Settings {
     pub json: bool,
 }
 
+/// The filter for the flags: s3lead's own lines at the chosen level, and nothing of the
+/// AWS SDK or the HTTP stack below `-vv`. The SDK reports what s3lead reports again in
+/// its own words (a credential failure is a 1,000-character dump of an IMDS error), so
+/// its lines are for debugging only; with `-vv` they appear at debug level. (Its trace
+/// level prints canonical requests, with a session token in them: never enabled here.)
+fn directives(settings: Settings) -> String {
+    match (settings.quiet, settings.verbose) {
+        (true, _) => "off,s3lead=error".into(),
+        (false, 0) => "off,s3lead=info".into(),
+        (false, 1) => "off,s3lead=debug".into(),
+        (false, _) => "debug,s3lead=trace".into(),
+    }
+}
+
 /// Sets up logging for the `s3lead` binary: the queue and its worker, the tracing
 /// subscriber at the level the flags ask for, and a panic hook that reports through the
 /// queue. Fails only if the worker thread cannot be started.
 pub fn init(settings: Settings) -> io::Result<Log> {
     let json = settings.json;
     let log = Log::start(io::stderr(), json, QUEUE_LINES)?;
-    let level = match (settings.quiet, settings.verbose) {
-        (true, _) => "error",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        (false, _) => "trace",
-    };
-    // Our own crate at the chosen level; the AWS SDK's chatter only when asked for.
     let filter = EnvFilter::try_from_env("S3LEAD_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,s3lead={level}")));
+        .unwrap_or_else(|_| EnvFilter::new(directives(settings)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(log.clone())
