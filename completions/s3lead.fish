@@ -26,7 +26,7 @@ end
 
 complete -c s3lead -n "__fish_s3lead_needs_command" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
 json\t''"
-complete -c s3lead -n "__fish_s3lead_needs_command" -s v -l verbose -d 'More logging on stderr (-v: debug, -vv: trace)'
+complete -c s3lead -n "__fish_s3lead_needs_command" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
 complete -c s3lead -n "__fish_s3lead_needs_command" -s q -l quiet -d 'Only errors on stderr'
 complete -c s3lead -n "__fish_s3lead_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c s3lead -n "__fish_s3lead_needs_command" -s V -l version -d 'Print version'
@@ -53,7 +53,7 @@ complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l log-format -d 'Log
 json\t''"
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s n -l nonblock -d 'If another holder leads, exit at once without running the command'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l path-style -d 'Path-style addressing (always on with a custom endpoint)'
-complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s v -l verbose -d 'More logging on stderr (-v: debug, -vv: trace)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s q -l quiet -d 'Only errors on stderr'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s V -l version -d 'Print version'
@@ -64,7 +64,7 @@ complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l log-format -d '
 json\t''"
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l json -d 'Print one JSON object: {"lock", "state": "held"|"released"|"absent", "record"}'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l path-style -d 'Path-style addressing (always on with a custom endpoint)'
-complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s v -l verbose -d 'More logging on stderr (-v: debug, -vv: trace)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s q -l quiet -d 'Only errors on stderr'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s h -l help -d 'Print help'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s V -l version -d 'Print version'
@@ -77,13 +77,13 @@ complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l log-format -d 'L
 json\t''"
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l json -d 'Print one JSON object: {"lock", "safe", "verdict", "rounds", "writers", "checks": [{"check", "result": "ok"|"warn"|"fail", "expected", "got"}]}'
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l path-style -d 'Path-style addressing (always on with a custom endpoint)'
-complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s v -l verbose -d 'More logging on stderr (-v: debug, -vv: trace)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s q -l quiet -d 'Only errors on stderr'
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s V -l version -d 'Print version'
 complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
 json\t''"
-complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s v -l verbose -d 'More logging on stderr (-v: debug, -vv: trace)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s q -l quiet -d 'Only errors on stderr'
 complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s h -l help -d 'Print help'
 complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s V -l version -d 'Print version'

@@ -37,7 +37,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// More logging on stderr (-v: debug, -vv: trace).
+    /// More logging on stderr (-v: debug; -vv: trace, and the AWS SDK's own lines).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
