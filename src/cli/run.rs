@@ -114,7 +114,9 @@ fn campaign_failure(plan: &RunPlan, e: CampaignError) -> Result<i32, Failure> {
         CampaignError::TimedOutUnreachable { cause } => Err(Failure::new(
             busy,
             match cause {
-                Some(cause) => format!("{lock}: the wait timed out before the store answered: {cause}"),
+                Some(cause) => {
+                    format!("{lock}: the wait timed out before the store answered: {cause}")
+                }
                 None => format!(
                     "{lock}: the wait timed out before the store answered (check the endpoint and the network)"
                 ),

@@ -1158,7 +1158,11 @@ mod tests {
                 assert!(e.to_string().contains(ENDPOINT), "{e}");
             }
         }
-        assert!(read(Failure::Dns(String::new())).to_string().contains("resolve"));
+        assert!(
+            read(Failure::Dns(String::new()))
+                .to_string()
+                .contains("resolve")
+        );
         // The detail of the chain stays out of the words, so every attempt reads alike.
         assert_eq!(
             read(Failure::Refused("a".into())),
@@ -1171,7 +1175,9 @@ mod tests {
         let chain = "dispatch failure: io error: client error (Connect): TLS handshake failed: \
                      invalid peer certificate: UnknownIssuer";
         assert!(is_untrusted_certificate(chain));
-        assert!(!is_untrusted_certificate("tcp connect error: Connection refused"));
+        assert!(!is_untrusted_certificate(
+            "tcp connect error: Connection refused"
+        ));
         let e = read(Failure::UntrustedTls(chain.into()));
         assert_eq!(fatal_kind(&e), Some(FatalKind::Other));
         let line = e.to_string();
@@ -1184,9 +1190,16 @@ mod tests {
     fn an_answer_that_is_not_s3_is_fatal_and_says_what_came_back() {
         for status in [404, 501, 405, 403, 412, 500] {
             let e = read(typed(http(status, None), "text/html; charset=utf-8"));
-            assert_eq!(fatal_kind(&e), Some(FatalKind::Unsupported), "{status}: {e}");
+            assert_eq!(
+                fatal_kind(&e),
+                Some(FatalKind::Unsupported),
+                "{status}: {e}"
+            );
             let line = e.to_string();
-            assert!(line.contains(&format!("HTTP {status} with text/html")), "{line}");
+            assert!(
+                line.contains(&format!("HTTP {status} with text/html")),
+                "{line}"
+            );
         }
         // S3's own errors, and bodiless answers (HEAD), keep their meaning.
         let xml = typed(http(404, None), "application/xml");
