@@ -62,11 +62,11 @@ complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l region -d 'AWS 
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l profile -d 'Profile of the shared AWS config files [env: AWS_PROFILE]' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
 json\t''"
-complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l json -d 'Print one JSON object: {"lock", "state": "held"|"released"|"absent", "record"}'
+complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l json -d 'Print one JSON object: {"lock", "state": "held"|"released"|"absent", "appears_live": bool, "record"}'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l path-style -d 'Path-style addressing (always on with a custom endpoint)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s q -l quiet -d 'Only errors on stderr'
-complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s h -l help -d 'Print help'
+complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s V -l version -d 'Print version'
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l rounds -d 'Race rounds: each races --writers creates, then as many replaces, on a fresh scratch key' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l writers -d 'Concurrent writers in each race' -r

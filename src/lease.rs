@@ -54,8 +54,11 @@ pub enum CampaignError {
     },
     /// [`CampaignOptions::give_up_at`] passed before any holder's record was seen,
     /// typically because the store did not answer.
-    #[error("the store did not answer before the wait timed out")]
-    TimedOutUnreachable,
+    #[error("the wait timed out before the store answered{}", .cause.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    TimedOutUnreachable {
+        /// What the last failed request met, if one failed: the cause the user must fix.
+        cause: Option<String>,
+    },
     /// The store or the lock object cannot be used, and retrying will not help.
     #[error("{0}")]
     Fatal(#[from] FatalError),
@@ -87,12 +90,14 @@ impl<S: LockStore> Candidate<S> {
     /// Campaigns until elected, busy (`nonblock`), timed out or failed.
     pub async fn campaign(mut self, opts: CampaignOptions) -> Result<Leadership, CampaignError> {
         let mut seen = Sightings::default();
+        let retrying = match opts.give_up_at {
+            Some(_) => "until the wait (-w) ends",
+            None => "until it answers",
+        };
+        let mut trouble = Trouble::new(&self.lock, self.driver.election.timing());
         loop {
             match self.driver.next(opts.give_up_at, None).await {
-                Progress::Answered(Some(e)) if !e.is_fatal() => {
-                    debug!(lock = %self.lock, "request failed: {e}");
-                }
-                Progress::Answered(_) => {}
+                Progress::Answered(failure) => trouble.answered(failure.as_ref(), retrying),
                 Progress::Event(Event::Observed {
                     holder,
                     term,
@@ -107,7 +112,9 @@ impl<S: LockStore> Candidate<S> {
                 Progress::GaveUp => {
                     return Err(match seen.holder {
                         Some((holder, term)) => CampaignError::TimedOut { holder, term },
-                        None => CampaignError::TimedOutUnreachable,
+                        None => CampaignError::TimedOutUnreachable {
+                            cause: trouble.last,
+                        },
                     });
                 }
                 Progress::Done => {
@@ -147,6 +154,90 @@ impl<S: LockStore> Candidate<S> {
         }
         seen.holder = Some((holder, term));
         Ok(())
+    }
+}
+
+/// Says a store's trouble once (docs/design.md §3 "Trouble"): in one episode of
+/// trouble, the first failure of each cause is one WARN line with what s3lead will do
+/// about it, the first answer after failures is one line saying the store answers
+/// again, and everything else is quiet (debug). An episode ends once the store has
+/// answered for a whole lease without a failure, so a store that flaps (reads answered,
+/// writes failing) is not said on every retry, and an outage hours later is said again.
+///
+/// A cause is the failure's words, which the stores keep the same from one attempt to
+/// the next (no request ids, no timings): a read and a write that met the same cause (a
+/// timeout is ambiguous on a write, unavailable on a read) count as one.
+struct Trouble {
+    lock: String,
+    retry_period: Duration,
+    /// How long the store must answer without a failure to end an episode.
+    calm_after: Duration,
+    /// Whether to say that the store answers again: the renewal leaves that to its
+    /// "renewed after trouble" (or "lease lost") line.
+    say_recovery: bool,
+    /// The causes said in this episode.
+    said: Vec<String>,
+    /// Whether this episode's "answers again" was said.
+    recovery_said: bool,
+    /// Since when the store has answered without a failure.
+    calm_since: Option<Instant>,
+    /// The cause of the last failed request, until the store answers again.
+    last: Option<String>,
+}
+
+impl Trouble {
+    fn new(lock: &str, timing: &Timing) -> Trouble {
+        Trouble {
+            lock: lock.to_owned(),
+            retry_period: timing.retry_period(),
+            calm_after: timing.lease(),
+            say_recovery: true,
+            said: Vec::new(),
+            recovery_said: false,
+            calm_since: None,
+            last: None,
+        }
+    }
+
+    /// After each answer: `failure` is the error the request met, if any; `retrying`
+    /// says until when s3lead keeps trying, for the WARN line.
+    fn answered(&mut self, failure: Option<&StoreError>, retrying: &str) {
+        let now = boot_now();
+        let lock = &self.lock;
+        let cause = match failure {
+            Some(StoreError::Unavailable(c) | StoreError::Ambiguous(c)) => c,
+            // A fatal error ends the election, which says it (Event::Fatal), unless the
+            // write landed after all.
+            Some(e) if e.is_fatal() => return,
+            // A refusal or a conflict is an answer: the store works.
+            Some(_) | None => {
+                if self.last.take().is_some() && self.say_recovery && !self.recovery_said {
+                    info!(lock = %lock, "the store answers again");
+                    self.recovery_said = true;
+                }
+                self.calm_since.get_or_insert(now);
+                return;
+            }
+        };
+        if self
+            .calm_since
+            .take()
+            .is_some_and(|t| now.saturating_since(t) >= self.calm_after)
+        {
+            self.said.clear();
+            self.recovery_said = false;
+        }
+        if self.said.iter().any(|c| c == cause) {
+            debug!(lock = %lock, "request failed again: {cause}");
+        } else {
+            warn!(
+                lock = %lock,
+                "cannot use the store: {cause}; retrying every {} {retrying}",
+                crate::timing::Dur(self.retry_period)
+            );
+            self.said.push(cause.clone());
+        }
+        self.last = Some(cause.clone());
     }
 }
 
@@ -237,6 +328,10 @@ fn looks_abandoned(record: &crate::record::LockRecord) -> bool {
         .is_ok_and(|age| age > stale_after)
 }
 
+/// The backstop's words: the same for reads and writes, so that a store which stops
+/// answering is said once.
+const NO_ANSWER: &str = "no answer within the request timeout";
+
 /// Performs one request, bounded by the request timeout.
 async fn perform<S: LockStore>(store: &S, req: Request, timing: Timing) -> Reply {
     // The store's own timeout is the request timeout; this backstop only catches a store
@@ -246,17 +341,17 @@ async fn perform<S: LockStore>(store: &S, req: Request, timing: Timing) -> Reply
         Request::Read { known } => Reply::Read(
             tokio::time::timeout(limit, store.read(known.as_ref()))
                 .await
-                .unwrap_or_else(|_| Err(StoreError::Unavailable("read timed out".into()))),
+                .unwrap_or_else(|_| Err(StoreError::Unavailable(NO_ANSWER.into()))),
         ),
         Request::Create { body } => Reply::Write(
             tokio::time::timeout(limit, store.create(body))
                 .await
-                .unwrap_or_else(|_| Err(StoreError::Ambiguous("write timed out".into()))),
+                .unwrap_or_else(|_| Err(StoreError::Ambiguous(NO_ANSWER.into()))),
         ),
         Request::Replace { etag, body } => Reply::Write(
             tokio::time::timeout(limit, store.replace(&etag, body))
                 .await
-                .unwrap_or_else(|_| Err(StoreError::Ambiguous("write timed out".into()))),
+                .unwrap_or_else(|_| Err(StoreError::Ambiguous(NO_ANSWER.into()))),
         ),
     }
 }
@@ -355,12 +450,14 @@ impl Leadership {
         });
         let (tx, rx) = watch::channel(status);
         let resign = Arc::new(Notify::new());
+        let mut trouble = Trouble::new(&lock, driver.election.timing());
+        trouble.say_recovery = false;
         let renewal = Renewal {
             driver,
             lock,
             term,
             status: tx,
-            failures: 0,
+            trouble,
         };
         let task = tokio::spawn(renewal.run(resign.clone()));
         Leadership {
@@ -416,9 +513,8 @@ struct Renewal<S> {
     lock: String,
     term: Term,
     status: watch::Sender<LeaseStatus>,
-    /// Failed requests since the last one that succeeded, so the first is a warning and
-    /// the rest are quiet.
-    failures: u32,
+    /// Failed requests since the last one that succeeded: each cause is said once.
+    trouble: Trouble,
 }
 
 impl<S: LockStore> Renewal<S> {
@@ -437,15 +533,8 @@ impl<S: LockStore> Renewal<S> {
     /// After each answer: log a failure, and publish the lease's deadlines, news to the
     /// holder when `valid_until` moved.
     fn answered(&mut self, failure: Option<StoreError>) {
-        let (lock, term) = (&self.lock, self.term);
-        if let Some(e) = failure {
-            self.failures += 1;
-            if self.failures == 1 {
-                warn!(lock = %lock, %term, "renewal failed, retrying: {e}");
-            } else {
-                debug!(lock = %lock, %term, "renewal failed again: {e}");
-            }
-        }
+        self.trouble
+            .answered(failure.as_ref(), "until the stop point (term still held)");
         let election = &self.driver.election;
         self.status.send_if_modified(|st| st.track(election));
     }
@@ -454,7 +543,6 @@ impl<S: LockStore> Renewal<S> {
         let (lock, term) = (&self.lock, self.term);
         match e {
             Event::Recovered => {
-                self.failures = 0;
                 // Boot-clock instants, as for "at risk": the lease now counts from the
                 // earliest attempt that could have landed.
                 info!(

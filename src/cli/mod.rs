@@ -92,6 +92,12 @@ pub enum Command {
     )]
     Run(Box<RunArgs>),
     /// Show who holds the lock (one read; writes nothing).
+    ///
+    /// Exits 0 when the lock appears live: held, and renewed within its lease by this
+    /// host's reading of the record's renewed_at. Exits 1 when it is absent, released or
+    /// stale. One read cannot prove a holder alive (renewed_at was written by another
+    /// host's clock): only `s3lead run` decides, by watching the record change.
+    #[command(after_long_help = s3lead::exit::EXIT_STATUS_TEXT)]
     Status(status::StatusArgs),
     /// Prove that the lock's store keeps the conditional-write contract, racing writers
     /// included (on scratch keys next to the lock; the lock itself is not touched).

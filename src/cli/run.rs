@@ -111,11 +111,16 @@ fn campaign_failure(plan: &RunPlan, e: CampaignError) -> Result<i32, Failure> {
             );
             Ok(busy)
         }
-        CampaignError::TimedOutUnreachable => Err(Failure::new(
+        CampaignError::TimedOutUnreachable { cause } => Err(Failure::new(
             busy,
-            format!(
-                "{lock}: the wait timed out before the store answered (check the endpoint and the network)"
-            ),
+            match cause {
+                Some(cause) => {
+                    format!("{lock}: the wait timed out before the store answered: {cause}")
+                }
+                None => format!(
+                    "{lock}: the wait timed out before the store answered (check the endpoint and the network)"
+                ),
+            },
         )),
         CampaignError::Fatal(FatalError::Store(kind, msg)) => Err(store_failure(
             lock,

@@ -1,7 +1,10 @@
 //! `s3lead status`: one read of the lock object, shown to a person or (`--json`) to a
-//! program. It writes nothing, and it judges nothing by time: whether the holder is still
-//! alive can only be known by watching the record change (docs/design.md §3), so the wall-clock
-//! age of the last renewal is shown as information, by this host's clock.
+//! program, and an exit status a script can branch on: 0 when the lock *appears live*
+//! (held, and renewed within its lease by this host's reading of `renewed_at`), 1 when it
+//! is absent, released or stale. It writes nothing. One read cannot prove a holder alive:
+//! only watching the record change can (docs/design.md §3), and `renewed_at` was written
+//! by another host's clock. So "appears live" is information for people and scripts; no
+//! safety decision rests on it.
 
 use super::{Failure, S3Args};
 use clap::Args;
@@ -16,7 +19,8 @@ pub struct StatusArgs {
     /// The lock: s3://BUCKET/KEY, file:///ABS/PATH, or a local path.
     pub lock: String,
 
-    /// Print one JSON object: {"lock", "state": "held"|"released"|"absent", "record"}.
+    /// Print one JSON object: {"lock", "state": "held"|"released"|"absent",
+    /// "appears_live": bool, "record"}.
     #[arg(long)]
     pub json: bool,
 
@@ -45,17 +49,38 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
         Some(r) if r.released => "released",
         Some(_) => "held",
     };
+    let renewed_ago = record.as_ref().and_then(|r| {
+        let renewed = humantime::parse_rfc3339(&r.renewed_at).ok()?;
+        // A renewal "in the future" by this host's clock is a clock offset: age zero.
+        Some(
+            SystemTime::now()
+                .duration_since(renewed)
+                .unwrap_or(Duration::ZERO),
+        )
+    });
+    let appears_live = match (&record, renewed_ago) {
+        (Some(r), Some(ago)) => !r.released && ago <= r.lease(),
+        _ => false,
+    };
+    let code = if appears_live {
+        exit::STATUS_LIVE
+    } else {
+        exit::STATUS_NOT_LIVE
+    };
     if args.json {
-        let v = serde_json::json!({ "lock": lock, "state": state, "record": record });
+        let v = serde_json::json!({
+            "lock": lock,
+            "state": state,
+            "appears_live": appears_live,
+            "record": record,
+        });
         println!("{v}");
-        return Ok(0);
+        return Ok(code);
     }
     match record {
         None => println!("{lock}: free (no lock object yet; the first holder gets term 1)"),
         Some(r) => {
-            let age = humantime::parse_rfc3339(&r.renewed_at)
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
+            let age = renewed_ago
                 .map(|d| {
                     format!(
                         ", {} ago by this host's clock",
@@ -81,8 +106,17 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
                 println!("  acquired   {}", r.acquired_at);
                 println!("  renewed    {}{age}", r.renewed_at);
                 println!("  lease id   {}", r.lease_id);
+                if appears_live {
+                    println!(
+                        "  appears    live (renewed within its lease by this host's clock; one read cannot prove it)"
+                    );
+                } else {
+                    println!(
+                        "  appears    stale (not renewed within its lease by this host's clock: its holder may be gone, or the clocks differ)"
+                    );
+                }
             }
         }
     }
-    Ok(0)
+    Ok(code)
 }

@@ -87,6 +87,9 @@ pub struct S3Store {
     /// `s3://bucket/key`, for debug logs. Errors do not carry it: the caller names the
     /// lock once, as the user spelt it.
     location: String,
+    /// The endpoint's address (or, for AWS, the region's), for the messages about
+    /// reaching it: a user who mistyped it must see what was tried.
+    endpoint: String,
     request_timeout: Duration,
     /// Set once the store has shown that it wants `If-Match` unquoted (Ceph RGW).
     /// Shared between clones: it is a property of the store, not of one handle.
@@ -139,11 +142,7 @@ impl S3Store {
         if let Some(url) = &opts.endpoint_url {
             // Checked here because the SDK reports a bad endpoint only per request, as a
             // dispatch failure that looks like a network error.
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(fatal(format!(
-                    "the endpoint URL {url:?} must start with http:// or https://"
-                )));
-            }
+            check_endpoint_url(url).map_err(fatal)?;
         }
 
         let endpoint_known_early = opts.endpoint_url.is_some() || endpoint_from_env().is_some();
@@ -195,7 +194,21 @@ impl S3Store {
             // Lock objects are tiny; the protection only adds failure modes.
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .build();
-        Ok(S3Store::from_conf(bucket, key, conf, opts.request_timeout))
+        let endpoint = sdk_config
+            .endpoint_url()
+            .map(str::to_owned)
+            .or_else(|| opts.endpoint_url.clone())
+            .unwrap_or_else(|| {
+                let region = conf.region().map(|r| r.as_ref()).unwrap_or(FALLBACK_REGION);
+                format!("AWS S3 in {region}")
+            });
+        Ok(S3Store::from_conf(
+            bucket,
+            key,
+            conf,
+            opts.request_timeout,
+            endpoint,
+        ))
     }
 
     /// A store over an already built client configuration.
@@ -204,12 +217,14 @@ impl S3Store {
         key: &str,
         conf: aws_sdk_s3::Config,
         request_timeout: Duration,
+        endpoint: String,
     ) -> S3Store {
         S3Store {
             client: Client::from_conf(conf),
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             location: format!("s3://{bucket}/{key}"),
+            endpoint,
             request_timeout,
             unquoted_if_match: Arc::new(AtomicBool::new(false)),
             answered: Arc::new(AtomicBool::new(false)),
@@ -308,7 +323,7 @@ impl S3Store {
         }
         let failure = Failure::from_sdk(err, self.answered.load(Ordering::Relaxed));
         tracing::debug!(location = %self.location, ?op, ?failure, "S3 request failed");
-        classify(&self.bucket, op, failure)
+        classify(&self.bucket, &self.endpoint, op, failure)
     }
 
     fn mark_answered(&self) {
@@ -586,6 +601,9 @@ enum Failure {
         message: Option<String>,
         /// `x-amz-bucket-region`, sent with wrong-region answers.
         bucket_region: Option<String>,
+        /// The answer's `Content-Type`: an error without an S3 code in a body that is
+        /// not XML came from something that is not S3 (a web server, a proxy's page).
+        content_type: Option<String>,
     },
     /// The credential providers gave no credentials, so nothing was sent.
     /// `worked_before`: the store has answered this process before.
@@ -594,6 +612,11 @@ enum Failure {
     Timeout(String),
     /// The connection was refused: nothing was sent.
     Refused(String),
+    /// The endpoint's host name did not resolve: nothing was sent.
+    Dns(String),
+    /// The endpoint's TLS certificate is not trusted: nothing was sent, and no retry
+    /// will change the certificate or the trust store.
+    UntrustedTls(String),
     /// The request may have been sent, and no (readable) answer came.
     Transport(String),
     /// The request could not be built.
@@ -614,17 +637,24 @@ impl Failure {
                     code: service.err().code().map(str::to_owned),
                     message: service.err().message().map(str::to_owned),
                     bucket_region: raw.headers().get("x-amz-bucket-region").map(str::to_owned),
+                    content_type: raw.headers().get("content-type").map(str::to_owned),
                 }
             }
             _ if has_credentials_error(err) => Failure::NoCredentials {
                 detail: chain(),
                 worked_before,
             },
+            // Before the timeouts: a handshake that failed on the certificate is no
+            // outage, whatever else the chain says.
+            SdkError::DispatchFailure(_) if is_untrusted_certificate(&chain()) => {
+                Failure::UntrustedTls(chain())
+            }
             SdkError::TimeoutError(_) => Failure::Timeout(chain()),
             SdkError::DispatchFailure(dispatch) if dispatch.is_timeout() => {
                 Failure::Timeout(chain())
             }
             SdkError::DispatchFailure(_) if was_refused(err) => Failure::Refused(chain()),
+            SdkError::DispatchFailure(_) if is_dns_failure(&chain()) => Failure::Dns(chain()),
             SdkError::ConstructionFailure(_) => Failure::Construction(chain()),
             _ => Failure::Transport(chain()),
         }
@@ -637,20 +667,21 @@ impl Failure {
 /// Longer than a function should be, on purpose: it is one table from S3's answers to
 /// the protocol's kinds of failure, and read top to bottom it shows which answer wins
 /// when several could match (a 412 before any code, NoSuchBucket before other 404s).
-fn classify(bucket: &str, op: Op, failure: Failure) -> StoreError {
+fn classify(bucket: &str, endpoint: &str, op: Op, failure: Failure) -> StoreError {
     let fatal = |kind, msg: &str| StoreError::Fatal(kind, msg.to_owned());
     // No answer, or an answer that says nothing definite: a write may have landed.
     let unsure = |what: String| match op {
         Op::Read | Op::Delete => StoreError::Unavailable(what),
         Op::Write => StoreError::Ambiguous(what),
     };
-    let (status, code, message, bucket_region) = match failure {
+    let (status, code, message, bucket_region, content_type) = match failure {
         Failure::Http {
             status,
             code,
             message,
             bucket_region,
-        } => (status, code, message, bucket_region),
+            content_type,
+        } => (status, code, message, bucket_region, content_type),
         // Refreshing credentials failed (an instance metadata hiccup, STS throttled):
         // nothing was sent, and the protocol retries until its stop point.
         Failure::NoCredentials {
@@ -673,11 +704,36 @@ fn classify(bucket: &str, op: Op, failure: Failure) -> StoreError {
                 ),
             );
         }
-        Failure::Timeout(_) => return unsure("no answer within the request timeout".into()),
-        Failure::Refused(detail) => {
-            return StoreError::Unavailable(format!("cannot connect ({detail})"));
+        // The words of these transport failures name the endpoint and stay the same from
+        // one attempt to the next: the lease says each cause once (`lease.rs`, `Trouble`).
+        Failure::Timeout(_) => {
+            return unsure(format!(
+                "no answer from {endpoint} within the request timeout"
+            ));
         }
-        Failure::Transport(detail) => return unsure(format!("no answer ({detail})")),
+        Failure::Refused(_) => {
+            return StoreError::Unavailable(format!(
+                "cannot connect to {endpoint}: connection refused (is the store running at this address and port?)"
+            ));
+        }
+        Failure::Dns(_) => {
+            return StoreError::Unavailable(format!(
+                "cannot resolve the host name of {endpoint} (a typo in the endpoint URL, or DNS not ready yet)"
+            ));
+        }
+        Failure::UntrustedTls(detail) => {
+            return fatal(
+                FatalKind::Other,
+                &format!(
+                    "the TLS certificate of {endpoint} is not trusted ({}); add the CA that signed it \
+                     to the system trust store, or set SSL_CERT_FILE to a PEM file of CA certificates that includes it",
+                    certificate_problem(&detail)
+                ),
+            );
+        }
+        Failure::Transport(detail) => {
+            return unsure(format!("no answer from {endpoint} ({detail})"));
+        }
         Failure::Construction(detail) => {
             return fatal(
                 FatalKind::Other,
@@ -696,6 +752,20 @@ fn classify(bucket: &str, op: Op, failure: Failure) -> StoreError {
         }
         s
     };
+    // S3 sends its errors as XML with a code (HEAD answers, which have no body, aside):
+    // an error in another format came from something else, and retrying will not turn
+    // it into S3. Checked before the 412: a web server's 412 is no refusal by S3 either.
+    if code.is_empty() && status >= 300 {
+        if let Some(ct) = content_type.as_deref().filter(|ct| !is_xml(ct)) {
+            return fatal(
+                FatalKind::Unsupported,
+                &format!(
+                    "{endpoint} answered HTTP {status} with {ct}, not an S3 error: \
+                     is the endpoint URL the address of the S3 API?"
+                ),
+            );
+        }
+    }
     match (status, code) {
         (412, _) => StoreError::PreconditionFailed,
         (404, "NoSuchBucket") => fatal(
@@ -760,6 +830,69 @@ fn classify(bucket: &str, op: Op, failure: Failure) -> StoreError {
     }
 }
 
+/// Whether a `Content-Type` is one S3 sends its errors in.
+fn is_xml(content_type: &str) -> bool {
+    content_type.to_ascii_lowercase().contains("xml")
+}
+
+/// Whether a transport failure is a TLS certificate that the client does not trust.
+///
+/// Judged from the words of the error chain, since the SDK wraps the TLS library's
+/// typed error in an `io::Error` whose `source` skips it: "invalid peer certificate" is
+/// how rustls (the SDK's TLS library) says every certificate verification failure.
+fn is_untrusted_certificate(chain: &str) -> bool {
+    chain.contains("invalid peer certificate")
+}
+
+/// The certificate problem in a rustls message, without the wrappers around it.
+fn certificate_problem(chain: &str) -> &str {
+    chain
+        .rsplit_once("invalid peer certificate: ")
+        .map_or(chain, |(_, problem)| problem)
+}
+
+/// Whether a transport failure is a host name that did not resolve, in the words of
+/// hyper's connector ("dns error"), the SDK's HTTP client, which gives it no type.
+fn is_dns_failure(chain: &str) -> bool {
+    chain.contains("dns error")
+}
+
+/// An endpoint URL the client can use: http or https, a host, an optional numeric port.
+fn check_endpoint_url(url: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("the endpoint URL {url:?} is not valid: {why}"));
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return bad("it must start with http:// or https://");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.strip_prefix('[') {
+        // An IPv6 literal: [::1]:9000
+        Some(v6) => match v6.split_once(']') {
+            Some((host, rest)) => (host, rest.strip_prefix(':')),
+            None => return bad("an IPv6 address needs its closing ]"),
+        },
+        None => match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return bad("it names no host");
+    }
+    if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("the host contains white space");
+    }
+    if let Some(port) = port {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return bad("the port must be a number from 1 to 65535");
+        }
+    }
+    Ok(())
+}
+
 /// Whether a credential provider's failure is somewhere in the chain.
 ///
 /// The SDK reports it as a dispatch failure (identity resolution runs just before
@@ -818,15 +951,25 @@ mod tests {
             code: code.map(str::to_owned),
             message: None,
             bucket_region: None,
+            content_type: None,
         }
     }
 
+    fn typed(mut failure: Failure, ct: &str) -> Failure {
+        if let Failure::Http { content_type, .. } = &mut failure {
+            *content_type = Some(ct.to_owned());
+        }
+        failure
+    }
+
+    const ENDPOINT: &str = "http://store.example:9000";
+
     fn write(failure: Failure) -> StoreError {
-        classify("lease", Op::Write, failure)
+        classify("lease", ENDPOINT, Op::Write, failure)
     }
 
     fn read(failure: Failure) -> StoreError {
-        classify("lease", Op::Read, failure)
+        classify("lease", ENDPOINT, Op::Read, failure)
     }
 
     fn fatal_kind(e: &StoreError) -> Option<FatalKind> {
@@ -934,6 +1077,7 @@ mod tests {
             code: Some("PermanentRedirect".into()),
             message: None,
             bucket_region: Some("eu-west-3".into()),
+            content_type: None,
         });
         assert!(e.to_string().contains("--region eu-west-3"), "{e}");
     }
@@ -1003,12 +1147,101 @@ mod tests {
     }
 
     #[test]
+    fn unreachable_endpoints_are_named_and_retried() {
+        for f in [
+            Failure::Refused("tcp connect error: Connection refused (os error 111)".into()),
+            Failure::Dns("dns error: failed to lookup address information".into()),
+            Failure::Timeout("timeout".into()),
+        ] {
+            for e in [read(f.clone()), write(f.clone())] {
+                assert!(!e.is_fatal(), "{f:?}: {e}");
+                assert!(e.to_string().contains(ENDPOINT), "{e}");
+            }
+        }
+        assert!(
+            read(Failure::Dns(String::new()))
+                .to_string()
+                .contains("resolve")
+        );
+        // The detail of the chain stays out of the words, so every attempt reads alike.
+        assert_eq!(
+            read(Failure::Refused("a".into())),
+            read(Failure::Refused("b".into()))
+        );
+    }
+
+    #[test]
+    fn an_untrusted_certificate_is_fatal_and_names_the_fix() {
+        let chain = "dispatch failure: io error: client error (Connect): TLS handshake failed: \
+                     invalid peer certificate: UnknownIssuer";
+        assert!(is_untrusted_certificate(chain));
+        assert!(!is_untrusted_certificate(
+            "tcp connect error: Connection refused"
+        ));
+        let e = read(Failure::UntrustedTls(chain.into()));
+        assert_eq!(fatal_kind(&e), Some(FatalKind::Other));
+        let line = e.to_string();
+        assert!(line.contains("(UnknownIssuer)"), "{line}");
+        assert!(line.contains("SSL_CERT_FILE"), "{line}");
+        assert!(line.contains(ENDPOINT), "{line}");
+    }
+
+    #[test]
+    fn an_answer_that_is_not_s3_is_fatal_and_says_what_came_back() {
+        for status in [404, 501, 405, 403, 412, 500] {
+            let e = read(typed(http(status, None), "text/html; charset=utf-8"));
+            assert_eq!(
+                fatal_kind(&e),
+                Some(FatalKind::Unsupported),
+                "{status}: {e}"
+            );
+            let line = e.to_string();
+            assert!(
+                line.contains(&format!("HTTP {status} with text/html")),
+                "{line}"
+            );
+        }
+        // S3's own errors, and bodiless answers (HEAD), keep their meaning.
+        let xml = typed(http(404, None), "application/xml");
+        assert_eq!(read(xml), StoreError::Missing);
+        assert_eq!(read(http(404, None)), StoreError::Missing);
+        let coded = typed(http(404, Some("NoSuchKey")), "text/html");
+        assert_eq!(read(coded), StoreError::Missing);
+    }
+
+    #[test]
+    fn endpoint_urls_are_checked_before_any_request() {
+        for ok in [
+            "http://127.0.0.1:9000",
+            "https://s3.example.com",
+            "http://[::1]:9000/",
+            "https://minio.local/path",
+        ] {
+            assert_eq!(check_endpoint_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "localhost:9000",
+            "http://",
+            "http://:9000",
+            "http://host:port",
+            "http://host:0",
+            "http://host:99999",
+            "http://ho st:9000",
+            "http://[::1:9000",
+        ] {
+            let e = check_endpoint_url(bad).expect_err(bad);
+            assert!(e.contains("is not valid"), "{e}");
+        }
+    }
+
+    #[test]
     fn other_client_errors_are_fatal_with_the_store_s_words() {
         let e = write(Failure::Http {
             status: 400,
             code: Some("InvalidArgument".into()),
             message: Some("bad header".into()),
             bucket_region: None,
+            content_type: Some("application/xml".into()),
         });
         assert_eq!(fatal_kind(&e), Some(FatalKind::Other));
         assert!(
@@ -1072,7 +1305,13 @@ mod tests {
             .force_path_style(true)
             .retry_config(RetryConfig::disabled())
             .build();
-        S3Store::from_conf("lease", "locks/nightly", conf, Duration::from_secs(2))
+        S3Store::from_conf(
+            "lease",
+            "locks/nightly",
+            conf,
+            Duration::from_secs(2),
+            "http://127.0.0.1:9".into(),
+        )
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -26,7 +26,13 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        Proxy::start_on("127.0.0.1:0".parse().expect("address"), upstream)
+    }
+
+    /// A proxy listening on `listen`: a port where nothing listened before, for a store
+    /// that "comes up" after refusing connections.
+    pub fn start_on(listen: SocketAddr, upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind(listen).expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let mode = Arc::new(Mutex::new(Mode::Pass));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
