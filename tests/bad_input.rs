@@ -39,11 +39,13 @@ fn any_json() -> impl Strategy<Value = serde_json::Value> {
 /// JSON value, some of them left out. Most are refused, for one field or another; some
 /// are records.
 fn near_record() -> impl Strategy<Value = Vec<u8>> {
-    let field = |good: BoxedStrategy<serde_json::Value>| {
-        prop_oneof![4 => good.prop_map(Some), 1 => any_json().prop_map(Some), 1 => Just(None)]
-    };
+    let field = |good: BoxedStrategy<serde_json::Value>| prop_oneof![4 => good.prop_map(Some), 1 => any_json().prop_map(Some), 1 => Just(None)];
     let num = |r: std::ops::RangeInclusive<u64>| r.prop_map(serde_json::Value::from).boxed();
-    let text = || "[a-z0-9 ()-]{0,16}".prop_map(serde_json::Value::from).boxed();
+    let text = || {
+        "[a-z0-9 ()-]{0,16}"
+            .prop_map(serde_json::Value::from)
+            .boxed()
+    };
     let time = || {
         prop_oneof![
             Just(serde_json::Value::from("2026-12-01T10:00:00Z")),
@@ -62,26 +64,28 @@ fn near_record() -> impl Strategy<Value = Vec<u8>> {
         field(time()),
         field(any::<bool>().prop_map(serde_json::Value::from).boxed()),
     )
-        .prop_map(|(v, term, holder, lease_id, seq, lease_ms, acq, ren, rel)| {
-            let names = [
-                "v",
-                "term",
-                "holder",
-                "lease_id",
-                "seq",
-                "lease_ms",
-                "acquired_at",
-                "renewed_at",
-                "released",
-            ];
-            let values = [v, term, holder, lease_id, seq, lease_ms, acq, ren, rel];
-            let object: serde_json::Map<String, serde_json::Value> = names
-                .into_iter()
-                .zip(values)
-                .filter_map(|(n, v)| Some((n.to_owned(), v?)))
-                .collect();
-            serde_json::to_vec(&object).expect("JSON")
-        })
+        .prop_map(
+            |(v, term, holder, lease_id, seq, lease_ms, acq, ren, rel)| {
+                let names = [
+                    "v",
+                    "term",
+                    "holder",
+                    "lease_id",
+                    "seq",
+                    "lease_ms",
+                    "acquired_at",
+                    "renewed_at",
+                    "released",
+                ];
+                let values = [v, term, holder, lease_id, seq, lease_ms, acq, ren, rel];
+                let object: serde_json::Map<String, serde_json::Value> = names
+                    .into_iter()
+                    .zip(values)
+                    .filter_map(|(n, v)| Some((n.to_owned(), v?)))
+                    .collect();
+                serde_json::to_vec(&object).expect("JSON")
+            },
+        )
 }
 
 /// Lock names, most of them wrong in one of the ways a user gets them wrong.
