@@ -255,9 +255,17 @@ fn systemd_unit_verifies_and_stops_as_systemctl_stop_would() {
     e2e::send_signal(child.id(), "TERM");
     let limit = Duration::from_secs(seconds(&service["TimeoutStopSec"]));
     let status = wait_exit(&mut child, limit);
-    assert_eq!(status.code(), Some(0), "a clean stop is no failure to restart");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a clean stop is no failure to restart"
+    );
     assert!(got_term.exists(), "the worker got the SIGTERM");
-    assert_eq!(lock.record()["released"], true, "released for the next host");
+    assert_eq!(
+        lock.record()["released"],
+        true,
+        "released for the next host"
+    );
 }
 
 /// The documents of a YAML file, as JSON, by python3's PyYAML: no YAML parser is a
@@ -303,8 +311,13 @@ fn kubernetes_deployment_runs_one_replica_at_a_time() {
     assert!(replicas >= 2, "a standby in each cluster");
     let pod = &d["spec"]["template"]["spec"];
     let argv = container_argv(&pod["containers"][0]);
-    let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("grace");
-    assert!(grace > kill_after_secs(&argv), "the kubelet's grace exceeds --kill-after");
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("grace");
+    assert!(
+        grace > kill_after_secs(&argv),
+        "the kubelet's grace exceeds --kill-after"
+    );
 
     // Its replicas, all at once, on one lock: one after the other, terms 1, 2, ….
     let lock = Lock::file();
@@ -339,7 +352,9 @@ fn kubernetes_cronjob_runs_once_and_a_busy_lock_is_a_success() {
     let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never");
     let argv = container_argv(&pod["containers"][0]);
-    let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("grace");
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("grace");
     assert!(grace > kill_after_secs(&argv));
 
     let lock = Lock::file();
@@ -351,8 +366,16 @@ fn kubernetes_cronjob_runs_once_and_a_busy_lock_is_a_success() {
         command(&substituted(&argv, &lock.url, &["sh", "-c", &job])),
         Duration::from_secs(60),
     );
-    assert_eq!(busy.code, Some(0), "a busy lock is a success: {}", busy.stderr);
-    assert!(!ran.exists(), "the job did not run while another held the lock");
+    assert_eq!(
+        busy.code,
+        Some(0),
+        "a busy lock is a success: {}",
+        busy.stderr
+    );
+    assert!(
+        !ran.exists(),
+        "the job did not run while another held the lock"
+    );
     let _ = holder.kill();
     let _ = holder.wait();
 
@@ -387,7 +410,11 @@ fn only_child(pid: u32) -> u32 {
         .split_whitespace()
         .map(|p| p.parse().expect("a pid"))
         .collect();
-    assert_eq!(children.len(), 1, "unshare --fork has one child: {children:?}");
+    assert_eq!(
+        children.len(),
+        1,
+        "unshare --fork has one child: {children:?}"
+    );
     children[0]
 }
 
@@ -433,7 +460,15 @@ fn container_entrypoint_as_pid_1_reaps_orphans_and_forwards_sigterm() {
     // As `docker exec` does: a process entered into the namespace from outside leaves an
     // orphan, which is reparented to PID 1 itself.
     let exec = Command::new("nsenter")
-        .args(["-t", &init.to_string(), "--pid", "--mount", "--", "sh", "-c"])
+        .args([
+            "-t",
+            &init.to_string(),
+            "--pid",
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+        ])
         .arg(format!(
             "(sleep 0.2 & echo $! > {})",
             orphan_of_exec.display()
@@ -465,6 +500,10 @@ fn container_entrypoint_as_pid_1_reaps_orphans_and_forwards_sigterm() {
     e2e::send_signal(init, "TERM");
     let status = wait_exit(&mut container, Duration::from_secs(60));
     assert!(got_term.exists(), "the command got the SIGTERM");
-    assert_eq!(status.code(), Some(7), "the command's status is the container's");
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "the command's status is the container's"
+    );
     assert_eq!(lock.record()["released"], true);
 }

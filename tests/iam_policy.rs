@@ -154,7 +154,12 @@ fn iam_policy_on_rgw_allows_run_status_and_check_on_the_prefix_and_refuses_other
         assert_eq!(run.stdout.trim(), term, "{}", run.stderr);
     }
     let status = limited(&user, server, &["status", &inside]);
-    assert_eq!(status.code, Some(0), "status on the prefix: {}", status.stderr);
+    assert_eq!(
+        status.code,
+        Some(0),
+        "status on the prefix: {}",
+        status.stderr
+    );
     assert!(
         status.stdout.contains("free (released by"),
         "{}",
@@ -168,7 +173,13 @@ fn iam_policy_on_rgw_allows_run_status_and_check_on_the_prefix_and_refuses_other
         missing.stderr
     );
     let check = limited(&user, server, &["check", "--rounds", "3", &inside]);
-    assert_eq!(check.code, Some(0), "check on the prefix: {}{}", check.stdout, check.stderr);
+    assert_eq!(
+        check.code,
+        Some(0),
+        "check on the prefix: {}{}",
+        check.stdout,
+        check.stderr
+    );
 
     // A lock outside the prefix, made by the bucket's owner: the limited user may not
     // even read it. (A key that does not exist reads as absent to anyone with
@@ -185,7 +196,12 @@ fn iam_policy_on_rgw_allows_run_status_and_check_on_the_prefix_and_refuses_other
         .env("AWS_REGION", &server.region)
         .env("AWS_EC2_METADATA_DISABLED", "true");
     let made = finish(owner, Duration::from_secs(120));
-    assert_eq!(made.code, Some(0), "the owner's run outside the prefix: {}", made.stderr);
+    assert_eq!(
+        made.code,
+        Some(0),
+        "the owner's run outside the prefix: {}",
+        made.stderr
+    );
     let mut run_outside = vec!["run"];
     run_outside.extend(FAST);
     run_outside.extend([outside.as_str(), "--", "true"]);
@@ -195,7 +211,12 @@ fn iam_policy_on_rgw_allows_run_status_and_check_on_the_prefix_and_refuses_other
         vec!["check", "--rounds", "1", &outside],
     ] {
         let out = limited(&user, server, &args);
-        assert_eq!(out.code, Some(77), "{args:?} outside the prefix: {}", out.stderr);
+        assert_eq!(
+            out.code,
+            Some(77),
+            "{args:?} outside the prefix: {}",
+            out.stderr
+        );
         let lines: Vec<&str> = out.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: one line: {}", out.stderr);
         assert!(
