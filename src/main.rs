@@ -12,6 +12,7 @@
 
 mod cli;
 mod log;
+mod pid1;
 mod supervise;
 mod supervisor;
 
@@ -21,6 +22,10 @@ use s3lead::exit;
 use std::io::Write;
 
 fn main() {
+    if pid1::is_pid1() {
+        // A container's entrypoint: a minimal init in front of s3lead (pid1.rs says why).
+        std::process::exit(pid1::main());
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

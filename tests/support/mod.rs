@@ -42,6 +42,9 @@ pub struct S3Server {
     /// `localstack`, `rgw`, `moto`, or `external` for an exported server of unknown kind.
     /// Tests may branch on it for documented provider quirks (see the README's notes).
     pub kind: String,
+    /// The server's temp dir (`S3LEAD_TEST_SERVER_LOGS`), when known: RGW's `ceph.conf`
+    /// is `<logs>/data/ceph.conf`, for `radosgw-admin`.
+    pub logs: Option<String>,
 }
 
 /// The result is kept, failure included, so that a server that cannot start fails every
@@ -143,12 +146,41 @@ fn exported_server(endpoint: String) -> Result<S3Server, String> {
         region: non_empty_env("S3LEAD_TEST_REGION").unwrap_or_else(|| "us-east-1".into()),
         bucket: non_empty_env("S3LEAD_TEST_BUCKET").unwrap_or_else(|| "lease".into()),
         kind: non_empty_env("S3LEAD_TEST_SERVER").unwrap_or_else(|| "external".into()),
+        logs: non_empty_env("S3LEAD_TEST_SERVER_LOGS"),
     })
+}
+
+/// A Ceph RGW server whatever `S3LEAD_TEST_SERVER` says, for tests of what only RGW
+/// shows here (it enforces bucket policies; LocalStack and moto do not): the exported
+/// server if it is RGW and names its logs dir, else one started for this test binary.
+/// Never a skip: RGW not installed is a panic saying what to install.
+pub fn rgw_server() -> &'static S3Server {
+    static RGW: OnceLock<Result<S3Server, String>> = OnceLock::new();
+    static RGW_STDIN: OnceLock<ChildStdin> = OnceLock::new();
+    let server = RGW.get_or_init(|| {
+        if non_empty_env("S3LEAD_TEST_ENDPOINT").is_some()
+            && non_empty_env("S3LEAD_TEST_SERVER").as_deref() == Some("rgw")
+            && non_empty_env("S3LEAD_TEST_SERVER_LOGS").is_some()
+        {
+            return init_server();
+        }
+        start_server_of("rgw", &RGW_STDIN)
+    });
+    match server {
+        Ok(server) => server,
+        Err(message) => panic!("{message}"),
+    }
 }
 
 /// Starts a server of our own with start-s3-server.sh and parses the line it prints.
 fn start_server() -> Result<S3Server, String> {
     let kind = non_empty_env("S3LEAD_TEST_SERVER").unwrap_or_else(|| "localstack".into());
+    start_server_of(&kind, &SERVER_STDIN)
+}
+
+/// Starts a server of `kind`, keeping its stdin watch in `stdin` (see [`SERVER_STDIN`]).
+fn start_server_of(kind: &str, stdin_keeper: &OnceLock<ChildStdin>) -> Result<S3Server, String> {
+    let kind = kind.to_owned();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/start-s3-server.sh");
     let mut child = Command::new(script)
         .arg(&kind)
@@ -164,7 +196,7 @@ fn start_server() -> Result<S3Server, String> {
     // spawns do not inherit it and cannot keep a server alive after the tests.
     let stdin = child.stdin.take().expect("stdin was piped");
     // Only ever set once: init_server runs inside SERVER.get_or_init.
-    let _ = SERVER_STDIN.set(stdin);
+    let _ = stdin_keeper.set(stdin);
     // The script exits once the server is ready; the server itself holds neither pipe,
     // so this returns then with the one line on stdout.
     let output = child
@@ -205,6 +237,7 @@ fn start_server() -> Result<S3Server, String> {
         access_key: get("S3LEAD_TEST_ACCESS_KEY")?,
         secret_key: get("S3LEAD_TEST_SECRET_KEY")?,
         bucket: get("S3LEAD_TEST_BUCKET")?,
+        logs: vars.get("S3LEAD_TEST_SERVER_LOGS").map(|v| v.to_string()),
         kind,
     })
 }
