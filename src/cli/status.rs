@@ -6,7 +6,7 @@
 use super::{Failure, S3Args};
 use clap::Args;
 use s3lead::exit;
-use s3lead::record::LockRecord;
+use s3lead::record::{LastRun, LockRecord};
 use s3lead::store::{LockStore, ReadReply};
 use s3lead::timing::Dur;
 use std::time::{Duration, SystemTime};
@@ -16,7 +16,8 @@ pub struct StatusArgs {
     /// The lock: s3://BUCKET/KEY, file:///ABS/PATH, or a local path.
     pub lock: String,
 
-    /// Print one JSON object: {"lock", "state": "held"|"released"|"absent", "record"}.
+    /// Print one JSON object: {"lock", "state": "held"|"released"|"absent", "record",
+    /// "last_run_age_s"}; the record's "last_run" is the last --once-per run.
     #[arg(long)]
     pub json: bool,
 
@@ -46,7 +47,17 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
         Some(_) => "held",
     };
     if args.json {
-        let v = serde_json::json!({ "lock": lock, "state": state, "record": record });
+        let last_run_age_s = record
+            .as_ref()
+            .and_then(|r| r.last_run.as_ref())
+            .and_then(|run| age(&run.started_at))
+            .map(|d| d.as_secs());
+        let v = serde_json::json!({
+            "lock": lock,
+            "state": state,
+            "record": record,
+            "last_run_age_s": last_run_age_s,
+        });
         println!("{v}");
         return Ok(0);
     }
@@ -82,7 +93,40 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
                 println!("  renewed    {}{age}", r.renewed_at);
                 println!("  lease id   {}", r.lease_id);
             }
+            if let Some(run) = &r.last_run {
+                print_last_run(run);
+            }
         }
     }
     Ok(0)
+}
+
+/// How long ago `t` (RFC 3339) was by this host's clock.
+fn age(t: &str) -> Option<Duration> {
+    let t = humantime::parse_rfc3339(t).ok()?;
+    SystemTime::now().duration_since(t).ok()
+}
+
+/// The last `--once-per` run, under the lock's own lines.
+fn print_last_run(run: &LastRun) {
+    let ago = age(&run.started_at)
+        .map(|d| {
+            format!(
+                ", {} ago by this host's clock",
+                Dur(Duration::from_secs(d.as_secs()))
+            )
+        })
+        .unwrap_or_default();
+    let end = match (&run.finished_at, run.exit_status) {
+        (Some(at), Some(status)) => format!("finished {at}, exit status {status}"),
+        _ => "not finished (running, or its lease was lost)".into(),
+    };
+    println!(
+        "  last run   started {}{ago} by {} (term {}); {end}; window of {} from {}",
+        run.started_at,
+        run.holder,
+        run.term,
+        Dur(Duration::from_secs(run.window_s)),
+        run.window
+    );
 }
