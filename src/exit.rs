@@ -11,7 +11,7 @@
 //! | 69 | the store is unreachable or unusable (no such bucket, missing directory, store without conditional writes) |
 //! | 70 | internal error; also: the guard process died, so the command was stopped |
 //! | 71 | the operating system refused to set up supervision |
-//! | 75 | lock busy (`-n`) or wait timed out (`-w`); change with `-E` |
+//! | 75 | lock busy (`-n`), wait timed out (`-w`), or already ran in this window (`--once-per`); change with `-E` |
 //! | 76 | the lease was lost and the command was stopped; change with `--lost-exit-code` |
 //! | 77 | permission denied (credentials, bucket policy, file permissions) |
 //! | 78 | `s3lead check`: the store breaks the conditional-write contract (unsafe for s3lead) |
@@ -28,8 +28,8 @@ pub const UNAVAILABLE: i32 = 69;
 pub const INTERNAL: i32 = 70;
 /// The operating system refused to set up supervision (EX_OSERR).
 pub const OS_ERROR: i32 = 71;
-/// The lock is busy (`-n`) or the wait timed out (`-w`); the default of `-E`
-/// (EX_TEMPFAIL).
+/// The lock is busy (`-n`), the wait timed out (`-w`), or the command already ran in
+/// this window (`--once-per`); the default of `-E` (EX_TEMPFAIL).
 pub const CONFLICT: i32 = 75;
 /// The lease was lost and the command was stopped; the default of `--lost-exit-code`
 /// (EX_PROTOCOL).
@@ -49,7 +49,8 @@ The child's exit status, or 128+N if signal N killed it.
 69: the store is unusable (no such bucket or directory, no conditional writes).
 70: internal error, or the guard process died and the command was stopped.
 71: the operating system refused to set up supervision.
-75: the lock is busy (-n) or the wait timed out (-w); set with -E.
+75: the lock is busy (-n), the wait timed out (-w), or the command already ran
+in this window (--once-per); set with -E.
 76: the lease was lost and the command was stopped; set with --lost-exit-code.
 77: permission denied (credentials, bucket policy, file permissions).
 78: s3lead check: the store does not keep the conditional-write contract (unsafe).

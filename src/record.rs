@@ -135,8 +135,20 @@ pub struct LockRecord {
     /// record across renewals, releases and takeovers. Absent from records written
     /// without it (and by older binaries, which ignore it): nothing about the lease
     /// depends on it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_last_run"
+    )]
     pub last_run: Option<LastRun>,
+}
+
+/// A `last_run` this binary cannot read (written by hand, or by a later format's
+/// addition) is dropped rather than making the whole record unreadable: it decides no
+/// lease, and losing it costs at most one extra run of a cron window.
+fn lenient_last_run<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<LastRun>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 /// A run of the command, as `--once-per` records it (docs/design.md §2). Its times are the
@@ -551,6 +563,113 @@ mod tests {
             Err(RecordError::LeaseTooLong { .. })
         ));
         assert!(matches!(with_lease(0), Err(RecordError::Invalid(_))));
+    }
+
+    fn once_per(every: u64, offset: u64) -> OncePer {
+        OncePer {
+            every: Duration::from_secs(every),
+            offset: Duration::from_secs(offset),
+            retry_failed: false,
+            unused_claim: None,
+        }
+    }
+
+    fn at(rfc3339: &str) -> SystemTime {
+        humantime::parse_rfc3339(rfc3339).unwrap()
+    }
+
+    #[test]
+    fn windows_are_utc_multiples_shifted_by_the_offset() {
+        let day = once_per(86_400, 14 * 3600);
+        let start = |t| {
+            let s = day.window_start(at(t));
+            humantime::format_rfc3339_seconds(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(s as u64),
+            )
+            .to_string()
+        };
+        assert_eq!(start("2026-12-02T02:00:00Z"), "2026-12-01T14:00:00Z");
+        assert_eq!(start("2026-12-02T13:59:59Z"), "2026-12-01T14:00:00Z");
+        assert_eq!(start("2026-12-02T14:00:00Z"), "2026-12-02T14:00:00Z");
+        let hour = once_per(3600, 0);
+        assert_eq!(
+            hour.window_start(at("2026-12-02T02:59:59Z")),
+            hour.window_start(at("2026-12-02T02:00:00Z"))
+        );
+        // An offset of a whole window or more wraps around.
+        assert_eq!(
+            once_per(3600, 3600 + 60).window_start(at("2026-12-02T02:30:00Z")),
+            once_per(3600, 60).window_start(at("2026-12-02T02:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_claim_is_made_unless_the_window_is_spent_and_carried_otherwise() {
+        let o = once_per(3600, 0);
+        let fresh = |term| {
+            LockRecord::acquired(Term(term), "h", LeaseId::random(), Duration::from_secs(30))
+        };
+        let first = fresh(1).with_last_run(None, Some(&o));
+        let run = first.last_run.clone().unwrap();
+        assert!(first.runs_under_this_lease());
+        assert_eq!((run.term, run.window_s), (Term(1), 3600));
+        assert!(o.spent_by(&run, SystemTime::now()));
+        let second = fresh(2).with_last_run(Some(&run), Some(&o));
+        assert_eq!(second.last_run.as_ref(), Some(&run), "carried, not reclaimed");
+        assert!(!second.runs_under_this_lease());
+        let plain = fresh(3).with_last_run(Some(&run), None);
+        assert_eq!(plain.last_run.as_ref(), Some(&run), "carried without --once-per");
+        // An hour later, the next window.
+        assert!(!o.spent_by(&run, SystemTime::now() + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn failed_unfinished_and_unused_runs() {
+        let o = once_per(3600, 0);
+        let now = SystemTime::now();
+        let rec = LockRecord::acquired(Term(5), "h", LeaseId::random(), Duration::from_secs(30))
+            .with_last_run(None, Some(&o));
+        let running = rec.last_run.clone().unwrap();
+        assert!(o.spent_by(&running, now), "a run in progress spends the window");
+        let failed = rec
+            .clone()
+            .with_run_end(Some(&RunEnd::now(3)))
+            .last_run
+            .unwrap();
+        assert_eq!(failed.exit_status, Some(3));
+        assert!(failed.finished_at.is_some());
+        assert!(o.spent_by(&failed, now));
+        let retry = OncePer {
+            retry_failed: true,
+            ..o
+        };
+        assert!(!retry.spent_by(&failed, now));
+        let ok = rec.with_run_end(Some(&RunEnd::now(0))).last_run.unwrap();
+        assert!(retry.spent_by(&ok, now));
+        let unused = OncePer {
+            unused_claim: Some(Term(5)),
+            ..o
+        };
+        assert!(!unused.spent_by(&running, now));
+        assert!(unused.spent_by(&ok, now), "a finished run was used");
+    }
+
+    #[test]
+    fn records_without_a_run_are_unchanged_and_runs_round_trip() {
+        let r = sample();
+        assert!(!String::from_utf8(r.encode()).unwrap().contains("last_run"));
+        let with = r.with_last_run(None, Some(&once_per(60, 0)));
+        assert_eq!(LockRecord::decode(&with.encode()).unwrap(), with);
+        // Someone else's run is not ours to finish.
+        let other = LockRecord {
+            term: Term(43),
+            ..with.clone()
+        };
+        assert_eq!(
+            other.clone().with_run_end(Some(&RunEnd::now(0))),
+            other,
+            "a run of another term is left alone"
+        );
     }
 
     #[test]

@@ -462,6 +462,48 @@ mod tests {
     }
 
     #[test]
+    fn min_hold_keeps_the_lease_after_the_command_then_releases() {
+        let mut p = StopPolicy::new(config(), held(30_000));
+        p.hold_until(at(60_000));
+        drain(&mut p, at(0));
+        p.on_child_exit(ChildExit::Code(0), at(1_000));
+        p.on_tree_gone(at(1_000));
+        assert_eq!(p.outcome(), Some(0));
+        assert_eq!(p.poll(at(1_000)), Action::Wait(Some(at(60_000))));
+        p.on_lease(held(70_000));
+        assert_eq!(p.poll(at(59_999)), Action::Wait(Some(at(60_000))));
+        assert_eq!(p.poll(at(60_000)), Action::Release);
+        p.on_released();
+        assert_eq!(p.poll(at(60_000)), Action::Exit(0));
+    }
+
+    #[test]
+    fn a_shutdown_signal_or_a_lost_lease_ends_the_hold() {
+        let gone = |p: &mut StopPolicy| {
+            p.hold_until(at(60_000));
+            drain(p, at(0));
+            p.on_child_exit(ChildExit::Code(3), at(1_000));
+            p.on_tree_gone(at(1_000));
+        };
+        let mut p = StopPolicy::new(config(), held(30_000));
+        gone(&mut p);
+        p.on_signal(Signal::SIGHUP, at(2_000));
+        assert_eq!(p.poll(at(2_000)), Action::Wait(Some(at(60_000))), "HUP is not a stop");
+        p.on_signal(Signal::SIGTERM, at(2_000));
+        assert_eq!(p.poll(at(2_000)), Action::Release);
+        p.on_released();
+        assert_eq!(p.poll(at(2_000)), Action::Exit(3), "the command's status");
+
+        let mut p = StopPolicy::new(config(), held(30_000));
+        gone(&mut p);
+        p.on_lease(LeaseStatus {
+            state: LeaseState::Lost(LossReason::Deleted),
+            ..held(30_000)
+        });
+        assert_eq!(p.poll(at(2_000)), Action::Release, "nothing left to hold");
+    }
+
+    #[test]
     fn the_watchdog_gets_every_new_deadline_first() {
         let mut p = StopPolicy::new(config(), held(30_000));
         let (acts, wait) = drain(&mut p, at(0));

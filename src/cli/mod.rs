@@ -75,6 +75,15 @@ pub enum Command {
     /// s3lead may not signal, clock rates differing by more than 2 %. For these, have
     /// whatever the command writes to refuse writes carrying a smaller S3LEAD_TERM than it
     /// has seen: the fencing term protects the data when a process outlives its lease.
+    ///
+    /// A cron job that must run once across the fleet, in every host's crontab:
+    /// `s3lead run -q -n --once-per 1d --once-per-offset 14h s3://ops-locks/nightly-report
+    /// -- ./nightly-report.sh`. The first host to fire runs it and records the run; every
+    /// host that fires later in the same window (by its own wall clock) prints nothing and
+    /// exits 75 (systemd: SuccessExitStatus=75; cron: `|| [ $? -eq 75 ]`). Without -q it
+    /// says in one line who ran the job and when. Windows start at UTC multiples of the
+    /// window plus --once-per-offset: keep their edges far from the fire time, since hosts'
+    /// clocks may be off by at most that distance.
     #[command(
         after_long_help = s3lead::exit::EXIT_STATUS_TEXT,
         override_usage = "s3lead run [OPTIONS] <LOCK> -- <COMMAND> [ARGS]...\n       s3lead run [OPTIONS] <LOCK> -c '<shell command>'"
@@ -183,7 +192,8 @@ pub struct RunArgs {
     #[arg(long, requires = "once_per")]
     pub retry_failed: bool,
 
-    /// Exit status when the lock is busy (-n) or the wait timed out (-w).
+    /// Exit status when the lock is busy (-n), the wait timed out (-w), or the command
+    /// already ran in this window (--once-per).
     #[arg(short = 'E', long, default_value_t = s3lead::exit::CONFLICT as u8, env = "S3LEAD_CONFLICT_EXIT_CODE")]
     pub conflict_exit_code: u8,
 
