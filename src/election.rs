@@ -395,7 +395,7 @@ impl Follower {
                 return FollowerNext::Lead {
                     attempt,
                     etag,
-                    record,
+                    record: Box::new(record),
                     valid_from,
                 };
             }
@@ -474,7 +474,7 @@ enum FollowerNext {
     Lead {
         attempt: Box<Write>,
         etag: Etag,
-        record: LockRecord,
+        record: Box<LockRecord>,
         valid_from: Instant,
     },
 }
@@ -811,7 +811,7 @@ impl Election {
             }
             Reply::Write(Ok(etag)) => match f.attempt.take() {
                 Some(a) => {
-                    let record = a.record.clone();
+                    let record = Box::new(a.record.clone());
                     // This attempt landed, so none before it did: count from its send.
                     let valid_from = a.sent;
                     FollowerNext::Lead {
@@ -836,7 +836,7 @@ impl Election {
                 etag,
                 record,
                 valid_from,
-            } => self.become_leader(*attempt, etag, record, valid_from, now),
+            } => self.become_leader(*attempt, etag, *record, valid_from, now),
         }
     }
 

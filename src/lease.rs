@@ -150,7 +150,8 @@ impl<S: LockStore> Candidate<S> {
     ) -> Result<(), CampaignError> {
         let spent = self.once_per.as_ref().and_then(|o| {
             let run = self.driver.election.observed()?.last_run.as_ref()?;
-            o.spent_by(run, std::time::SystemTime::now()).then(|| run.clone())
+            o.spent_by(run, std::time::SystemTime::now())
+                .then(|| run.clone())
         });
         if let Some(run) = spent {
             return Err(CampaignError::AlreadyRan(Box::new(run)));

@@ -615,10 +615,18 @@ mod tests {
         assert_eq!((run.term, run.window_s), (Term(1), 3600));
         assert!(o.spent_by(&run, SystemTime::now()));
         let second = fresh(2).with_last_run(Some(&run), Some(&o));
-        assert_eq!(second.last_run.as_ref(), Some(&run), "carried, not reclaimed");
+        assert_eq!(
+            second.last_run.as_ref(),
+            Some(&run),
+            "carried, not reclaimed"
+        );
         assert!(!second.runs_under_this_lease());
         let plain = fresh(3).with_last_run(Some(&run), None);
-        assert_eq!(plain.last_run.as_ref(), Some(&run), "carried without --once-per");
+        assert_eq!(
+            plain.last_run.as_ref(),
+            Some(&run),
+            "carried without --once-per"
+        );
         // An hour later, the next window.
         assert!(!o.spent_by(&run, SystemTime::now() + Duration::from_secs(3600)));
     }
@@ -630,7 +638,10 @@ mod tests {
         let rec = LockRecord::acquired(Term(5), "h", LeaseId::random(), Duration::from_secs(30))
             .with_last_run(None, Some(&o));
         let running = rec.last_run.clone().unwrap();
-        assert!(o.spent_by(&running, now), "a run in progress spends the window");
+        assert!(
+            o.spent_by(&running, now),
+            "a run in progress spends the window"
+        );
         let failed = rec
             .clone()
             .with_run_end(Some(&RunEnd::now(3)))

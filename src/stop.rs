@@ -488,7 +488,11 @@ mod tests {
         let mut p = StopPolicy::new(config(), held(30_000));
         gone(&mut p);
         p.on_signal(Signal::SIGHUP, at(2_000));
-        assert_eq!(p.poll(at(2_000)), Action::Wait(Some(at(60_000))), "HUP is not a stop");
+        assert_eq!(
+            p.poll(at(2_000)),
+            Action::Wait(Some(at(60_000))),
+            "HUP is not a stop"
+        );
         p.on_signal(Signal::SIGTERM, at(2_000));
         assert_eq!(p.poll(at(2_000)), Action::Release);
         p.on_released();

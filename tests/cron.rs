@@ -204,11 +204,7 @@ fn once_per_runs_once_per_window_across_skewed_clocks(lock: Lock) {
     let first = round(["-2", "+0", "+2"]);
     let stderr = all_stderr(&first);
     assert_eq!(runs(&lock).len(), 1, "once in the window: {stderr}");
-    assert_eq!(
-        codes(&first),
-        [Some(0), Some(75), Some(75)],
-        "{stderr}"
-    );
+    assert_eq!(codes(&first), [Some(0), Some(75), Some(75)], "{stderr}");
     let rec = lock.record();
     let run = &rec["last_run"];
     assert_eq!(run["window_s"], 60, "{rec}");
@@ -217,7 +213,11 @@ fn once_per_runs_once_per_window_across_skewed_clocks(lock: Lock) {
     // The next window, for the same fleet: its clocks a minute on.
     let second = round(["+58", "+60", "+62"]);
     let stderr = all_stderr(&second);
-    assert_eq!(runs(&lock).len(), 2, "once more in the next window: {stderr}");
+    assert_eq!(
+        runs(&lock).len(),
+        2,
+        "once more in the next window: {stderr}"
+    );
     assert_eq!(codes(&second), [Some(0), Some(75), Some(75)], "{stderr}");
 }
 
@@ -248,7 +248,10 @@ fn a_run_in_the_window_survives_a_leader_change_and_a_release(lock: Lock) {
     assert_eq!(f.code, Some(75), "{}", f.stderr);
     let line = f.log("already ran in this window").expect(&f.stderr);
     let msg = line["fields"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("first-runner") && msg.contains("term 1"), "{msg}");
+    assert!(
+        msg.contains("first-runner") && msg.contains("term 1"),
+        "{msg}"
+    );
     assert!(msg.contains("status 0"), "{msg}");
     assert_eq!(runs(&lock), [1]);
     assert_eq!(lock.record()["term"], 2, "a skipped host writes nothing");
@@ -256,7 +259,10 @@ fn a_run_in_the_window_survives_a_leader_change_and_a_release(lock: Lock) {
     // What an operator sees.
     let v = status_json(&lock);
     assert_eq!(v["record"]["last_run"]["holder"], "first-runner", "{v}");
-    assert!(v["last_run_age_s"].as_u64().is_some_and(|a| a < 3600), "{v}");
+    assert!(
+        v["last_run_age_s"].as_u64().is_some_and(|a| a < 3600),
+        "{v}"
+    );
     let text = status_text(&lock);
     assert!(text.contains("last run"), "{text}");
     assert!(text.contains("by first-runner (term 1)"), "{text}");
@@ -320,7 +326,12 @@ fn a_failed_run_spends_the_window_unless_retry_failed() {
     assert_eq!(f.code, Some(3), "{}", f.stderr);
     assert_eq!(lock.record()["last_run"]["exit_status"], 3);
     let f = run(&[], &job(&lock));
-    assert_eq!(f.code, Some(75), "a failure spends the window: {}", f.stderr);
+    assert_eq!(
+        f.code,
+        Some(75),
+        "a failure spends the window: {}",
+        f.stderr
+    );
     let f = run(&["--retry-failed"], &job(&lock));
     assert_eq!(f.code, Some(0), "--retry-failed runs again: {}", f.stderr);
     let f = run(&["--retry-failed"], &job(&lock));
@@ -392,4 +403,99 @@ fn a_leader_under_faketime_keeps_renewing() {
     // Renewals every second through a 3 s command, then the release.
     assert!(rec["seq"].as_u64().is_some_and(|s| s >= 3), "{rec}");
     assert!(f.log("lease at risk").is_none(), "{}", f.stderr);
+}
+
+// ---- the examples, as written ----------------------------------------------------------
+
+/// `examples/<name>`, with the example's lock and job replaced by the test's.
+fn example_line(lock: &Lock, name: &str, pick: impl Fn(&str) -> Option<&str>) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
+    let text = std::fs::read_to_string(&path).expect("the example file");
+    let line = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(&pick)
+        .unwrap_or_else(|| panic!("no s3lead line in {}", path.display()));
+    let script = lock.path("nightly-report");
+    std::fs::write(&script, format!("#!/bin/sh\n{}\n", job(lock))).expect("write the job");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod the job");
+    assert!(line.contains("s3://ops-locks/nightly-report"), "{line}");
+    let line = line
+        .replace("s3://ops-locks/nightly-report", &lock.url)
+        .replace("/usr/local/bin/nightly-report", &script.to_string_lossy());
+    let line = line.strip_prefix("/usr/local/bin/").unwrap_or(&line);
+    let line = line
+        .strip_prefix("s3lead ")
+        .expect("the line starts with s3lead");
+    format!("{S3LEAD} {line}")
+}
+
+#[test]
+fn the_crontab_example_runs_once_and_quietly() {
+    let lock = Lock::file();
+    let line = example_line(&lock, "crontab", |l| {
+        // Five schedule fields, then the command.
+        let mut rest = l.trim();
+        for _ in 0..5 {
+            rest = rest.split_once(char::is_whitespace)?.1.trim_start();
+        }
+        rest.contains("s3lead run").then_some(rest)
+    });
+    for _ in 0..2 {
+        let mut sh = Command::new("/bin/sh");
+        sh.args(["-c", &line]).stdin(Stdio::null());
+        let f = finish(sh, LIMIT);
+        assert_eq!(
+            f.code,
+            Some(0),
+            "a skipped host is no failure to cron: {}",
+            f.stderr
+        );
+        assert_eq!(
+            (f.stdout.as_str(), f.stderr.as_str()),
+            ("", ""),
+            "cron mails output"
+        );
+    }
+    assert_eq!(runs(&lock), [1], "once");
+}
+
+#[test]
+fn the_systemd_example_runs_once_and_counts_a_skip_as_success() {
+    let lock = Lock::file();
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nightly-report.service"),
+    )
+    .expect("the unit");
+    let success: Vec<i32> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("SuccessExitStatus="))
+        .flat_map(|v| v.split_whitespace().map(|c| c.parse().expect("a status")))
+        .collect();
+    let line = example_line(&lock, "nightly-report.service", |l| {
+        l.strip_prefix("ExecStart=")
+    });
+    let argv: Vec<&str> = line.split_whitespace().collect();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let mut c = Command::new(argv[0]);
+        c.args(&argv[1..]).stdin(Stdio::null());
+        let f = finish(c, LIMIT);
+        assert_eq!(
+            (f.stdout.as_str(), f.stderr.as_str()),
+            ("", ""),
+            "a quiet journal"
+        );
+        seen.push(f.code.expect("an exit status"));
+    }
+    assert_eq!(seen[0], 0);
+    assert_eq!(seen[1], 75, "the second host is skipped");
+    assert!(
+        success.contains(&75),
+        "SuccessExitStatus=75 in the unit: {success:?}"
+    );
+    assert_eq!(runs(&lock), [1], "once");
 }

@@ -9,9 +9,9 @@ use crate::supervisor::{self, Ended, Job, RunError};
 use s3lead::election::FatalError;
 use s3lead::exit;
 use s3lead::lease::CampaignError;
+use s3lead::record::{LastRun, OncePer};
 use s3lead::signals::Signals;
 use s3lead::store::s3::S3Options;
-use s3lead::record::{LastRun, OncePer};
 use s3lead::timing::{Dur, Timing, TimingSpec};
 use tracing::info;
 
