@@ -43,7 +43,10 @@ complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s k -l kill-after -d
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l request-timeout -d 'Bound on each request to the store [default: the shorter of 5s and half of --renew-every]' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s s -l signal -d 'The stop signal (name or number)' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s w -l timeout -d 'Give up campaigning after this long' -r
-complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s E -l conflict-exit-code -d 'Exit status when the lock is busy (-n) or the wait timed out (-w)' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l min-hold -d 'Keep the lease until DUR after it was won, even if the command exits sooner, then release. For cron with -n: hosts that fire later find the lock held and exit with the conflict status (75) instead of running the job again. Measured on this host\'s boot clock, never the wall clock. TERM or INT to s3lead ends the hold at once' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l once-per -d 'Run the command at most once per WINDOW of wall-clock time (15m, 1h, 1d) across all candidates. The record keeps the last run; a candidate that finds a run in the current window exits with the conflict status (75) without running, and says who ran it and when. Windows are aligned on UTC multiples of WINDOW (see --once-per-offset). A run still going, or one whose lease was lost, spends the window; so does a failed one unless --retry-failed' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l once-per-offset -d 'Shift the --once-per windows by DUR from UTC multiples of WINDOW, so that their edges fall far from the time cron fires (a daily 02:00 job in UTC: 14h)' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s E -l conflict-exit-code -d 'Exit status when the lock is busy (-n), the wait timed out (-w), or the command already ran in this window (--once-per)' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l lost-exit-code -d 'Exit status when the lease was lost and the command stopped' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s c -l command -d 'Run STRING with $SHELL -c (default /bin/sh) instead of a command after `--`' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l endpoint-url -d 'S3-compatible endpoint (MinIO, Ceph RGW, R2 …) [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]' -r
@@ -52,6 +55,7 @@ complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l profile -d 'Profil
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
 json\t''"
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s n -l nonblock -d 'If another holder leads, exit at once without running the command'
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l retry-failed -d 'With --once-per: a run that exited with a non-zero status leaves the window open, and the next candidate to fire in it runs the command again'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l path-style -d 'Path-style addressing (always on with a custom endpoint)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s q -l quiet -d 'Only errors on stderr'
@@ -62,7 +66,7 @@ complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l region -d 'AWS 
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l profile -d 'Profile of the shared AWS config files [env: AWS_PROFILE]' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
 json\t''"
-complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l json -d 'Print one JSON object: {"lock", "state": "held"|"released"|"absent", "appears_live": bool, "record"}'
+complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l json -d 'Print one JSON object: {"lock", "state": "held"|"released"|"absent", "appears_live": bool, "record", "last_run_age_s"}; the record\'s "last_run" is the last --once-per run'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l path-style -d 'Path-style addressing (always on with a custom endpoint)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s q -l quiet -d 'Only errors on stderr'

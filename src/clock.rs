@@ -55,12 +55,69 @@ impl Sub<Instant> for Instant {
 
 /// Reads `CLOCK_BOOTTIME`. It cannot fail on Linux ≥ 2.6.39 with a valid clock id; if
 /// it ever did, falling back to `CLOCK_MONOTONIC` keeps durations meaningful.
+///
+/// The clock is read by a raw system call, not through libc: a preloaded library that
+/// fakes time (libfaketime) must not move the instants the lease is measured in, nor
+/// shift them differently from the timers armed on them ([`arm_boot_timer`]).
 pub fn boot_now() -> Instant {
-    use nix::time::{ClockId, clock_gettime};
-    let ts = clock_gettime(ClockId::CLOCK_BOOTTIME)
-        .or_else(|_| clock_gettime(ClockId::CLOCK_MONOTONIC))
-        .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
-    Instant(Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32))
+    let read = |clock: libc::clockid_t| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+        let rc = unsafe { libc::syscall(libc::SYS_clock_gettime, clock, &mut ts) };
+        (rc == 0).then_some(ts)
+    };
+    let ts = read(libc::CLOCK_BOOTTIME)
+        .or_else(|| read(libc::CLOCK_MONOTONIC))
+        .unwrap_or(libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        });
+    Instant(Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    ))
+}
+
+/// Arms the `CLOCK_BOOTTIME` timerfd `fd` to fire once at the boot-clock instant `at`
+/// (absolute), by a raw system call.
+///
+/// Not through libc, which a preloaded library may wrap: libfaketime, even with
+/// `DONT_FAKE_MONOTONIC=1`, leaves `clock_gettime(CLOCK_BOOTTIME)` alone but shifts the
+/// absolute deadline of `timerfd_settime` by its fake offset. Under `faketime -f -1h`
+/// every timer of s3lead would then fire an hour late: the leader stops renewing and the
+/// watchdog lets the command outlive its lease. An all-zero `at` would disarm the timer;
+/// it is raised to one nanosecond (the origin is long past anyway).
+pub fn arm_boot_timer(fd: std::os::fd::BorrowedFd<'_>, at: Instant) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let at = at.0.max(Duration::from_nanos(1));
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: libc::time_t::try_from(at.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(at.subsec_nanos() as i32),
+        },
+    };
+    // SAFETY: `spec` is a valid itimerspec; a null old value is allowed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_timerfd_settime,
+            fd.as_raw_fd(),
+            libc::TFD_TIMER_ABSTIME,
+            &spec,
+            std::ptr::null_mut::<libc::itimerspec>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Sleeps until `deadline` on `CLOCK_BOOTTIME`.
@@ -85,8 +142,7 @@ pub async fn sleep_until(deadline: Instant) {
 }
 
 async fn timerfd_sleep(deadline: Instant) -> std::io::Result<()> {
-    use nix::sys::time::TimeSpec;
-    use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+    use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
     use std::os::fd::AsFd;
     use tokio::io::unix::AsyncFd;
 
@@ -102,12 +158,7 @@ async fn timerfd_sleep(deadline: Instant) -> std::io::Result<()> {
         ClockId::CLOCK_BOOTTIME,
         TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
     )?;
-    // An all-zero expiration disarms a timerfd; the origin itself is long past anyway.
-    let at = deadline.0.max(Duration::from_nanos(1));
-    fd.set(
-        Expiration::OneShot(TimeSpec::from_duration(at)),
-        TimerSetTimeFlags::TFD_TIMER_ABSTIME,
-    )?;
+    arm_boot_timer(fd.as_fd(), deadline)?;
     // SAFETY: the descriptor belongs to the TimerFd moved into the AsyncFd, which keeps it
     // open and unchanged until the AsyncFd (and so the registration) is dropped.
     let fd = unsafe { AsyncFd::register(BootTimer(fd)) }.map_err(std::io::Error::from)?;

@@ -27,7 +27,7 @@
 //! - No decision compares a timestamp written by another host with the local clock.
 
 use crate::clock::Instant;
-use crate::record::{LeaseId, LockRecord, RecordError, Term};
+use crate::record::{LeaseId, LockRecord, OncePer, RecordError, RunEnd, Term};
 use crate::store::memory::MemoryStore;
 use crate::store::{Etag, FatalKind, ReadReply, StoreError};
 use crate::timing::Timing;
@@ -395,7 +395,7 @@ impl Follower {
                 return FollowerNext::Lead {
                     attempt,
                     etag,
-                    record,
+                    record: Box::new(record),
                     valid_from,
                 };
             }
@@ -474,7 +474,7 @@ enum FollowerNext {
     Lead {
         attempt: Box<Write>,
         etag: Etag,
-        record: LockRecord,
+        record: Box<LockRecord>,
         valid_from: Instant,
     },
 }
@@ -514,6 +514,10 @@ pub struct Election {
     in_flight: InFlight,
     events: VecDeque<Event>,
     resign: bool,
+    /// `--once-per`: acquisitions claim the current window unless it is spent.
+    once_per: Option<OncePer>,
+    /// How this lease's run ended, written with every later write of the lease.
+    run_end: Option<RunEnd>,
 }
 
 impl Election {
@@ -527,7 +531,44 @@ impl Election {
             in_flight: InFlight::None,
             events: VecDeque::new(),
             resign: false,
+            once_per: None,
+            run_end: None,
         }
+    }
+
+    /// Under `--once-per`: every acquisition claims the current window in its own write,
+    /// unless the record it replaces shows the window spent; otherwise it carries the last
+    /// run on. Without it, acquisitions carry the last run on unchanged.
+    pub fn with_once_per(mut self, once_per: Option<OncePer>) -> Election {
+        self.once_per = once_per;
+        self
+    }
+
+    /// The record of our lease as last known in the store, while leading.
+    pub fn record(&self) -> Option<&LockRecord> {
+        match &self.phase {
+            Phase::Leading(l) => Some(&l.record),
+            _ => None,
+        }
+    }
+
+    /// The command of this lease's run ended: every later write of the lease (the next
+    /// one soon, and the release) records `end` in the run this lease claimed. Nothing
+    /// changes unless we lead and the record's last run is ours.
+    pub fn finish_run(&mut self, end: RunEnd) {
+        let Phase::Leading(l) = &mut self.phase else {
+            return;
+        };
+        if !l.record.runs_under_this_lease() || self.run_end.is_some() {
+            return;
+        }
+        if l.pending.is_none() && !l.releasing {
+            // Renew now rather than at the next interval: `status` should not show a
+            // finished run as running for long. An earlier renewal is always safe.
+            l.next_renew = l.valid_from;
+            l.next_at = l.next_at.min(l.next_renew);
+        }
+        self.run_end = Some(end);
     }
 
     /// The timing this election runs with.
@@ -651,7 +692,8 @@ impl Election {
                     };
                     let lease_id = LeaseId::random();
                     let record =
-                        LockRecord::acquired(term, &self.holder, lease_id, self.timing.lease());
+                        LockRecord::acquired(term, &self.holder, lease_id, self.timing.lease())
+                            .with_last_run(None, self.once_per.as_ref());
                     Write::new(record, Condition::Absent, now)
                 }
             };
@@ -674,7 +716,8 @@ impl Election {
                     &self.holder,
                     LeaseId::random(),
                     self.timing.lease(),
-                );
+                )
+                .with_last_run(obs.record.last_run.as_ref(), self.once_per.as_ref());
                 f.attempt = Some(Write::new(record, condition, now));
             }
             if let Some(a) = f.attempt.as_mut() {
@@ -706,7 +749,7 @@ impl Election {
         if self.resign && !l.releasing && l.pending.is_none() {
             l.releasing = true;
             l.pending = Some(Write::new(
-                l.record.released(),
+                l.record.released().with_run_end(self.run_end.as_ref()),
                 Condition::Matches(l.etag.clone()),
                 now,
             ));
@@ -720,7 +763,7 @@ impl Election {
         }
         if l.pending.is_none() && (now >= l.next_renew || !l.announced) {
             l.pending = Some(Write::new(
-                l.record.renewed(),
+                l.record.renewed().with_run_end(self.run_end.as_ref()),
                 Condition::Matches(l.etag.clone()),
                 now,
             ));
@@ -768,7 +811,7 @@ impl Election {
             }
             Reply::Write(Ok(etag)) => match f.attempt.take() {
                 Some(a) => {
-                    let record = a.record.clone();
+                    let record = Box::new(a.record.clone());
                     // This attempt landed, so none before it did: count from its send.
                     let valid_from = a.sent;
                     FollowerNext::Lead {
@@ -793,7 +836,7 @@ impl Election {
                 etag,
                 record,
                 valid_from,
-            } => self.become_leader(*attempt, etag, record, valid_from, now),
+            } => self.become_leader(*attempt, etag, *record, valid_from, now),
         }
     }
 

@@ -11,7 +11,7 @@
 //! | 69 | the store is unusable (no such bucket, missing directory, no conditional writes, an endpoint URL that is not valid, a TLS certificate not trusted, an answer that is not S3) |
 //! | 70 | internal error; also: the guard process died, so the command was stopped |
 //! | 71 | the operating system refused to set up supervision |
-//! | 75 | lock busy (`-n`) or wait timed out (`-w`); change with `-E` |
+//! | 75 | lock busy (`-n`), wait timed out (`-w`), or already ran in this window (`--once-per`); change with `-E` |
 //! | 76 | the lease was lost and the command was stopped; change with `--lost-exit-code` |
 //! | 77 | permission denied (credentials, bucket policy, file permissions) |
 //! | 78 | `s3lead check`: the store breaks the conditional-write contract (unsafe for s3lead) |
@@ -34,8 +34,8 @@ pub const UNAVAILABLE: i32 = 69;
 pub const INTERNAL: i32 = 70;
 /// The operating system refused to set up supervision (EX_OSERR).
 pub const OS_ERROR: i32 = 71;
-/// The lock is busy (`-n`) or the wait timed out (`-w`); the default of `-E`
-/// (EX_TEMPFAIL).
+/// The lock is busy (`-n`), the wait timed out (`-w`), or the command already ran in
+/// this window (`--once-per`); the default of `-E` (EX_TEMPFAIL).
 pub const CONFLICT: i32 = 75;
 /// The lease was lost and the command was stopped; the default of `--lost-exit-code`
 /// (EX_PROTOCOL).
@@ -64,7 +64,8 @@ A store that does not answer (connection refused, a host name that does not reso
 timeouts, 5xx) is said once and retried: for ever, or until -w ends the wait (75).
 70: internal error, or the guard process died and the command was stopped.
 71: the operating system refused to set up supervision.
-75: the lock is busy (-n) or the wait timed out (-w); set with -E.
+75: the lock is busy (-n), the wait timed out (-w), or the command already ran
+in this window (--once-per); set with -E.
 76: the lease was lost and the command was stopped; set with --lost-exit-code.
 77: permission denied (credentials, bucket policy, file permissions).
 78: s3lead check: the store does not keep the conditional-write contract (unsafe).

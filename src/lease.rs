@@ -15,10 +15,10 @@
 
 use crate::clock::{Instant, boot_now, sleep_until};
 use crate::election::{Election, Event, FatalError, LossReason, Reply, Request, Step};
-use crate::record::{LeaseId, Term};
+use crate::record::{LastRun, LeaseId, OncePer, RunEnd, Term};
 use crate::store::{LockStore, StoreError};
 use crate::timing::Timing;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
@@ -62,12 +62,17 @@ pub enum CampaignError {
     /// The store or the lock object cannot be used, and retrying will not help.
     #[error("{0}")]
     Fatal(#[from] FatalError),
+    /// With [`Candidate::once_per`]: the record shows a run in the current window
+    /// (finished, failed without `retry_failed`, or still running).
+    #[error("already ran in this window ({} by {}, term {})", .0.started_at, .0.holder, .0.term)]
+    AlreadyRan(Box<LastRun>),
 }
 
 /// A candidate for one lock.
 pub struct Candidate<S: LockStore> {
     driver: Driver<S>,
     lock: String,
+    once_per: Option<OncePer>,
 }
 
 impl<S: LockStore> Candidate<S> {
@@ -84,7 +89,21 @@ impl<S: LockStore> Candidate<S> {
                 election: Election::new(timing, holder),
             },
             lock: lock.into(),
+            once_per: None,
         }
+    }
+
+    /// Run at most once per window of wall-clock time (`--once-per`): the campaign ends
+    /// with [`CampaignError::AlreadyRan`] as soon as it reads a record whose last run
+    /// spends the current window, and the acquisition claims the window in its own write.
+    pub fn once_per(mut self, once_per: Option<OncePer>) -> Self {
+        let Driver { store, election } = self.driver;
+        self.driver = Driver {
+            store,
+            election: election.with_once_per(once_per),
+        };
+        self.once_per = once_per;
+        self
     }
 
     /// Campaigns until elected, busy (`nonblock`), timed out or failed.
@@ -98,6 +117,7 @@ impl<S: LockStore> Candidate<S> {
         loop {
             match self.driver.next(opts.give_up_at, None).await {
                 Progress::Answered(failure) => trouble.answered(failure.as_ref(), retrying),
+                Progress::Woken => {}
                 Progress::Event(Event::Observed {
                     holder,
                     term,
@@ -136,6 +156,14 @@ impl<S: LockStore> Candidate<S> {
         term: Term,
         released: bool,
     ) -> Result<(), CampaignError> {
+        let spent = self.once_per.as_ref().and_then(|o| {
+            let run = self.driver.election.observed()?.last_run.as_ref()?;
+            o.spent_by(run, std::time::SystemTime::now())
+                .then(|| run.clone())
+        });
+        if let Some(run) = spent {
+            return Err(CampaignError::AlreadyRan(Box::new(run)));
+        }
         if released {
             debug!(lock = %self.lock, %term, "released by {holder}");
         } else if opts.nonblock {
@@ -269,6 +297,8 @@ enum Progress {
     Answered(Option<StoreError>),
     /// The deadline passed first.
     GaveUp,
+    /// The holder asked for something during a wait (`wake`): see its mailbox.
+    Woken,
     /// The election is over.
     Done,
 }
@@ -277,8 +307,8 @@ impl<S: LockStore> Driver<S> {
     /// Polls the election at the boot-time clock's "now", performing its requests and
     /// sleeping through its waits, until there is something to report: an event, an
     /// answer, the `deadline` (checked before every poll), or the end. A notification on
-    /// `resign` during a wait makes the election resign.
-    async fn next(&mut self, deadline: Option<Instant>, resign: Option<&Notify>) -> Progress {
+    /// `wake` during a wait comes back as [`Progress::Woken`].
+    async fn next(&mut self, deadline: Option<Instant>, wake: Option<&Notify>) -> Progress {
         let timing = *self.election.timing();
         loop {
             let now = boot_now();
@@ -298,11 +328,11 @@ impl<S: LockStore> Driver<S> {
                 Step::Event(e) => return Progress::Event(e),
                 Step::Wait(t) => {
                     let t = deadline.map_or(t, |d| t.min(d));
-                    match resign {
+                    match wake {
                         None => sleep_until(t).await,
-                        Some(resign) => tokio::select! {
+                        Some(wake) => tokio::select! {
                             _ = sleep_until(t) => {}
-                            _ = resign.notified() => self.election.resign(),
+                            _ = wake.notified() => return Progress::Woken,
                         },
                     }
                 }
@@ -432,13 +462,26 @@ pub struct Leadership {
     term: Term,
     lease_id: LeaseId,
     status: watch::Receiver<LeaseStatus>,
-    resign: Arc<Notify>,
+    /// Requests to the renewal task, announced on `wake`.
+    mailbox: Arc<Mutex<Mailbox>>,
+    wake: Arc<Notify>,
+    /// The run the record showed when the lease was won ([`crate::record::LockRecord::last_run`]).
+    last_run: Option<LastRun>,
     task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What the holder asks of the renewal task. A request waits here until the task next
+/// waits; a `Notify` permit makes sure it wakes for it.
+#[derive(Debug, Default)]
+struct Mailbox {
+    resign: bool,
+    run_end: Option<RunEnd>,
 }
 
 impl Leadership {
     fn start<S: LockStore>(candidate: Candidate<S>, term: Term, lease_id: LeaseId) -> Leadership {
-        let Candidate { driver, lock } = candidate;
+        let Candidate { driver, lock, .. } = candidate;
+        let last_run = driver.election.record().and_then(|r| r.last_run.clone());
         // An elected candidate always has a lease; `now` would only stop the child at once.
         let status = LeaseStatus::elected(&driver.election).unwrap_or_else(|| {
             let now = boot_now();
@@ -449,7 +492,8 @@ impl Leadership {
             }
         });
         let (tx, rx) = watch::channel(status);
-        let resign = Arc::new(Notify::new());
+        let wake = Arc::new(Notify::new());
+        let mailbox = Arc::new(Mutex::new(Mailbox::default()));
         let mut trouble = Trouble::new(&lock, driver.election.timing());
         trouble.say_recovery = false;
         let renewal = Renewal {
@@ -458,13 +502,16 @@ impl Leadership {
             term,
             status: tx,
             trouble,
+            mailbox: mailbox.clone(),
         };
-        let task = tokio::spawn(renewal.run(resign.clone()));
+        let task = tokio::spawn(renewal.run(wake.clone()));
         Leadership {
             term,
             lease_id,
             status: rx,
-            resign,
+            mailbox,
+            wake,
+            last_run,
             task: Some(task),
         }
     }
@@ -495,10 +542,39 @@ impl Leadership {
         Some(self.status.borrow_and_update().clone())
     }
 
+    /// The last run the record showed when this lease was won: under
+    /// [`Candidate::once_per`], the run this lease claimed if its term is ours, else a run
+    /// that already spent the window.
+    pub fn last_run(&self) -> Option<&LastRun> {
+        self.last_run.as_ref()
+    }
+
+    /// Whether this lease claimed a run in its acquisition (under [`Candidate::once_per`]).
+    pub fn claimed_run(&self) -> bool {
+        self.last_run.as_ref().is_some_and(|r| r.term == self.term)
+    }
+
+    /// The work this lease claimed a run for has ended with `exit_status`: the next
+    /// write of the lease (a renewal soon, or the release) records it in the run. Does
+    /// nothing unless [`Leadership::claimed_run`].
+    pub fn finish_run(&self, exit_status: i32) {
+        if !self.claimed_run() {
+            return;
+        }
+        let mut m = self.mailbox.lock().unwrap_or_else(PoisonError::into_inner);
+        m.run_end.get_or_insert_with(|| RunEnd::now(exit_status));
+        drop(m);
+        self.wake.notify_one();
+    }
+
     /// Releases the lease (the child must be gone) and waits for the outcome: Released,
     /// or Lost if it was lost first. A failed release is harmless: the lease expires.
     pub async fn release(mut self) -> LeaseState {
-        self.resign.notify_one();
+        self.mailbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .resign = true;
+        self.wake.notify_one();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -515,12 +591,14 @@ struct Renewal<S> {
     status: watch::Sender<LeaseStatus>,
     /// Failed requests since the last one that succeeded: each cause is said once.
     trouble: Trouble,
+    mailbox: Arc<Mutex<Mailbox>>,
 }
 
 impl<S: LockStore> Renewal<S> {
-    async fn run(mut self, resign: Arc<Notify>) {
+    async fn run(mut self, wake: Arc<Notify>) {
         loop {
-            match self.driver.next(None, Some(&resign)).await {
+            match self.driver.next(None, Some(&wake)).await {
+                Progress::Woken => self.read_mail(),
                 Progress::Answered(failure) => self.answered(failure),
                 Progress::Event(e) => self.event(e),
                 // Only a deadline gives up, and the renewal has none.
@@ -528,6 +606,20 @@ impl<S: LockStore> Renewal<S> {
             }
         }
         self.status.send_if_modified(LeaseStatus::close);
+    }
+
+    /// Hands the holder's requests to the election: a run's end before a release, so
+    /// that the release records it.
+    fn read_mail(&mut self) {
+        let mut m = self.mailbox.lock().unwrap_or_else(PoisonError::into_inner);
+        let (run_end, resign) = (m.run_end.take(), m.resign);
+        drop(m);
+        if let Some(end) = run_end {
+            self.driver.election.finish_run(end);
+        }
+        if resign {
+            self.driver.election.resign();
+        }
     }
 
     /// After each answer: log a failure, and publish the lease's deadlines, news to the

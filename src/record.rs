@@ -131,6 +131,142 @@ pub struct LockRecord {
     /// The holder released the lease: the next candidate takes over at once, with
     /// `term + 1`.
     pub released: bool,
+    /// The last run of the command recorded under `--once-per`, carried from record to
+    /// record across renewals, releases and takeovers. Absent from records written
+    /// without it (and by older binaries, which ignore it): nothing about the lease
+    /// depends on it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_last_run"
+    )]
+    pub last_run: Option<LastRun>,
+}
+
+/// A `last_run` this binary cannot read (written by hand, or by a later format's
+/// addition) is dropped rather than making the whole record unreadable: it decides no
+/// lease, and losing it costs at most one extra run of a cron window.
+fn lenient_last_run<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<LastRun>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
+}
+
+/// A run of the command, as `--once-per` records it (docs/design.md §2). Its times are the
+/// runner's wall clock, RFC 3339 UTC; they decide only whether a cron fire runs, never
+/// who holds the lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun {
+    /// The start of the window the run claimed.
+    pub window: String,
+    /// The window's length in seconds (`--once-per`).
+    pub window_s: u64,
+    /// When the lease that claimed the window was acquired.
+    pub started_at: String,
+    /// When the command's last process was gone; absent while it runs (or if its
+    /// runner never got to say: lost its lease, crashed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// The run's exit status as s3lead exited with it (the command's, 128+N for signal
+    /// N); absent with `finished_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    /// Who ran it (`--id`).
+    pub holder: String,
+    /// The term of the lease it ran under.
+    pub term: Term,
+}
+
+/// `--once-per`: windows of wall-clock time, aligned on UTC multiples of `every` shifted
+/// by `offset`, in each of which the command runs at most once across every candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OncePer {
+    /// The window's length, whole seconds, at least one.
+    pub every: Duration,
+    /// Shifts the windows' edges (`--once-per-offset`), so that they fall far from the
+    /// fire time.
+    pub offset: Duration,
+    /// A run that finished with a non-zero status leaves the window open to the next
+    /// candidate (`--retry-failed`).
+    pub retry_failed: bool,
+    /// A window claimed under this term by this very process, whose command never
+    /// started (elected too late, the lease released to campaign again): not a run.
+    pub unused_claim: Option<Term>,
+}
+
+impl OncePer {
+    /// The window containing wall-clock time `t`: its start, seconds since the Unix epoch.
+    pub fn window_start(&self, t: SystemTime) -> i128 {
+        let every = i128::from(self.every.as_secs().max(1));
+        let offset = i128::from(self.offset.as_secs()) % every;
+        let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => i128::from(d.as_secs()),
+            Err(e) => -i128::from(e.duration().as_secs()) - 1,
+        };
+        (secs - offset).div_euclid(every) * every + offset
+    }
+
+    /// Whether `run` spends the window that holds `now`: it claimed a window starting
+    /// within it, and did not fail while `retry_failed` lets a failure be retried. A run
+    /// in progress, or one whose runner never recorded its end (lease lost, crash), spends
+    /// the window: it may have done its work.
+    pub fn spent_by(&self, run: &LastRun, now: SystemTime) -> bool {
+        if self.unused_claim == Some(run.term) && run.finished_at.is_none() {
+            return false;
+        }
+        if self.retry_failed && run.exit_status.is_some_and(|s| s != 0) {
+            return false;
+        }
+        let Some(start) = parse_epoch_secs(&run.window) else {
+            return false;
+        };
+        let current = self.window_start(now);
+        let every = i128::from(self.every.as_secs().max(1));
+        (current..current + every).contains(&start)
+    }
+
+    /// The record of a run claiming the window that holds `now`.
+    fn claim(&self, term: Term, holder: &str, now: SystemTime) -> LastRun {
+        let start = self.window_start(now);
+        let window = u64::try_from(start)
+            .ok()
+            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        LastRun {
+            window: humantime::format_rfc3339_seconds(window).to_string(),
+            window_s: self.every.as_secs().max(1),
+            started_at: humantime::format_rfc3339_seconds(now).to_string(),
+            finished_at: None,
+            exit_status: None,
+            holder: holder.to_owned(),
+            term,
+        }
+    }
+}
+
+/// An RFC 3339 time as seconds since the Unix epoch.
+fn parse_epoch_secs(t: &str) -> Option<i128> {
+    let t = humantime::parse_rfc3339(t).ok()?;
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    Some(i128::from(d.as_secs()))
+}
+
+/// How a run ended, as its runner records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunEnd {
+    /// When the command's last process was gone, RFC 3339 by this host's wall clock.
+    pub finished_at: String,
+    /// The exit status s3lead exits with.
+    pub exit_status: i32,
+}
+
+impl RunEnd {
+    /// A run that ended now with `exit_status`.
+    pub fn now(exit_status: i32) -> RunEnd {
+        RunEnd {
+            finished_at: wall_clock_now(),
+            exit_status,
+        }
+    }
 }
 
 /// Why the bytes of a lock object are not a record this binary can use.
@@ -183,7 +319,43 @@ impl LockRecord {
             acquired_at: now.clone(),
             renewed_at: now,
             released: false,
+            last_run: None,
         }
+    }
+
+    /// A fresh acquisition that took over from a record whose last run was `previous`:
+    /// it carries that run on, unless `once_per` finds the current window unspent, in
+    /// which case this acquisition claims it (the run starts with the lease, in one
+    /// write, so no crash can leave a run unrecorded).
+    pub fn with_last_run(
+        mut self,
+        previous: Option<&LastRun>,
+        once_per: Option<&OncePer>,
+    ) -> LockRecord {
+        let now = SystemTime::now();
+        self.last_run = match once_per {
+            Some(o) if !previous.is_some_and(|r| o.spent_by(r, now)) => {
+                Some(o.claim(self.term, &self.holder, now))
+            }
+            _ => previous.cloned(),
+        };
+        self
+    }
+
+    /// Whether the record's last run is the one this lease claimed.
+    pub fn runs_under_this_lease(&self) -> bool {
+        self.last_run.as_ref().is_some_and(|r| r.term == self.term)
+    }
+
+    /// The record with its lease's run marked finished with `exit_status` at
+    /// `finished_at`; unchanged if the last run is not this lease's.
+    pub fn with_run_end(mut self, end: Option<&RunEnd>) -> LockRecord {
+        let ours = self.runs_under_this_lease();
+        if let (Some(end), Some(run), true) = (end, self.last_run.as_mut(), ours) {
+            run.finished_at = Some(end.finished_at.clone());
+            run.exit_status = Some(end.exit_status);
+        }
+        self
     }
 
     /// The next write within the same lease: seq + 1, fresh `renewed_at`.
@@ -391,6 +563,124 @@ mod tests {
             Err(RecordError::LeaseTooLong { .. })
         ));
         assert!(matches!(with_lease(0), Err(RecordError::Invalid(_))));
+    }
+
+    fn once_per(every: u64, offset: u64) -> OncePer {
+        OncePer {
+            every: Duration::from_secs(every),
+            offset: Duration::from_secs(offset),
+            retry_failed: false,
+            unused_claim: None,
+        }
+    }
+
+    fn at(rfc3339: &str) -> SystemTime {
+        humantime::parse_rfc3339(rfc3339).unwrap()
+    }
+
+    #[test]
+    fn windows_are_utc_multiples_shifted_by_the_offset() {
+        let day = once_per(86_400, 14 * 3600);
+        let start = |t| {
+            let s = day.window_start(at(t));
+            humantime::format_rfc3339_seconds(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(s as u64),
+            )
+            .to_string()
+        };
+        assert_eq!(start("2026-12-02T02:00:00Z"), "2026-12-01T14:00:00Z");
+        assert_eq!(start("2026-12-02T13:59:59Z"), "2026-12-01T14:00:00Z");
+        assert_eq!(start("2026-12-02T14:00:00Z"), "2026-12-02T14:00:00Z");
+        let hour = once_per(3600, 0);
+        assert_eq!(
+            hour.window_start(at("2026-12-02T02:59:59Z")),
+            hour.window_start(at("2026-12-02T02:00:00Z"))
+        );
+        // An offset of a whole window or more wraps around.
+        assert_eq!(
+            once_per(3600, 3600 + 60).window_start(at("2026-12-02T02:30:00Z")),
+            once_per(3600, 60).window_start(at("2026-12-02T02:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_claim_is_made_unless_the_window_is_spent_and_carried_otherwise() {
+        let o = once_per(3600, 0);
+        let fresh = |term| {
+            LockRecord::acquired(Term(term), "h", LeaseId::random(), Duration::from_secs(30))
+        };
+        let first = fresh(1).with_last_run(None, Some(&o));
+        let run = first.last_run.clone().unwrap();
+        assert!(first.runs_under_this_lease());
+        assert_eq!((run.term, run.window_s), (Term(1), 3600));
+        assert!(o.spent_by(&run, SystemTime::now()));
+        let second = fresh(2).with_last_run(Some(&run), Some(&o));
+        assert_eq!(
+            second.last_run.as_ref(),
+            Some(&run),
+            "carried, not reclaimed"
+        );
+        assert!(!second.runs_under_this_lease());
+        let plain = fresh(3).with_last_run(Some(&run), None);
+        assert_eq!(
+            plain.last_run.as_ref(),
+            Some(&run),
+            "carried without --once-per"
+        );
+        // An hour later, the next window.
+        assert!(!o.spent_by(&run, SystemTime::now() + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn failed_unfinished_and_unused_runs() {
+        let o = once_per(3600, 0);
+        let now = SystemTime::now();
+        let rec = LockRecord::acquired(Term(5), "h", LeaseId::random(), Duration::from_secs(30))
+            .with_last_run(None, Some(&o));
+        let running = rec.last_run.clone().unwrap();
+        assert!(
+            o.spent_by(&running, now),
+            "a run in progress spends the window"
+        );
+        let failed = rec
+            .clone()
+            .with_run_end(Some(&RunEnd::now(3)))
+            .last_run
+            .unwrap();
+        assert_eq!(failed.exit_status, Some(3));
+        assert!(failed.finished_at.is_some());
+        assert!(o.spent_by(&failed, now));
+        let retry = OncePer {
+            retry_failed: true,
+            ..o
+        };
+        assert!(!retry.spent_by(&failed, now));
+        let ok = rec.with_run_end(Some(&RunEnd::now(0))).last_run.unwrap();
+        assert!(retry.spent_by(&ok, now));
+        let unused = OncePer {
+            unused_claim: Some(Term(5)),
+            ..o
+        };
+        assert!(!unused.spent_by(&running, now));
+        assert!(unused.spent_by(&ok, now), "a finished run was used");
+    }
+
+    #[test]
+    fn records_without_a_run_are_unchanged_and_runs_round_trip() {
+        let r = sample();
+        assert!(!String::from_utf8(r.encode()).unwrap().contains("last_run"));
+        let with = r.with_last_run(None, Some(&once_per(60, 0)));
+        assert_eq!(LockRecord::decode(&with.encode()).unwrap(), with);
+        // Someone else's run is not ours to finish.
+        let other = LockRecord {
+            term: Term(43),
+            ..with.clone()
+        };
+        assert_eq!(
+            other.clone().with_run_end(Some(&RunEnd::now(0))),
+            other,
+            "a run of another term is left alone"
+        );
     }
 
     #[test]

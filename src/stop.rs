@@ -164,6 +164,8 @@ pub struct StopPolicy {
     release: Release,
     actions: VecDeque<Action>,
     exited: bool,
+    /// `--min-hold`: once nothing of the command is left, keep the lease until then.
+    hold_until: Option<Instant>,
 }
 
 impl StopPolicy {
@@ -182,7 +184,22 @@ impl StopPolicy {
             release: Release::NotYet,
             actions: VecDeque::new(),
             exited: false,
+            hold_until: None,
         }
+    }
+
+    /// `--min-hold`: once nothing of the command is left, keep the lease (renewed as
+    /// usual) until `until` on the boot clock before releasing it, so that candidates
+    /// that come later find it held. TERM or INT to s3lead ends the hold at once; a lease
+    /// no longer held ends it too (there is nothing left to keep).
+    pub fn hold_until(&mut self, until: Instant) {
+        self.hold_until = Some(until);
+    }
+
+    /// The run's exit status as it stands once nothing of the command is left (what the
+    /// run will exit with), or `None` before.
+    pub fn outcome(&self) -> Option<i32> {
+        self.tree_gone.then(|| self.exit_code())
     }
 
     /// The lease changed (a renewal moved `valid_until`, it is at risk, lost, …).
@@ -193,6 +210,10 @@ impl StopPolicy {
     /// A signal reached s3lead.
     pub fn on_signal(&mut self, sig: Signal, now: Instant) {
         if self.tree_gone {
+            if let Delivery::Shutdown(_) = Delivery::of(sig) {
+                // systemd stop during --min-hold: release now.
+                self.hold_until = None;
+            }
             return;
         }
         if let Delivery::Forward(sig) = Delivery::of(sig) {
@@ -303,6 +324,12 @@ impl StopPolicy {
             (Verdict::Lost, _) | (_, Release::Done) => {
                 self.exited = true;
                 Action::Exit(self.exit_code())
+            }
+            (_, Release::NotYet)
+                if self.lease.state == LeaseState::Held
+                    && self.hold_until.is_some_and(|h| now < h) =>
+            {
+                Action::Wait(self.hold_until)
             }
             (_, Release::NotYet) => {
                 self.release = Release::Requested;
@@ -432,6 +459,52 @@ mod tests {
             }
         }
         panic!("the policy does not settle: {seen:?}");
+    }
+
+    #[test]
+    fn min_hold_keeps_the_lease_after_the_command_then_releases() {
+        let mut p = StopPolicy::new(config(), held(30_000));
+        p.hold_until(at(60_000));
+        drain(&mut p, at(0));
+        p.on_child_exit(ChildExit::Code(0), at(1_000));
+        p.on_tree_gone(at(1_000));
+        assert_eq!(p.outcome(), Some(0));
+        assert_eq!(p.poll(at(1_000)), Action::Wait(Some(at(60_000))));
+        p.on_lease(held(70_000));
+        assert_eq!(p.poll(at(59_999)), Action::Wait(Some(at(60_000))));
+        assert_eq!(p.poll(at(60_000)), Action::Release);
+        p.on_released();
+        assert_eq!(p.poll(at(60_000)), Action::Exit(0));
+    }
+
+    #[test]
+    fn a_shutdown_signal_or_a_lost_lease_ends_the_hold() {
+        let gone = |p: &mut StopPolicy| {
+            p.hold_until(at(60_000));
+            drain(p, at(0));
+            p.on_child_exit(ChildExit::Code(3), at(1_000));
+            p.on_tree_gone(at(1_000));
+        };
+        let mut p = StopPolicy::new(config(), held(30_000));
+        gone(&mut p);
+        p.on_signal(Signal::SIGHUP, at(2_000));
+        assert_eq!(
+            p.poll(at(2_000)),
+            Action::Wait(Some(at(60_000))),
+            "HUP is not a stop"
+        );
+        p.on_signal(Signal::SIGTERM, at(2_000));
+        assert_eq!(p.poll(at(2_000)), Action::Release);
+        p.on_released();
+        assert_eq!(p.poll(at(2_000)), Action::Exit(3), "the command's status");
+
+        let mut p = StopPolicy::new(config(), held(30_000));
+        gone(&mut p);
+        p.on_lease(LeaseStatus {
+            state: LeaseState::Lost(LossReason::Deleted),
+            ..held(30_000)
+        });
+        assert_eq!(p.poll(at(2_000)), Action::Release, "nothing left to hold");
     }
 
     #[test]

@@ -15,8 +15,9 @@ use s3lead::clock::{Instant, boot_now, sleep_until};
 use s3lead::lease::{
     CampaignError, CampaignOptions, Candidate, Leadership, LeaseState, LeaseStatus,
 };
+use s3lead::record::OncePer;
 use s3lead::signals::Signals;
-use s3lead::stop::{Action, KillWhy, StopConfig, StopPolicy, StopWhy};
+use s3lead::stop::{Action, KillWhy, StopConfig, StopPolicy, StopWhy, Verdict};
 use s3lead::store::{LockStore, LockUrl};
 use s3lead::timing::{Dur, Timing};
 use std::sync::Arc;
@@ -43,6 +44,11 @@ pub struct Job {
     pub stop_signal: Signal,
     /// The exit status when the lease was lost and the command stopped.
     pub lost_exit_code: i32,
+    /// `--min-hold`: keep the lease this long after it was won, the command's exit
+    /// notwithstanding, so that cron hosts that fire later find it held.
+    pub min_hold: Option<Duration>,
+    /// `--once-per`: run at most once per window of wall-clock time.
+    pub once_per: Option<OncePer>,
 }
 
 /// How a run ended without an error.
@@ -88,7 +94,16 @@ pub async fn run<S: LockStore>(
         Ok(l) => l,
         Err(sig) => return Ok(Ended::Interrupted(sig)),
     };
+    let elected_at = boot_now();
     let term = leadership.term();
+    if job.once_per.is_some() && !leadership.claimed_run() {
+        // The campaign ends before any takeover of a record whose run spends the window,
+        // so this is a backstop: the record we replaced showed the window spent.
+        if let Some(run) = leadership.last_run().cloned() {
+            leadership.release().await;
+            return Err(RunError::Campaign(CampaignError::AlreadyRan(Box::new(run))));
+        }
+    }
     let env = vec![
         ("S3LEAD_TERM".to_owned(), term.to_string()),
         ("S3LEAD_LOCK".to_owned(), lock.to_owned()),
@@ -116,12 +131,17 @@ pub async fn run<S: LockStore>(
         }
     };
     info!(lock, %term, pid = child.pid().as_raw(), "command started");
+    let mut policy = StopPolicy::new(cfg, status);
+    if let Some(hold) = job.min_hold {
+        policy.hold_until(elected_at + hold);
+    }
     let code = Supervision {
         lock,
-        policy: StopPolicy::new(cfg, status),
+        policy,
         child,
         leadership: Some(leadership),
         signals,
+        run_recorded: false,
     }
     .run()
     .await;
@@ -146,9 +166,11 @@ async fn lead_with_runway<S: LockStore>(
         nonblock: job.nonblock,
         give_up_at: job.timeout.map(|d| boot_now() + d),
     };
+    let mut once_per = job.once_per;
     loop {
-        let campaign =
-            Candidate::new(store.clone(), timing, job.holder.clone(), lock).campaign(opts);
+        let campaign = Candidate::new(store.clone(), timing, job.holder.clone(), lock)
+            .once_per(once_per)
+            .campaign(opts);
         tokio::pin!(campaign);
         let outcome = loop {
             tokio::select! {
@@ -174,6 +196,11 @@ async fn lead_with_runway<S: LockStore>(
             Dur(left),
             Dur(timing.min_runway())
         );
+        if let (Some(o), true) = (once_per.as_mut(), leadership.claimed_run()) {
+            // The window this lease claimed was not used: our next campaign must not
+            // read our own claim as a run.
+            o.unused_claim = Some(leadership.term());
+        }
         leadership.release().await;
     }
 }
@@ -187,6 +214,8 @@ struct Supervision<'a> {
     child: Supervised,
     leadership: Option<Leadership>,
     signals: Signals,
+    /// The run's end has been handed to the lease (`--once-per`).
+    run_recorded: bool,
 }
 
 impl Supervision<'_> {
@@ -247,6 +276,7 @@ impl Supervision<'_> {
             }
             Action::Release => {
                 self.child.finish();
+                self.record_run_end();
                 if let Some(l) = self.leadership.take() {
                     match l.release().await {
                         LeaseState::Released => {}
@@ -281,6 +311,7 @@ impl Supervision<'_> {
             TreeEvent::Gone => {
                 self.child.finish();
                 self.policy.on_tree_gone(now);
+                self.record_run_end();
             }
             TreeEvent::GuardLost(how) => {
                 self.policy.on_guard_lost(now);
@@ -289,6 +320,19 @@ impl Supervision<'_> {
                     "the guard process {how}; the command died with it, and s3lead is killing what it left"
                 );
             }
+        }
+    }
+
+    /// Once nothing of the command is left, and the lease was kept: the run's end goes
+    /// into the record with the lease's next write (under `--once-per`). A lost lease
+    /// cannot write; its run stays recorded as started.
+    fn record_run_end(&mut self) {
+        if self.run_recorded || *self.policy.verdict() == Verdict::Lost {
+            return;
+        }
+        if let (Some(code), Some(l)) = (self.policy.outcome(), &self.leadership) {
+            l.finish_run(code);
+            self.run_recorded = true;
         }
     }
 

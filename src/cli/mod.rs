@@ -86,6 +86,15 @@ pub enum Command {
     /// s3lead may not signal, clock rates differing by more than 2 %. For these, have
     /// whatever the command writes to refuse writes carrying a smaller S3LEAD_TERM than it
     /// has seen: the fencing term protects the data when a process outlives its lease.
+    ///
+    /// A cron job that must run once across the fleet, in every host's crontab:
+    /// `s3lead run -q -n --once-per 1d --once-per-offset 14h s3://ops-locks/nightly-report
+    /// -- ./nightly-report.sh`. The first host to fire runs it and records the run; every
+    /// host that fires later in the same window (by its own wall clock) prints nothing and
+    /// exits 75 (systemd: SuccessExitStatus=75; cron: `|| [ $? -eq 75 ]`). Without -q it
+    /// says in one line who ran the job and when. Windows start at UTC multiples of the
+    /// window plus --once-per-offset: keep their edges far from the fire time, since hosts'
+    /// clocks may be off by at most that distance.
     #[command(
         after_long_help = s3lead::exit::EXIT_STATUS_TEXT,
         override_usage = "s3lead run [OPTIONS] <LOCK> -- <COMMAND> [ARGS]...\n       s3lead run [OPTIONS] <LOCK> -c '<shell command>'"
@@ -174,7 +183,34 @@ pub struct RunArgs {
     #[arg(short = 'w', long, value_parser = parse_duration, env = "S3LEAD_TIMEOUT")]
     pub timeout: Option<Duration>,
 
-    /// Exit status when the lock is busy (-n) or the wait timed out (-w).
+    /// Keep the lease until DUR after it was won, even if the command exits sooner, then
+    /// release. For cron with -n: hosts that fire later find the lock held and exit with
+    /// the conflict status (75) instead of running the job again. Measured on this host's
+    /// boot clock, never the wall clock. TERM or INT to s3lead ends the hold at once.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, env = "S3LEAD_MIN_HOLD")]
+    pub min_hold: Option<Duration>,
+
+    /// Run the command at most once per WINDOW of wall-clock time (15m, 1h, 1d) across all
+    /// candidates. The record keeps the last run; a candidate that finds a run in the
+    /// current window exits with the conflict status (75) without running, and says who
+    /// ran it and when. Windows are aligned on UTC multiples of WINDOW (see
+    /// --once-per-offset). A run still going, or one whose lease was lost, spends the
+    /// window; so does a failed one unless --retry-failed.
+    #[arg(long, value_name = "WINDOW", value_parser = parse_duration, env = "S3LEAD_ONCE_PER")]
+    pub once_per: Option<Duration>,
+
+    /// Shift the --once-per windows by DUR from UTC multiples of WINDOW, so that their
+    /// edges fall far from the time cron fires (a daily 02:00 job in UTC: 14h).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "once_per", env = "S3LEAD_ONCE_PER_OFFSET")]
+    pub once_per_offset: Option<Duration>,
+
+    /// With --once-per: a run that exited with a non-zero status leaves the window open,
+    /// and the next candidate to fire in it runs the command again.
+    #[arg(long, requires = "once_per")]
+    pub retry_failed: bool,
+
+    /// Exit status when the lock is busy (-n), the wait timed out (-w), or the command
+    /// already ran in this window (--once-per).
     #[arg(short = 'E', long, default_value_t = s3lead::exit::CONFLICT as u8, env = "S3LEAD_CONFLICT_EXIT_CODE")]
     pub conflict_exit_code: u8,
 

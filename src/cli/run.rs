@@ -9,9 +9,10 @@ use crate::supervisor::{self, Ended, Job, RunError};
 use s3lead::election::FatalError;
 use s3lead::exit;
 use s3lead::lease::CampaignError;
+use s3lead::record::{LastRun, OncePer};
 use s3lead::signals::Signals;
 use s3lead::store::s3::S3Options;
-use s3lead::timing::{Timing, TimingSpec};
+use s3lead::timing::{Dur, Timing, TimingSpec};
 use tracing::info;
 
 /// What `s3lead run` was asked to do, validated: derived from the arguments as a whole,
@@ -41,6 +42,38 @@ impl RunPlan {
             request_timeout: args.request_timeout,
         })
         .map_err(|e| Failure::new(exit::USAGE, format!("{lock}: {e}")))?;
+        let once_per = match args.once_per {
+            None => None,
+            Some(every) => {
+                let offset = args.once_per_offset.unwrap_or_default();
+                for (flag, d) in [("--once-per", every), ("--once-per-offset", offset)] {
+                    if d.subsec_nanos() != 0 {
+                        return Err(Failure::new(
+                            exit::USAGE,
+                            format!("{lock}: {flag} must be whole seconds (got {})", Dur(d)),
+                        ));
+                    }
+                }
+                if every.is_zero() {
+                    return Err(Failure::new(
+                        exit::USAGE,
+                        format!("{lock}: --once-per must be at least 1s"),
+                    ));
+                }
+                Some(OncePer {
+                    every,
+                    offset,
+                    retry_failed: args.retry_failed,
+                    unused_claim: None,
+                })
+            }
+        };
+        if args.min_hold.is_some_and(|d| d.is_zero()) {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!("{lock}: --min-hold must be positive"),
+            ));
+        }
         let program = match args.shell_command {
             Some(line) => Program::Shell(line),
             None => Program::Argv(args.argv),
@@ -56,6 +89,8 @@ impl RunPlan {
                 timeout: args.timeout,
                 stop_signal: args.signal,
                 lost_exit_code: i32::from(args.lost_exit_code),
+                min_hold: args.min_hold,
+                once_per,
             },
             conflict_exit_code: i32::from(args.conflict_exit_code),
         })
@@ -111,6 +146,14 @@ fn campaign_failure(plan: &RunPlan, e: CampaignError) -> Result<i32, Failure> {
             );
             Ok(busy)
         }
+        CampaignError::AlreadyRan(run) => {
+            info!(
+                lock,
+                "{}; not running the command (--once-per)",
+                already_ran(&run)
+            );
+            Ok(busy)
+        }
         CampaignError::TimedOutUnreachable { cause } => Err(Failure::new(
             busy,
             match cause {
@@ -137,4 +180,20 @@ fn campaign_failure(plan: &RunPlan, e: CampaignError) -> Result<i32, Failure> {
             ),
         )),
     }
+}
+
+/// A run that spends the window, in one line's words: who ran it and when.
+fn already_ran(run: &LastRun) -> String {
+    let end = match (&run.finished_at, run.exit_status) {
+        (Some(at), Some(status)) => format!("finished {at} with status {status}"),
+        _ => "not finished (still running, or its lease was lost)".into(),
+    };
+    format!(
+        "already ran in this window (window of {} from {}): by {}, term {}, started {}, {end}",
+        Dur(std::time::Duration::from_secs(run.window_s)),
+        run.window,
+        run.holder,
+        run.term,
+        run.started_at
+    )
 }

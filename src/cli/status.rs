@@ -9,7 +9,7 @@
 use super::{Failure, S3Args};
 use clap::Args;
 use s3lead::exit;
-use s3lead::record::LockRecord;
+use s3lead::record::{LastRun, LockRecord};
 use s3lead::store::{LockStore, ReadReply};
 use s3lead::timing::Dur;
 use std::time::{Duration, SystemTime};
@@ -20,7 +20,8 @@ pub struct StatusArgs {
     pub lock: String,
 
     /// Print one JSON object: {"lock", "state": "held"|"released"|"absent",
-    /// "appears_live": bool, "record"}.
+    /// "appears_live": bool, "record", "last_run_age_s"}; the record's "last_run" is the
+    /// last --once-per run.
     #[arg(long)]
     pub json: bool,
 
@@ -68,11 +69,17 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
         exit::STATUS_NOT_LIVE
     };
     if args.json {
+        let last_run_age_s = record
+            .as_ref()
+            .and_then(|r| r.last_run.as_ref())
+            .and_then(|run| age(&run.started_at))
+            .map(|d| d.as_secs());
         let v = serde_json::json!({
             "lock": lock,
             "state": state,
             "appears_live": appears_live,
             "record": record,
+            "last_run_age_s": last_run_age_s,
         });
         println!("{v}");
         return Ok(code);
@@ -116,7 +123,40 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
                     );
                 }
             }
+            if let Some(run) = &r.last_run {
+                print_last_run(run);
+            }
         }
     }
     Ok(code)
+}
+
+/// How long ago `t` (RFC 3339) was by this host's clock.
+fn age(t: &str) -> Option<Duration> {
+    let t = humantime::parse_rfc3339(t).ok()?;
+    SystemTime::now().duration_since(t).ok()
+}
+
+/// The last `--once-per` run, under the lock's own lines.
+fn print_last_run(run: &LastRun) {
+    let ago = age(&run.started_at)
+        .map(|d| {
+            format!(
+                ", {} ago by this host's clock",
+                Dur(Duration::from_secs(d.as_secs()))
+            )
+        })
+        .unwrap_or_default();
+    let end = match (&run.finished_at, run.exit_status) {
+        (Some(at), Some(status)) => format!("finished {at}, exit status {status}"),
+        _ => "not finished (running, or its lease was lost)".into(),
+    };
+    println!(
+        "  last run   started {}{ago} by {} (term {}); {end}; window of {} from {}",
+        run.started_at,
+        run.holder,
+        run.term,
+        Dur(Duration::from_secs(run.window_s)),
+        run.window
+    );
 }

@@ -25,8 +25,7 @@ use super::tree;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigHandler, Signal, signal as set_handler};
-use nix::sys::time::TimeSpec;
-use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use s3lead::signals::CAUGHT;
@@ -170,13 +169,11 @@ impl Guard {
     }
 
     fn arm(&self, deadline_ns: u64) -> std::io::Result<()> {
-        // An all-zero expiration would disarm the timer; the origin is long past anyway.
-        let at = Duration::from_nanos(deadline_ns.max(1));
-        self.timer.set(
-            Expiration::OneShot(TimeSpec::from_duration(at)),
-            TimerSetTimeFlags::TFD_TIMER_ABSTIME,
-        )?;
-        Ok(())
+        // By raw system call: a time-faking preload must not move the watchdog.
+        s3lead::clock::arm_boot_timer(
+            self.timer.as_fd(),
+            s3lead::clock::Instant::from_origin(Duration::from_nanos(deadline_ns)),
+        )
     }
 
     fn tell(&self, r: &Report) {
