@@ -36,6 +36,10 @@ use tracing_subscriber::fmt::MakeWriter;
 /// holds stays small (a few hundred KiB at s3lead's own levels).
 const QUEUE_LINES: usize = 1024;
 
+/// The log target of the `--stats` line, shown whatever the level (even with `-q`):
+/// the user asked for it.
+pub const STATS_TARGET: &str = "s3lead_stats";
+
 /// How long exiting may wait for the queue to reach stderr. The outcome is decided by
 /// then; a stuck stderr must not hold the exit status (or a restart) back for long.
 const EXIT_WAIT: Duration = Duration::from_secs(1);
@@ -108,7 +112,7 @@ pub fn init(cli: &Cli) -> io::Result<Log> {
     };
     // Our own crate at the chosen level; the AWS SDK's chatter only when asked for.
     let filter = EnvFilter::try_from_env("S3LEAD_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,s3lead={level}")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,s3lead={level},{STATS_TARGET}=info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(log.clone())
