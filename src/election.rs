@@ -368,14 +368,12 @@ impl Follower {
             return FollowerNext::Fatal(e);
         }
         self.reconcile = false;
-        self.next_at = match self.observed.take() {
-            Some(o) => {
-                let next = self.next_read(&o, now, pace);
-                self.observed = Some(o);
-                next
-            }
+        let observed = self.observed.take();
+        self.next_at = match &observed {
+            Some(o) => self.next_read(o, now, pace),
             None => now,
         };
+        self.observed = observed;
         FollowerNext::Follow
     }
 
@@ -454,19 +452,14 @@ impl Follower {
             });
         }
         let maybe_landed = matches!(&self.attempt, Some(a) if a.maybe_landed);
-        self.next_at = match self.observed.take() {
+        let observed = self.observed.take();
+        self.next_at = match &observed {
             _ if maybe_landed => retry,
-            Some(o) if o.record.released => {
-                self.observed = Some(o);
-                now
-            }
-            Some(o) => {
-                let next = self.next_read(&o, now, pace);
-                self.observed = Some(o);
-                next
-            }
+            Some(o) if o.record.released => now,
+            Some(o) => self.next_read(o, now, pace),
             None => now,
         };
+        self.observed = observed;
         FollowerNext::Follow
     }
 
