@@ -301,7 +301,11 @@ mod tests {
         assert_eq!(t.margin(), ms(1_250));
         assert_eq!(t.request_timeout(), secs(5));
         assert_eq!(t.min_runway(), secs(2), "one retry period");
-        assert_eq!(t.follow_every(), secs(10), "one read per 10 s at the 30 s lease");
+        assert_eq!(
+            t.follow_every(),
+            secs(10),
+            "one read per 10 s at the 30 s lease"
+        );
         assert_eq!(t.fast_poll(), secs(2));
     }
 

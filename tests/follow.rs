@@ -99,7 +99,7 @@ fn stop(mut child: Child) {
 fn followers_started_together_do_not_read_in_step_on_s3() {
     let lock = Lock::s3("in_step");
     let leader = lock.hold(&[]);
-    let timings = [&e2e::FAST[..], &["--follow-every", "2s"]].concat();
+    let timings = [e2e::FAST, &["--follow-every", "2s"]].concat();
     let followers: Vec<Proxied> = (0..3)
         .map(|i| Proxied::new(&lock, &format!("f{i}")))
         .collect();
@@ -234,7 +234,10 @@ fn a_file_store_follower_is_woken_by_a_release_without_polling() {
     let took_over = lock.path("took-over");
     let stderr = lock.path("follower.log");
     let mut follower = lock
-        .run_timed(&slow, &["--stats", "-c", &format!("touch {}", took_over.display())])
+        .run_timed(
+            &slow,
+            &["--stats", "-c", &format!("touch {}", took_over.display())],
+        )
         .stderr(std::fs::File::create(&stderr).expect("log"))
         .spawn()
         .expect("spawn follower");
@@ -295,11 +298,27 @@ fn request_counters_match_what_a_counting_proxy_saw_on_s3() {
         }
         let n = |m: &str, s: &str| seen.get(&(m.into(), s.into())).copied().unwrap_or(0);
         let proxy_total: u64 = seen.values().sum();
-        assert_eq!(field("get"), n("GET", "200") + n("HEAD", "200"), "{stats} vs {seen:?}");
-        assert_eq!(field("not_modified"), n("GET", "304"), "{stats} vs {seen:?}");
-        assert_eq!(field("missing"), n("GET", "404") + n("HEAD", "404"), "{stats} vs {seen:?}");
+        assert_eq!(
+            field("get"),
+            n("GET", "200") + n("HEAD", "200"),
+            "{stats} vs {seen:?}"
+        );
+        assert_eq!(
+            field("not_modified"),
+            n("GET", "304"),
+            "{stats} vs {seen:?}"
+        );
+        assert_eq!(
+            field("missing"),
+            n("GET", "404") + n("HEAD", "404"),
+            "{stats} vs {seen:?}"
+        );
         assert_eq!(field("put"), n("PUT", "200"), "{stats} vs {seen:?}");
-        assert_eq!(field("precondition_failed"), n("PUT", "412"), "{stats} vs {seen:?}");
+        assert_eq!(
+            field("precondition_failed"),
+            n("PUT", "412"),
+            "{stats} vs {seen:?}"
+        );
         assert_eq!(field("conflict"), n("PUT", "409"), "{stats} vs {seen:?}");
         assert_eq!(field("total"), proxy_total, "{stats} vs {seen:?}");
     }

@@ -168,7 +168,11 @@ fn a_follower_reads_slowly_while_the_holder_renews_and_fast_once_a_renewal_is_ov
     let mut b = default_follower("b");
     let ev = run(&mut b, &mut net, at(1_000));
     assert!(matches!(ev.as_slice(), [Event::Observed { .. }]), "{ev:?}");
-    assert_eq!(b.poll(at(1_000)), Step::Wait(at(11_000)), "slow: one read per 10 s");
+    assert_eq!(
+        b.poll(at(1_000)),
+        Step::Wait(at(11_000)),
+        "slow: one read per 10 s"
+    );
     // 10 s old: younger than a renewal interval (10 s) plus one fast poll (2 s).
     let ev = run(&mut b, &mut net, at(11_000));
     assert!(ev.is_empty(), "{ev:?}");
@@ -176,12 +180,20 @@ fn a_follower_reads_slowly_while_the_holder_renews_and_fast_once_a_renewal_is_ov
     // 20 s old: the renewal is overdue, the lease may run out soon.
     let ev = run(&mut b, &mut net, at(21_000));
     assert_eq!(ev, [Event::RenewalOverdue(true)]);
-    assert_eq!(b.poll(at(21_000)), Step::Wait(at(23_000)), "fast: every 2 s");
+    assert_eq!(
+        b.poll(at(21_000)),
+        Step::Wait(at(23_000)),
+        "fast: every 2 s"
+    );
     // The holder renews after all: back to the slow period.
-    net.store.overwrite(foreign_record(3, false).renewed().encode());
+    net.store
+        .overwrite(foreign_record(3, false).renewed().encode());
     let ev = run(&mut b, &mut net, at(23_000));
     assert!(
-        matches!(ev.as_slice(), [Event::Observed { .. }, Event::RenewalOverdue(false)]),
+        matches!(
+            ev.as_slice(),
+            [Event::Observed { .. }, Event::RenewalOverdue(false)]
+        ),
         "{ev:?}"
     );
     assert_eq!(b.poll(at(23_000)), Step::Wait(at(33_000)));

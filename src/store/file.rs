@@ -57,17 +57,17 @@
 use super::content_etag as etag_of;
 use super::counters::{Outcome, RequestCounters};
 use super::{Etag, FatalKind, LockStore, MAX_RECORD_BYTES, ReadReply, StoreError, is_scratch_name};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use tokio::io::unix::AsyncFd;
 use std::time::Duration;
+use tokio::io::unix::AsyncFd;
 
 /// The suffix of the sidecar file that writers lock.
 const SIDECAR_SUFFIX: &str = ".flock";
@@ -264,8 +264,7 @@ impl LockStore for FileStore {
             match ready.try_io(|fd| fd.get_ref().0.read_events().map_err(io::Error::from)) {
                 Ok(Ok(events)) => {
                     let ours = events.iter().any(|e| {
-                        e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
-                            || e.name.as_deref() == name
+                        e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) || e.name.as_deref() == name
                     });
                     if ours {
                         return;

@@ -678,7 +678,9 @@ impl Scenario {
     /// instant requests; a real request is two delays, and the follower needs a read and
     /// a write after the holder's last write has landed.
     pub fn liveness_bound(&self) -> Nanos {
-        (self.max_lease() + self.max_retry().max(self.max_follow())) * 102 / 100 + 8 * self.calm_delay + MS
+        (self.max_lease() + self.max_retry().max(self.max_follow())) * 102 / 100
+            + 8 * self.calm_delay
+            + MS
     }
 }
 

@@ -692,7 +692,11 @@ impl World<'_> {
             Event::Recovered => note!(self, self.who(c), "renewed after trouble"),
             Event::RenewalOverdue(overdue) => {
                 let pace = if overdue { "fast" } else { "slow" };
-                note!(self, self.who(c), "the holder's renewal overdue: {overdue}; {pace} reads");
+                note!(
+                    self,
+                    self.who(c),
+                    "the holder's renewal overdue: {overdue}; {pace} reads"
+                );
             }
             Event::AtRisk { valid_until } => {
                 note!(
