@@ -332,6 +332,50 @@ def idle_rates(proxy_l, proxy_f):
     return (lc, fc, not_modified, minutes)
 
 
+FLEET_SIZES = [int(n) for n in os.environ.get("BENCH_FLEET", "1,10,50").split(",")]
+
+
+def fleet_rates(proxy, followers):
+    """Requests per lock-hour of a leader with `followers` followers at default timings,
+    all through one counting proxy, measured over IDLE_SECS after start-up and
+    extrapolated: {method: requests per hour}, and how many GETs were answered 304."""
+    progress(f"S3 requests per lock-hour: a leader and {followers} followers, {IDLE_SECS:g} s, default timings")
+    key = f"s3://{BUCKET}/bench-fleet-{followers}"
+    leader = spawn(s3lead(key) + LEADER_CMD, env=proxy.env, stderr_name=f"fleet-{followers}-leader.err")
+    procs = []
+    try:
+        t, line = read_line(leader, 30)
+        if t is None:
+            raise RuntimeError(f"fleet leader: {line}")
+        ORPHANS.add(int(line.split()[1]))
+        procs = [spawn(s3lead(key) + FOLLOWER_CMD, env=proxy.env, stderr_name=f"fleet-{followers}-{i}.err")
+                 for i in range(followers)]
+        time.sleep(2)  # past every follower's first read
+        t0 = time.monotonic()
+        time.sleep(IDLE_SECS)
+        t1 = time.monotonic()
+        if any(has_output(p) for p in procs):
+            raise RuntimeError("a follower's command ran while the leader held the lease")
+        for p in procs:
+            stop(p)
+        stop(leader)
+    finally:
+        for p in procs:
+            stop(p, signal.SIGKILL)
+        stop(leader, signal.SIGKILL)
+    reqs = proxy.requests(t0, t1)
+    hours = (t1 - t0) / 3600
+    per_hour = {m: v / hours for m, v in by_method(reqs).items()}
+    not_modified = sum(1 for m, st in reqs if m == "GET" and st == "304")
+    return per_hour, not_modified / max(1, sum(1 for m, _ in reqs if m == "GET"))
+
+
+def seed_per_hour(renew_s, poll_s, followers):
+    """A seed library's requests per lock-hour from its published intervals, assuming
+    one PUT per renewal and one GET per follower poll."""
+    return {"GET": followers * 3600 / poll_s, "PUT": 3600 / renew_s, "HEAD": 0, "other": 0}
+
+
 # --- 3. failover ---------------------------------------------------------------------------
 def failover(leader_argv, follower_argv, how, stderr_name):
     """One trial: seconds from stopping the leader to the follower's command starting, and
@@ -374,10 +418,11 @@ def failover(leader_argv, follower_argv, how, stderr_name):
                 ORPHANS.discard(pid)
 
 
-def failover_trials(label, leader_argv, follower_argv, how):
-    progress(f"failover: {label}, {TRIALS} trials")
+def failover_trials(label, leader_argv, follower_argv, how, trials=None):
+    trials = trials or TRIALS
+    progress(f"failover: {label}, {trials} trials")
     times, overlap = [], 0
-    for i in range(TRIALS):
+    for i in range(trials):
         dt, old_alive = failover(leader_argv, follower_argv, how, f"failover-{label.replace(' ', '-')}.err")
         times.append(dt)
         overlap += old_alive
@@ -388,7 +433,7 @@ def failovers():
     fl = f"{TMP}/flock-failover.lock"
     fs = f"{TMP}/s3lead-failover.lock"
     s3 = f"s3://{BUCKET}/bench-failover"
-    res = {"kill": {}, "term": {}, "kill_default": None}
+    res = {"kill": {}, "term": {}, "kill_default": None, "kill_default_s3lead": None}
     scen = {
         "flock": (["flock", fl], ["flock", fl], "kill9-group", "term-group"),
         "s3lead file": (s3lead(fs, *FAST), s3lead(fs, *FAST), "kill9", "term"),
@@ -400,6 +445,9 @@ def failovers():
     for k, (la, fa, kill, term) in scen.items():
         res["kill"][k] = failover_trials(f"{k} kill -9", la, fa, kill)
         res["term"][k] = failover_trials(f"{k} SIGTERM", la, fa, term)
+    # At the default 30 s lease (and the default 10 s slow poll): bounded by 40 s.
+    res["kill_default_s3lead"] = failover_trials("s3lead S3 kill -9 default timings", s3lead(s3 + "-dflt"),
+                                                 s3lead(s3 + "-dflt"), "kill9", trials=3)
     if ETCD:
         res["kill_default"] = failover_trials("etcdctl kill -9 default ttl",
                                               etcdctl("bench-failover-dflt"), etcdctl("bench-failover-dflt"), "kill9")
@@ -466,6 +514,8 @@ def main():
         proxy_c, proxy_l, proxy_f = Proxy("cycle"), Proxy("leader"), Proxy("follower")
         (fresh, _), (steady, n_steady) = requests_per_cycle(proxy_c)
         lc, fc, not_modified, minutes = idle_rates(proxy_l, proxy_f)
+        proxy_fleet = Proxy("fleet")
+        fleet = {n: fleet_rates(proxy_fleet, n) for n in FLEET_SIZES}
         fo = failovers()
     finally:
         cleanup()
@@ -500,9 +550,23 @@ def main():
         ["  same, etcdctl default --ttl" + (f" ({etcdctl_default_ttl()} s)" if kd else ""), "-", "-", "-",
          (secs(kd[0]) + f"; old command alive {kd[1]}/{len(kd[0])}") if kd else no_etcd],
         ["handover after SIGTERM to the leader", *[fo_row("term", k) for k in COLS]],
+        ["failover after kill -9, default timings (30 s lease, 10 s slow poll; bound 40 s)", "-", "-",
+         secs(fo["kill_default_s3lead"][0]), "-"],
     ]
+    fleet_rows = []
+    for n in FLEET_SIZES:
+        ph, share_304 = fleet[n]
+        fleet_rows.append([f"leader + {n} followers", f"{describe(ph)} ({share_304:.0%} of GETs 304)",
+                           f"{ph['GET'] / max(n, 1):.0f}", f"${cost(ph, 24 * 30):.2f}",
+                           f"{describe(seed_per_hour(5, 5, n))} = ${cost(seed_per_hour(5, 5, n), 24 * 30):.2f}",
+                           f"{describe(seed_per_hour(10, 10, n))} = ${cost(seed_per_hour(10, 10, n), 24 * 30):.2f}"])
+    fhead = ["per lock-hour, default timings", "s3lead S3, measured", "GETs/h per follower",
+             "s3lead $/month", "S3lect defaults (5 s), computed", "LeaderElection.S3 (10 s), computed"]
+    fw = [max(len(r[i]) for r in [fhead, *fleet_rows]) for i in range(len(fhead))]
+    ffmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, fw)) + " |"  # noqa: E731
+    fleet_table = [ffmt(fhead), "|" + "|".join("-" * (w + 2) for w in fw) + "|", *map(ffmt, fleet_rows)]
     seen = {m: fresh[m] + steady[m] + lc[m] + fc[m] for m in fresh}
-    out = header() + [""] + table(rows) + [""] + [
+    out = header() + [""] + table(rows) + [""] + fleet_table + [""] + [
         "Notes:",
         "- latency: the whole CLI invocation (process start, acquire, run `true`, release, exit),",
         f"  wall clock; {N} runs per tool, round-robin, after 3 warm-up runs each. s3lead S3 talks to",
@@ -511,7 +575,7 @@ def main():
         "- S3 requests: counted by method (GET/PUT/HEAD/other; seen here: "
         + ", ".join(f"{k} {v}" for k, v in seen.items()) + ")",
         "  by an HTTP-aware proxy (tests/e2e/http_fault.rs) between s3lead and LocalStack. Idle rates:",
-        f"  {minutes * 60:.0f} s at default timings (renew every 10 s, follower polls every 2 s), after",
+        f"  {minutes * 60:.0f} s at default timings (renew every 10 s, follower reads every 10 s), after",
         "  start-up. Cost at AWS S3 Standard list prices: PUT $0.005, GET/HEAD $0.0004 per 1,000",
         "  requests (other methods at the PUT price), 30-day month, every request billed (304 too),",
         "  per lock; no storage or transfer.",
@@ -523,6 +587,10 @@ def main():
         "  flock and etcdctl to the process group (they do not forward signals to the command).",
         "  'old command alive n/m': in n of m trials the old leader's command still ran when the",
         "  follower's started (etcdctl does not kill its command when it dies).",
+        f"- per lock-hour: one leader and N followers through one counting proxy for {IDLE_SECS:g} s",
+        "  after start-up, extrapolated to an hour; $/month is 720 such hours. The seed libraries'",
+        "  columns are computed from their published defaults (S3lect: 5 s interval; LeaderElection.S3:",
+        "  30 s lease, 10 s renew), assuming one PUT per renewal and one GET per follower poll.",
     ]
     print("\n".join(out))
 

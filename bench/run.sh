@@ -7,8 +7,12 @@
 #   2. S3 requests per lease cycle, per minute of a leader holding and of a follower
 #      waiting (counted by the test kit's HTTP proxy, tests/e2e/http_fault.rs), and what
 #      they cost at AWS S3 list prices
-#   3. failover: kill -9 of the leader, and handover after SIGTERM to it
+#   3. failover: kill -9 of the leader (short timings, and 3 trials at the default 30 s
+#      lease), and handover after SIGTERM to it
+#   4. S3 requests per lock-hour of a leader with 1, 10 and 50 followers at default
+#      timings, and their monthly cost beside the seed libraries' published defaults
 #
+# Also BENCH_FLEET (follower counts, default 1,10,50).
 # Tunables (environment): BENCH_N (cycles per tool, default 50), BENCH_IDLE_SECS (the
 # leader/follower idle window, default 60), BENCH_FAILOVER_TRIALS (default 5).
 #

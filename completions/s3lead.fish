@@ -38,7 +38,8 @@ complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "help" -d 'Print this 
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l id -d 'Holder identity shown to operators [default: HOSTNAME (pid N)]. Ownership is a random lease id, so two holders with the same id never share a lease' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l lease-duration -d 'How long followers wait after last seeing the record change' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l renew-every -d 'The leader\'s renewal interval' -r
-complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l retry-period -d 'Retry interval for failed requests, and the followers\' polling period' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l retry-period -d 'Retry interval for failed requests, and the followers\' fast polling period (while the holder\'s renewal is overdue, or the lock is free)' -r
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l follow-every -d 'The followers\' slow polling period, while the holder renews on time [default: the shorter of 10s and a third of --lease-duration]. A holder killed with -9 is replaced within --lease-duration + --follow-every (40s at the defaults: 30s + 10s); a follower costs one read per --follow-every (360 an hour at the defaults). Each wait is shortened by up to 5 % at random, so followers do not read in step. On the file store a follower also wakes as soon as the lock file changes' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s k -l kill-after -d 'Grace between the stop signal and SIGKILL' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l request-timeout -d 'Bound on each request to the store [default: the shorter of 5s and half of --renew-every]' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s s -l signal -d 'The stop signal (name or number)' -r
@@ -56,6 +57,7 @@ complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l log-format -d 'Log
 json\t''"
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s n -l nonblock -d 'If another holder leads, exit at once without running the command'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l retry-failed -d 'With --once-per: a run that exited with a non-zero status leaves the window open, and the next candidate to fire in it runs the command again'
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l stats -d 'At exit, print one line with the store requests made, by kind and outcome (JSON with --log-format json); -v prints it too'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l path-style -d 'Path-style addressing (always on with a custom endpoint)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s q -l quiet -d 'Only errors on stderr'

@@ -118,6 +118,11 @@ pub enum Event {
     },
     /// A renewal landed after one or more failed attempts.
     Recovered,
+    /// While following: the holder's renewal became overdue (`true`: the observed ETag is
+    /// older than a renewal interval plus one fast poll, so the lease may run out soon,
+    /// and the follower reads at the fast period), or a renewal was seen again (`false`:
+    /// back to the slow period).
+    RenewalOverdue(bool),
     /// The stop point passed without a renewal: stop the child now; it must be dead by
     /// `valid_until`.
     AtRisk {
@@ -296,6 +301,8 @@ struct Follower {
     /// the campaign ends with it.
     fatal_unless_landed: Option<FatalError>,
     next_at: Instant,
+    /// The observed record's renewal is overdue: read at the fast period.
+    overdue: bool,
 }
 
 impl Follower {
@@ -312,6 +319,7 @@ impl Follower {
             reconcile: false,
             fatal_unless_landed: None,
             next_at: Instant::default(),
+            overdue: false,
         }
     }
 
@@ -355,16 +363,33 @@ impl Follower {
     }
 
     /// A conditional read, answered at `now`, found the object unchanged.
-    fn not_modified(&mut self, now: Instant, retry: Instant) -> FollowerNext {
+    fn not_modified(&mut self, now: Instant, pace: &Pace) -> FollowerNext {
         if let Some(e) = self.fatal_unless_landed.take() {
             return FollowerNext::Fatal(e);
         }
         self.reconcile = false;
-        self.next_at = match &self.observed {
-            Some(o) => retry.min(o.first_seen + o.record.lease()),
+        let observed = self.observed.take();
+        self.next_at = match &observed {
+            Some(o) => self.next_read(o, now, pace),
             None => now,
         };
+        self.observed = observed;
         FollowerNext::Follow
+    }
+
+    /// When to read again a record held by someone else, last read at `now` (docs/design.md
+    /// §3 "Follow"): at the slow period while its ETag is younger than a renewal interval
+    /// plus one fast poll, at the fast period once it is older (the renewal is overdue, so
+    /// the lease may run out soon), and never later than the instant it may be taken over.
+    ///
+    /// The record does not say how often its holder renews: this follower expects it as
+    /// often as it would itself (`--renew-every`, at most the holder's lease). A wrong
+    /// guess costs reads, never safety: takeover still waits out the whole lease.
+    fn next_read(&mut self, o: &Observed, now: Instant, pace: &Pace) -> Instant {
+        let renew = pace.renew_every.min(o.record.lease());
+        self.overdue = now >= o.first_seen + renew + pace.fast_period;
+        let next = if self.overdue { pace.fast } else { pace.slow };
+        next.min(o.first_seen + o.record.lease())
     }
 
     /// A read, answered at `now`, found a record; a new one is told as an event.
@@ -373,9 +398,10 @@ impl Follower {
         etag: Etag,
         body: &[u8],
         now: Instant,
-        retry: Instant,
+        pace: &Pace,
         events: &mut VecDeque<Event>,
     ) -> FollowerNext {
+        let retry = pace.fast;
         self.reconcile = false;
         self.absent = false;
         let record = match LockRecord::decode(body) {
@@ -425,12 +451,15 @@ impl Follower {
                 record,
             });
         }
-        self.next_at = match (&self.observed, &self.attempt) {
-            (_, Some(a)) if a.maybe_landed => retry,
-            (Some(o), _) if o.record.released => now,
-            (Some(o), _) => retry.min(o.first_seen + o.record.lease()),
-            (None, _) => now,
+        let maybe_landed = matches!(&self.attempt, Some(a) if a.maybe_landed);
+        let observed = self.observed.take();
+        self.next_at = match &observed {
+            _ if maybe_landed => retry,
+            Some(o) if o.record.released => now,
+            Some(o) => self.next_read(o, now, pace),
+            None => now,
         };
+        self.observed = observed;
         FollowerNext::Follow
     }
 
@@ -518,6 +547,60 @@ pub struct Election {
     once_per: Option<OncePer>,
     /// How this lease's run ended, written with every later write of the lease.
     run_end: Option<RunEnd>,
+    jitter: Jitter,
+}
+
+/// The instants a follower may read again at, drawn for one answer.
+struct Pace {
+    /// One fast period from now, shortened at random.
+    fast: Instant,
+    /// One slow period from now, shortened at random.
+    slow: Instant,
+    /// The fast period itself: the slack on the holder's renewal interval.
+    fast_period: Duration,
+    /// How often the holder is expected to renew.
+    renew_every: Duration,
+}
+
+/// Shortens each follower wait by up to 1/[`JITTER_DIVISOR`] of it, at random, so that
+/// followers started together drift apart instead of reading in step. Only ever
+/// shortens: the slow period stays the longest a follower waits, which is what the
+/// failover bound `lease + follow_every` counts on.
+#[derive(Debug)]
+struct Jitter(u64);
+
+/// A wait is shortened by up to 1/20 (5 %) of it.
+const JITTER_DIVISOR: u32 = 20;
+
+impl Jitter {
+    fn random() -> Jitter {
+        let mut b = [0u8; 8];
+        // Without the OS's randomness, the boot clock still tells processes apart.
+        let seed = match getrandom::fill(&mut b) {
+            Ok(()) => u64::from_le_bytes(b),
+            Err(_) => crate::clock::boot_now().since_origin().as_nanos() as u64,
+        };
+        Jitter(seed | 1)
+    }
+
+    /// xorshift64*: plenty for spreading polls.
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn shorten(&mut self, period: Duration) -> Duration {
+        if self.0 == 0 {
+            return period;
+        }
+        let max_cut = period / JITTER_DIVISOR;
+        let fraction = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        period - max_cut.mul_f64(fraction)
+    }
 }
 
 impl Election {
@@ -533,7 +616,35 @@ impl Election {
             resign: false,
             once_per: None,
             run_end: None,
+            jitter: Jitter::random(),
         }
+    }
+
+    /// Seeds the random shortening of follower waits, for a simulation that must replay
+    /// exactly; by default it is seeded from the OS.
+    ///
+    /// Seed 0 turns the shortening off, for tests that name exact instants.
+    pub fn seed_jitter(&mut self, seed: u64) {
+        self.jitter = Jitter(seed);
+    }
+
+    /// The store says the lock object may have changed (the file store watches its
+    /// file): a follower reads it now instead of at its next poll. A leader, or a
+    /// candidate with a request in flight, ignores it. Reading early is always safe: a
+    /// takeover still waits out the lease from the first sight of an ETag.
+    pub fn wake(&mut self, now: Instant) {
+        if self.in_flight != InFlight::None {
+            return;
+        }
+        if let Phase::Following(f) = &mut self.phase {
+            f.next_at = f.next_at.min(now);
+        }
+    }
+
+    /// Whether the candidate is following (not leading, not ended): the phase in which
+    /// [`Election::wake`] matters.
+    pub fn is_following(&self) -> bool {
+        matches!(self.phase, Phase::Following(_))
     }
 
     /// Under `--once-per`: every acquisition claims the current window in its own write,
@@ -791,15 +902,22 @@ impl Election {
     }
 
     fn handle_follower(&mut self, reply: Reply, now: Instant) {
-        let retry = now + self.timing.retry_period();
+        let pace = Pace {
+            fast: now + self.jitter.shorten(self.timing.fast_poll()),
+            slow: now + self.jitter.shorten(self.timing.follow_every()),
+            fast_period: self.timing.fast_poll(),
+            renew_every: self.timing.renew_every(),
+        };
+        let retry = pace.fast;
         let Phase::Following(f) = &mut self.phase else {
             return;
         };
+        let was_overdue = f.overdue;
         let next = match reply {
             Reply::Read(Ok(ReadReply::Missing)) => f.found_missing(now, retry),
-            Reply::Read(Ok(ReadReply::NotModified)) => f.not_modified(now, retry),
+            Reply::Read(Ok(ReadReply::NotModified)) => f.not_modified(now, &pace),
             Reply::Read(Ok(ReadReply::Found { etag, body })) => {
-                f.found(etag, &body, now, retry, &mut self.events)
+                f.found(etag, &body, now, &pace, &mut self.events)
             }
             Reply::Read(Err(e)) => {
                 if let StoreError::Fatal(kind, msg) = e {
@@ -828,6 +946,9 @@ impl Election {
                 FollowerNext::Follow
             }
         };
+        if f.overdue != was_overdue {
+            self.events.push_back(Event::RenewalOverdue(f.overdue));
+        }
         match next {
             FollowerNext::Follow => {}
             FollowerNext::Fatal(e) => self.fatal(e),

@@ -17,7 +17,7 @@ use crate::clock::{Instant, boot_now, sleep_until};
 use crate::election::{Election, Event, FatalError, LossReason, Reply, Request, Step};
 use crate::record::{LastRun, LeaseId, OncePer, RunEnd, Term};
 use crate::store::{LockStore, StoreError};
-use crate::timing::Timing;
+use crate::timing::{Dur, Timing};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -128,6 +128,24 @@ impl<S: LockStore> Candidate<S> {
                     return Ok(Leadership::start(self, term, lease_id));
                 }
                 Progress::Event(Event::Fatal(e)) => return Err(CampaignError::Fatal(e)),
+                Progress::Event(Event::RenewalOverdue(overdue)) => {
+                    let timing = self.driver.election.timing();
+                    if overdue {
+                        info!(
+                            lock = %self.lock,
+                            period_ms = timing.fast_poll().as_millis() as u64,
+                            "the holder's renewal is overdue; reading every {}",
+                            Dur(timing.fast_poll())
+                        );
+                    } else {
+                        info!(
+                            lock = %self.lock,
+                            period_ms = timing.follow_every().as_millis() as u64,
+                            "the holder renews again; reading every {}",
+                            Dur(timing.follow_every())
+                        );
+                    }
+                }
                 Progress::Event(other) => debug!(lock = %self.lock, "campaign event {other:?}"),
                 Progress::GaveUp => {
                     return Err(match seen.holder {
@@ -328,12 +346,27 @@ impl<S: LockStore> Driver<S> {
                 Step::Event(e) => return Progress::Event(e),
                 Step::Wait(t) => {
                     let t = deadline.map_or(t, |d| t.min(d));
-                    match wake {
-                        None => sleep_until(t).await,
-                        Some(wake) => tokio::select! {
-                            _ = sleep_until(t) => {}
-                            _ = wake.notified() => return Progress::Woken,
-                        },
+                    // A follower also wakes when the store says the object changed (the
+                    // file store's watch): a release is then taken over at once.
+                    let following = self.election.is_following();
+                    let store = Arc::clone(&self.store);
+                    let changed = async move {
+                        if following {
+                            store.changed().await
+                        } else {
+                            std::future::pending().await
+                        }
+                    };
+                    let woken = async {
+                        match wake {
+                            Some(wake) => wake.notified().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = sleep_until(t) => {}
+                        _ = woken => return Progress::Woken,
+                        _ = changed => self.election.wake(boot_now()),
                     }
                 }
                 Step::Done => return Progress::Done,

@@ -35,6 +35,10 @@ use tracing_subscriber::fmt::MakeWriter;
 /// holds stays small (a few hundred KiB at s3lead's own levels).
 const QUEUE_LINES: usize = 1024;
 
+/// The log target of the `--stats` line, shown whatever the level (even with `-q`):
+/// the user asked for it.
+pub const STATS_TARGET: &str = "s3lead_stats";
+
 /// How long exiting may wait for the queue to reach stderr. The outcome is decided by
 /// then; a stuck stderr must not hold the exit status (or a restart) back for long.
 const EXIT_WAIT: Duration = Duration::from_secs(1);
@@ -111,10 +115,10 @@ pub struct Settings {
 /// level prints canonical requests, with a session token in them: never enabled here.)
 fn directives(settings: Settings) -> String {
     match (settings.quiet, settings.verbose) {
-        (true, _) => "off,s3lead=error".into(),
-        (false, 0) => "off,s3lead=info".into(),
-        (false, 1) => "off,s3lead=debug".into(),
-        (false, _) => "debug,s3lead=trace".into(),
+        (true, _) => format!("off,s3lead=error,{STATS_TARGET}=info"),
+        (false, 0) => format!("off,s3lead=info,{STATS_TARGET}=info"),
+        (false, 1) => format!("off,s3lead=debug,{STATS_TARGET}=info"),
+        (false, _) => format!("debug,s3lead=trace,{STATS_TARGET}=info"),
     }
 }
 

@@ -36,6 +36,9 @@ pub struct TimingSpec {
     pub margin: Option<Duration>,
     /// Default: `min(5 s, renew_every / 2)`.
     pub request_timeout: Option<Duration>,
+    /// `--follow-every`: the followers' slow polling period, while the holder renews as
+    /// it should. Default: `min(10 s, lease / 3)`.
+    pub follow_every: Option<Duration>,
 }
 
 impl Default for TimingSpec {
@@ -47,6 +50,7 @@ impl Default for TimingSpec {
             kill_after: Duration::from_secs(5),
             margin: None,
             request_timeout: None,
+            follow_every: None,
         }
     }
 }
@@ -62,6 +66,7 @@ pub struct Timing {
     kill_after: Duration,
     margin: Duration,
     request_timeout: Duration,
+    follow_every: Duration,
 }
 
 /// The relative clock-rate difference between two hosts that the default margin
@@ -88,6 +93,9 @@ impl Timing {
         let request_timeout = spec
             .request_timeout
             .unwrap_or_else(|| default_request_timeout(spec.renew_every));
+        let follow_every = spec
+            .follow_every
+            .unwrap_or_else(|| default_follow_every(spec.lease));
         if spec.lease > MAX_LEASE {
             return Err(TimingError(format!(
                 "--lease-duration ({}) exceeds the maximum of {}; followers would wait that \
@@ -103,6 +111,7 @@ impl Timing {
             ("--kill-after", spec.kill_after),
             ("the safety margin", margin),
             ("--request-timeout", request_timeout),
+            ("--follow-every", follow_every),
         ] {
             if d.is_zero() {
                 return Err(TimingError(format!("{name} must be positive")));
@@ -136,6 +145,7 @@ impl Timing {
             kill_after: spec.kill_after,
             margin,
             request_timeout,
+            follow_every,
         })
     }
 
@@ -152,6 +162,9 @@ impl Timing {
             request_timeout: spec
                 .request_timeout
                 .unwrap_or_else(|| default_request_timeout(spec.renew_every)),
+            follow_every: spec
+                .follow_every
+                .unwrap_or_else(|| default_follow_every(spec.lease)),
         }
     }
 
@@ -163,9 +176,22 @@ impl Timing {
     pub fn renew_every(&self) -> Duration {
         self.renew_every
     }
-    /// The wait before a failed request is retried, and between followers' reads.
+    /// The wait before a failed request is retried.
     pub fn retry_period(&self) -> Duration {
         self.retry_period
+    }
+    /// A follower's slow polling period, while the holder renews as it should
+    /// (`--follow-every`). A holder that dies is replaced within `lease + follow_every`
+    /// (and one request): the follower sees the holder's last write at most one slow
+    /// poll after it landed, and waits out the lease from there.
+    pub fn follow_every(&self) -> Duration {
+        self.follow_every
+    }
+    /// A follower's fast polling period: the retry period, or the slow period if that is
+    /// shorter. Used while the holder's renewal is overdue, while campaigning for an
+    /// absent record and after a failed request.
+    pub fn fast_poll(&self) -> Duration {
+        self.retry_period.min(self.follow_every)
     }
     /// The grace between the stop signal at `stop_at` and SIGKILL at `valid_until`.
     pub fn kill_after(&self) -> Duration {
@@ -220,6 +246,13 @@ pub fn default_request_timeout(renew_every: Duration) -> Duration {
     (renew_every / 2).min(Duration::from_secs(5))
 }
 
+/// `min(10 s, lease / 3)`: at the default 30 s lease a follower reads at most once per
+/// 10 s (360 requests an hour) and a dead holder is replaced within 40 s; a shorter lease
+/// keeps its failover proportionally short.
+pub fn default_follow_every(lease: Duration) -> Duration {
+    (lease / 3).min(Duration::from_secs(10))
+}
+
 /// `max(1 s, 2 % of the lease) + KILL_LATENCY`: the clock-rate part and the fixed part
 /// (see the module comment).
 pub fn default_margin(lease: Duration) -> Duration {
@@ -268,6 +301,34 @@ mod tests {
         assert_eq!(t.margin(), ms(1_250));
         assert_eq!(t.request_timeout(), secs(5));
         assert_eq!(t.min_runway(), secs(2), "one retry period");
+        assert_eq!(
+            t.follow_every(),
+            secs(10),
+            "one read per 10 s at the 30 s lease"
+        );
+        assert_eq!(t.fast_poll(), secs(2));
+    }
+
+    #[test]
+    fn the_slow_period_scales_with_short_leases_and_bounds_the_fast_one() {
+        assert_eq!(default_follow_every(secs(3)), secs(1));
+        assert_eq!(default_follow_every(secs(300)), secs(10));
+        let t = Timing::new(&TimingSpec {
+            follow_every: Some(ms(500)),
+            ..TimingSpec::default()
+        })
+        .unwrap();
+        assert_eq!((t.follow_every(), t.fast_poll()), (ms(500), ms(500)));
+        let zero = TimingSpec {
+            follow_every: Some(Duration::ZERO),
+            ..TimingSpec::default()
+        };
+        assert!(
+            Timing::new(&zero)
+                .unwrap_err()
+                .to_string()
+                .contains("--follow-every must be positive")
+        );
     }
 
     #[test]

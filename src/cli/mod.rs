@@ -158,9 +158,19 @@ pub struct RunArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration, env = "S3LEAD_RENEW_EVERY")]
     pub renew_every: Duration,
 
-    /// Retry interval for failed requests, and the followers' polling period.
+    /// Retry interval for failed requests, and the followers' fast polling period (while
+    /// the holder's renewal is overdue, or the lock is free).
     #[arg(long, default_value = "2s", value_parser = parse_duration, env = "S3LEAD_RETRY_PERIOD")]
     pub retry_period: Duration,
+
+    /// The followers' slow polling period, while the holder renews on time [default: the
+    /// shorter of 10s and a third of --lease-duration]. A holder killed with -9 is
+    /// replaced within --lease-duration + --follow-every (40s at the defaults: 30s + 10s);
+    /// a follower costs one read per --follow-every (360 an hour at the defaults). Each
+    /// wait is shortened by up to 5 % at random, so followers do not read in step. On
+    /// the file store a follower also wakes as soon as the lock file changes.
+    #[arg(long, value_parser = parse_duration, env = "S3LEAD_FOLLOW_EVERY")]
+    pub follow_every: Option<Duration>,
 
     /// Grace between the stop signal and SIGKILL.
     #[arg(short = 'k', long, default_value = "5s", value_parser = parse_duration, env = "S3LEAD_KILL_AFTER")]
@@ -217,6 +227,11 @@ pub struct RunArgs {
     /// Exit status when the lease was lost and the command stopped.
     #[arg(long, default_value_t = s3lead::exit::LOST as u8, env = "S3LEAD_LOST_EXIT_CODE")]
     pub lost_exit_code: u8,
+
+    /// At exit, print one line with the store requests made, by kind and outcome (JSON
+    /// with --log-format json); -v prints it too.
+    #[arg(long)]
+    pub stats: bool,
 
     /// Run STRING with $SHELL -c (default /bin/sh) instead of a command after `--`.
     #[arg(

@@ -12,6 +12,7 @@ use s3lead::lease::CampaignError;
 use s3lead::record::{LastRun, OncePer};
 use s3lead::signals::Signals;
 use s3lead::store::s3::S3Options;
+use s3lead::store::{LockStore, RequestCounters};
 use s3lead::timing::{Dur, Timing, TimingSpec};
 use tracing::info;
 
@@ -25,6 +26,8 @@ pub struct RunPlan {
     pub s3: S3Options,
     /// The exit status when the lock is busy (`-n`) or the wait timed out (`-w`).
     pub conflict_exit_code: i32,
+    /// `--stats`: report the store requests at exit even without `-v`.
+    pub stats: bool,
 }
 
 impl RunPlan {
@@ -40,6 +43,7 @@ impl RunPlan {
             kill_after: args.kill_after,
             margin: None,
             request_timeout: args.request_timeout,
+            follow_every: args.follow_every,
         })
         .map_err(|e| Failure::new(exit::USAGE, format!("{lock}: {e}")))?;
         let once_per = match args.once_per {
@@ -93,6 +97,7 @@ impl RunPlan {
                 once_per,
             },
             conflict_exit_code: i32::from(args.conflict_exit_code),
+            stats: args.stats,
         })
     }
 }
@@ -109,11 +114,47 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     // the lock ends the wait at once.
     let signals =
         Signals::listen().map_err(|e| Failure::new(exit::OS_ERROR, format!("{lock}: {e}")))?;
-    match supervisor::run(&plan.job, store, signals).await {
+    let counters = store.counters().cloned();
+    let ended = supervisor::run(&plan.job, store, signals).await;
+    if let Some(c) = &counters {
+        report_requests(lock.as_str(), c, plan.stats);
+    }
+    match ended {
         Ok(Ended::Exited(code)) => Ok(code),
         Ok(Ended::Interrupted(sig)) => Ok(128 + sig as i32),
         Err(RunError::Spawn(e)) => Err(Failure::new(e.exit_code(), format!("{lock}: {e}"))),
         Err(RunError::Campaign(e)) => campaign_failure(&plan, e),
+    }
+}
+
+/// The store requests of the whole run, by kind and outcome: one line at exit, under
+/// `--stats` whatever the log level (its own log target, which the filter always lets
+/// through), else at debug level (`-v`).
+fn report_requests(lock: &str, c: &RequestCounters, stats: bool) {
+    use s3lead::store::counters::Outcome::*;
+    macro_rules! requests_line {
+        ($level:ident, $($target:tt)*) => {
+            tracing::$level!(
+                $($target)*
+                lock,
+                get = c.get(Get),
+                not_modified = c.get(NotModified),
+                missing = c.get(Missing),
+                put = c.get(Put),
+                precondition_failed = c.get(PreconditionFailed),
+                conflict = c.get(Conflict),
+                server_error = c.get(ServerError),
+                timeout = c.get(Timeout),
+                other = c.get(Other),
+                total = c.total(),
+                "requests: {c}"
+            )
+        };
+    }
+    if stats {
+        requests_line!(info, target: crate::log::STATS_TARGET,);
+    } else {
+        requests_line!(debug,);
     }
 }
 

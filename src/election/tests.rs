@@ -16,8 +16,14 @@ fn at(n_ms: u64) -> Instant {
 }
 
 /// lease 30 s, renew 10 s, retry 2 s, kill after 5 s, margin 1.25 s.
+/// The default timing, but with followers reading every 2 s (the retry period), as
+/// these tests were written for; the two-speed schedule has tests of its own.
 fn timing() -> Timing {
-    Timing::new(&TimingSpec::default()).unwrap()
+    Timing::new(&TimingSpec {
+        follow_every: Some(Duration::from_secs(2)),
+        ..TimingSpec::default()
+    })
+    .unwrap()
 }
 
 /// With [`timing`], a lease counted from send instant `s` is valid until `s + VALID`…
@@ -141,8 +147,86 @@ fn elected(events: &[Event]) -> Option<Term> {
     })
 }
 
+/// A candidate whose waits are not shortened at random, so that tests can name instants.
 fn candidate(name: &str) -> Election {
-    Election::new(timing(), name)
+    let mut e = Election::new(timing(), name);
+    e.seed_jitter(0);
+    e
+}
+
+/// A follower at the default timing (reads every 10 s, fast 2 s), jitter off.
+fn default_follower(name: &str) -> Election {
+    let mut e = Election::new(Timing::new(&TimingSpec::default()).unwrap(), name);
+    e.seed_jitter(0);
+    e
+}
+
+#[test]
+fn a_follower_reads_slowly_while_the_holder_renews_and_fast_once_a_renewal_is_overdue() {
+    let mut net = Net::new();
+    net.store.overwrite(foreign_record(3, false).encode());
+    let mut b = default_follower("b");
+    let ev = run(&mut b, &mut net, at(1_000));
+    assert!(matches!(ev.as_slice(), [Event::Observed { .. }]), "{ev:?}");
+    assert_eq!(
+        b.poll(at(1_000)),
+        Step::Wait(at(11_000)),
+        "slow: one read per 10 s"
+    );
+    // 10 s old: younger than a renewal interval (10 s) plus one fast poll (2 s).
+    let ev = run(&mut b, &mut net, at(11_000));
+    assert!(ev.is_empty(), "{ev:?}");
+    assert_eq!(b.poll(at(11_000)), Step::Wait(at(21_000)));
+    // 20 s old: the renewal is overdue, the lease may run out soon.
+    let ev = run(&mut b, &mut net, at(21_000));
+    assert_eq!(ev, [Event::RenewalOverdue(true)]);
+    assert_eq!(
+        b.poll(at(21_000)),
+        Step::Wait(at(23_000)),
+        "fast: every 2 s"
+    );
+    // The holder renews after all: back to the slow period.
+    net.store
+        .overwrite(foreign_record(3, false).renewed().encode());
+    let ev = run(&mut b, &mut net, at(23_000));
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [Event::Observed { .. }, Event::RenewalOverdue(false)]
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(b.poll(at(23_000)), Step::Wait(at(33_000)));
+}
+
+#[test]
+fn a_slow_follower_still_wakes_when_the_lease_may_be_taken_over() {
+    let mut net = Net::new();
+    net.store.overwrite(foreign_record(3, false).encode());
+    let mut b = default_follower("b");
+    let ev = run_until(&mut b, &mut net, 1_000, 30_999, 1);
+    assert_eq!(elected(&ev), None, "not before the lease ran out: {ev:?}");
+    let ev = run(&mut b, &mut net, at(31_000));
+    assert_eq!(elected(&ev), Some(Term::new_for_test(4)), "{ev:?}");
+}
+
+#[test]
+fn follower_waits_are_shortened_at_random_by_at_most_a_twentieth() {
+    let mut waits = Vec::new();
+    for seed in [1, 2, 3, 4] {
+        let mut net = Net::new();
+        net.store.overwrite(foreign_record(3, false).encode());
+        let mut b = Election::new(Timing::new(&TimingSpec::default()).unwrap(), "b");
+        b.seed_jitter(seed);
+        run(&mut b, &mut net, at(1_000));
+        let Step::Wait(t) = b.poll(at(1_000)) else {
+            panic!("a follower waits")
+        };
+        assert!(t > at(10_500) && t <= at(11_000), "{t:?}");
+        waits.push(t);
+    }
+    waits.dedup();
+    assert_eq!(waits.len(), 4, "followers do not read in step: {waits:?}");
 }
 
 #[test]

@@ -37,6 +37,13 @@
 //! instead of landing later, and no thread stays parked on a lock held by a stopped
 //! process.
 //!
+//! **Waking followers.** A follower need not wait for its next poll to learn that the
+//! lock changed: [`LockStore::changed`] watches the file's directory with inotify (the
+//! data file is replaced by a rename, so a watch on the file itself would follow the
+//! old inode) and resolves on any event that names the file. A release is then taken
+//! over within milliseconds, as with `flock`. The watch is a hint: if it cannot be set
+//! up (the inotify limits), the follower polls as on S3.
+//!
 //! **Scratch files.** `s3lead check` probes the store on files next to the lock
 //! (`<path>.s3lead-check-<random>`) and removes them, with their sidecars, through
 //! [`FileStore::delete_scratch`], which refuses any other path.
@@ -48,16 +55,19 @@
 //! hosts.
 
 use super::content_etag as etag_of;
+use super::counters::{Outcome, RequestCounters};
 use super::{Etag, FatalKind, LockStore, MAX_RECORD_BYTES, ReadReply, StoreError, is_scratch_name};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::io::unix::AsyncFd;
 
 /// The suffix of the sidecar file that writers lock.
 const SIDECAR_SUFFIX: &str = ".flock";
@@ -74,6 +84,10 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Clone, Debug)]
 pub struct FileStore {
     inner: Arc<Paths>,
+    counters: RequestCounters,
+    /// The inotify watch on the directory, set up by the first [`LockStore::changed`];
+    /// `None` inside if it could not be.
+    watch: Arc<OnceLock<Option<AsyncFd<Watch>>>>,
 }
 
 #[derive(Debug)]
@@ -131,6 +145,8 @@ impl FileStore {
                 tmp_prefix,
                 path,
             }),
+            counters: RequestCounters::default(),
+            watch: Arc::default(),
         })
     }
 
@@ -201,26 +217,116 @@ impl FileStore {
 impl LockStore for FileStore {
     async fn read(&self, known: Option<&Etag>) -> Result<ReadReply, StoreError> {
         let known = known.cloned();
-        self.blocking(move |p, _| p.read(known.as_ref()), StoreError::Unavailable)
-            .await
+        let r = self
+            .blocking(move |p, _| p.read(known.as_ref()), StoreError::Unavailable)
+            .await;
+        self.counters.count(Outcome::of_read(&r));
+        r
     }
 
     async fn create(&self, body: Vec<u8>) -> Result<Etag, StoreError> {
         // A task that failed after starting a write may have landed it.
-        self.blocking(
-            move |p, abandoned| p.write(Expect::Absent, &body, abandoned),
-            StoreError::Ambiguous,
-        )
-        .await
+        let r = self
+            .blocking(
+                move |p, abandoned| p.write(Expect::Absent, &body, abandoned),
+                StoreError::Ambiguous,
+            )
+            .await;
+        self.counters.count(Outcome::of_write(&r));
+        r
     }
 
     async fn replace(&self, etag: &Etag, body: Vec<u8>) -> Result<Etag, StoreError> {
         let etag = etag.clone();
-        self.blocking(
-            move |p, abandoned| p.write(Expect::Etag(etag), &body, abandoned),
-            StoreError::Ambiguous,
-        )
-        .await
+        let r = self
+            .blocking(
+                move |p, abandoned| p.write(Expect::Etag(etag), &body, abandoned),
+                StoreError::Ambiguous,
+            )
+            .await;
+        self.counters.count(Outcome::of_write(&r));
+        r
+    }
+
+    /// Resolves on the first inotify event since the last call that names the lock file
+    /// (replaced by a rename, written, created, deleted, moved away), or an overflow of
+    /// the event queue. Events queue in the kernel between calls, so a change that
+    /// happens while the follower reads is not lost.
+    async fn changed(&self) {
+        let Some(watch) = self.watch.get_or_init(|| self.start_watch()).as_ref() else {
+            return std::future::pending().await;
+        };
+        let name = self.inner.path.file_name();
+        loop {
+            let Ok(mut ready) = watch.readable().await else {
+                return std::future::pending().await;
+            };
+            match ready.try_io(|fd| fd.get_ref().0.read_events().map_err(io::Error::from)) {
+                Ok(Ok(events)) => {
+                    let ours = events.iter().any(|e| {
+                        e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) || e.name.as_deref() == name
+                    });
+                    if ours {
+                        return;
+                    }
+                }
+                // Readiness was stale; `try_io` cleared it.
+                Err(_would_block) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(path = %self.inner.path.display(), "the lock file's watch failed ({e}); polling instead");
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+
+    fn counters(&self) -> Option<&RequestCounters> {
+        Some(&self.counters)
+    }
+}
+
+/// An inotify instance, as tokio's `AsyncFd` wants it.
+#[derive(Debug)]
+struct Watch(Inotify);
+
+impl std::os::fd::AsRawFd for Watch {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl FileStore {
+    /// An inotify watch on the lock file's directory, or `None` (logged) if the kernel
+    /// refuses one: the follower then polls.
+    fn start_watch(&self) -> Option<AsyncFd<Watch>> {
+        let dir = &self.inner.dir;
+        let watch = || -> Result<AsyncFd<Watch>, io::Error> {
+            let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+            inotify.add_watch(
+                dir.as_path(),
+                AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_MOVED_FROM
+                    | AddWatchFlags::IN_CLOSE_WRITE
+                    | AddWatchFlags::IN_CREATE
+                    | AddWatchFlags::IN_DELETE
+                    | AddWatchFlags::IN_DELETE_SELF
+                    | AddWatchFlags::IN_MOVE_SELF,
+            )?;
+            // SAFETY: `Watch` owns the inotify descriptor and hands out that one
+            // descriptor for as long as it lives, which is as long as the `AsyncFd`.
+            unsafe {
+                AsyncFd::register_with_interest(Watch(inotify), tokio::io::Interest::READABLE)
+            }
+            .map_err(io::Error::from)
+        };
+        match watch() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), "cannot watch the lock file's directory ({e}); polling instead");
+                None
+            }
+        }
     }
 }
 

@@ -20,11 +20,13 @@
 //! key: the protocol itself can never delete.
 
 pub mod contract;
+pub mod counters;
 pub mod file;
 pub mod memory;
 pub mod s3;
 
 use contract::{Quirk, ScratchStore};
+pub use counters::RequestCounters;
 use std::fmt;
 use std::future::Future;
 
@@ -197,6 +199,20 @@ pub trait LockStore: Send + Sync + 'static {
         etag: &Etag,
         body: Vec<u8>,
     ) -> impl Future<Output = Result<Etag, StoreError>> + Send;
+
+    /// Resolves when the object may have changed since the last call (or since the
+    /// first one, which starts watching), so that a follower reads at once instead of at
+    /// its next poll. A hint only: it may resolve without a change, and a change it
+    /// misses is found by the next poll. The default, for stores that cannot tell (S3),
+    /// never resolves.
+    fn changed(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+
+    /// The requests this store has made so far, by kind and outcome.
+    fn counters(&self) -> Option<&RequestCounters> {
+        None
+    }
 }
 
 /// A shared store is a store: `s3lead run` campaigns again over the same client after
@@ -219,6 +235,14 @@ impl<S: LockStore> LockStore for std::sync::Arc<S> {
         body: Vec<u8>,
     ) -> impl Future<Output = Result<Etag, StoreError>> + Send {
         (**self).replace(etag, body)
+    }
+
+    fn changed(&self) -> impl Future<Output = ()> + Send {
+        (**self).changed()
+    }
+
+    fn counters(&self) -> Option<&RequestCounters> {
+        (**self).counters()
     }
 }
 
@@ -391,6 +415,20 @@ impl LockStore for AnyStore {
         match self {
             AnyStore::S3(s) => s.replace(etag, body).await,
             AnyStore::File(s) => s.replace(etag, body).await,
+        }
+    }
+
+    async fn changed(&self) {
+        match self {
+            AnyStore::S3(s) => s.changed().await,
+            AnyStore::File(s) => s.changed().await,
+        }
+    }
+
+    fn counters(&self) -> Option<&RequestCounters> {
+        match self {
+            AnyStore::S3(s) => s.counters(),
+            AnyStore::File(s) => s.counters(),
         }
     }
 }

@@ -35,6 +35,7 @@
 //!   `Content-Length` without reading the body, and a body that grows past the limit is
 //!   abandoned as soon as it does.
 
+use super::counters::{Outcome, RequestCounters};
 use super::{Etag, FatalKind, LockStore, MAX_RECORD_BYTES, ReadReply, StoreError, is_scratch_name};
 use aws_config::BehaviorVersion;
 use aws_config::environment::EnvironmentVariableRegionProvider;
@@ -97,6 +98,8 @@ pub struct S3Store {
     /// Set once the store has answered a request, so the credentials worked at least
     /// once: a later failure to load them is a refresh hiccup, not a missing setup.
     answered: Arc<AtomicBool>,
+    /// Every request sent, by HTTP outcome; shared between clones.
+    counters: RequestCounters,
 }
 
 impl S3Store {
@@ -228,6 +231,7 @@ impl S3Store {
             request_timeout,
             unquoted_if_match: Arc::new(AtomicBool::new(false)),
             answered: Arc::new(AtomicBool::new(false)),
+            counters: RequestCounters::default(),
         }
     }
 
@@ -322,12 +326,22 @@ impl S3Store {
             self.mark_answered();
         }
         let failure = Failure::from_sdk(err, self.answered.load(Ordering::Relaxed));
+        if let Some(outcome) = failure.outcome() {
+            self.counters.count(outcome);
+        }
         tracing::debug!(location = %self.location, ?op, ?failure, "S3 request failed");
         classify(&self.bucket, &self.endpoint, op, failure)
     }
 
     fn mark_answered(&self) {
         self.answered.store(true, Ordering::Relaxed);
+    }
+
+    /// A request answered with success (`outcome`: a GET or HEAD with the object, a PUT
+    /// that landed, a 304).
+    fn succeeded(&self, outcome: Outcome) {
+        self.mark_answered();
+        self.counters.count(outcome);
     }
 
     /// `If-Match` with the ETag in the form this store accepts.
@@ -343,7 +357,7 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| self.classify(Op::Write, &e))?;
-        self.mark_answered();
+        self.succeeded(Outcome::Put);
         self.etag_of(reply.e_tag())
     }
 
@@ -373,7 +387,7 @@ impl S3Store {
             .await
         {
             Ok(head) => {
-                self.mark_answered();
+                self.succeeded(Outcome::Get);
                 self.etag_of(head.e_tag()).map(Some)
             }
             Err(err) => match self.classify(Op::Read, &err) {
@@ -423,6 +437,7 @@ impl LockStore for S3Store {
             Err(err) => {
                 if let SdkError::ServiceError(service) = &err {
                     if is_not_modified(service.raw().status().as_u16(), known.is_some()) {
+                        self.succeeded(Outcome::NotModified);
                         return Ok(ReadReply::NotModified);
                     }
                 }
@@ -432,7 +447,7 @@ impl LockStore for S3Store {
                 };
             }
         };
-        self.mark_answered();
+        self.succeeded(Outcome::Get);
         let etag = self.etag_of(reply.e_tag())?;
         // Some stores ignore If-None-Match on GET (s3s-fs): the ETag still tells.
         if known == Some(&etag) {
@@ -463,8 +478,12 @@ impl LockStore for S3Store {
             .send()
             .await
             .map_err(|e| self.classify(Op::Write, &e))?;
-        self.mark_answered();
+        self.succeeded(Outcome::Put);
         self.etag_of(reply.e_tag())
+    }
+
+    fn counters(&self) -> Option<&RequestCounters> {
+        Some(&self.counters)
     }
 
     async fn replace(&self, etag: &Etag, body: Vec<u8>) -> Result<Etag, StoreError> {
@@ -624,6 +643,24 @@ enum Failure {
 }
 
 impl Failure {
+    /// How the request counters count this failure; `None` when nothing was sent.
+    fn outcome(&self) -> Option<Outcome> {
+        Some(match self {
+            Failure::Http { status: 404, .. } => Outcome::Missing,
+            Failure::Http { status: 412, .. } => Outcome::PreconditionFailed,
+            Failure::Http { status: 409, .. } => Outcome::Conflict,
+            Failure::Http { status: 429, .. } => Outcome::ServerError,
+            Failure::Http { status, .. } if *status >= 500 => Outcome::ServerError,
+            Failure::Http { .. } => Outcome::Other,
+            Failure::Timeout(_) => Outcome::Timeout,
+            Failure::Refused(_)
+            | Failure::Dns(_)
+            | Failure::UntrustedTls(_)
+            | Failure::Transport(_) => Outcome::Other,
+            Failure::NoCredentials { .. } | Failure::Construction(_) => return None,
+        })
+    }
+
     fn from_sdk<E>(err: &SdkError<E, HttpResponse>, worked_before: bool) -> Failure
     where
         E: ProvideErrorMetadata + StdError + 'static,

@@ -273,6 +273,7 @@ fn rates_only_margin_timing() -> Timing {
         kill_after: Duration::from_secs(5),
         margin: Some((lease / 50).max(Duration::from_secs(1))),
         request_timeout: Some(Duration::from_secs(5)),
+        follow_every: None,
     })
 }
 
@@ -284,6 +285,7 @@ fn half_margin_timing() -> Timing {
         kill_after: Duration::from_secs(5),
         margin: Some(Duration::from_millis(600)),
         request_timeout: Some(Duration::from_secs(5)),
+        follow_every: None,
     })
 }
 
@@ -305,6 +307,7 @@ fn short_spec() -> TimingSpec {
         kill_after: Duration::from_millis(500),
         margin: None,
         request_timeout: None,
+        follow_every: None,
     }
 }
 
@@ -319,6 +322,7 @@ fn short_spec_slow_retry() -> TimingSpec {
         kill_after: Duration::from_secs(1),
         margin: None,
         request_timeout: None,
+        follow_every: None,
     }
 }
 
@@ -365,6 +369,7 @@ fn random_spec(rng: &mut Rng, min_ms: u64, max_ms: u64) -> TimingSpec {
         kill_after: ms(parts[2]),
         margin: None,
         request_timeout: rng.chance(0.3).then(|| ms(rng.between(1, renew - 1))),
+        follow_every: rng.chance(0.5).then(|| ms(rng.between(1, lease))),
     }
 }
 
@@ -637,6 +642,16 @@ impl Scenario {
             .unwrap_or(0)
     }
 
+    /// The longest slow polling period of any candidate: a follower sees a write at most
+    /// this long after it landed.
+    pub fn max_follow(&self) -> Nanos {
+        self.candidates
+            .iter()
+            .map(|c| nanos(c.timing.follow_every()))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// How long a candidate waits for an answer, on its own clock.
     pub fn timeout(&self, c: usize) -> Duration {
         let t = &self.candidates[c].timing;
@@ -663,7 +678,9 @@ impl Scenario {
     /// instant requests; a real request is two delays, and the follower needs a read and
     /// a write after the holder's last write has landed.
     pub fn liveness_bound(&self) -> Nanos {
-        (self.max_lease() + self.max_retry()) * 102 / 100 + 8 * self.calm_delay + MS
+        (self.max_lease() + self.max_retry().max(self.max_follow())) * 102 / 100
+            + 8 * self.calm_delay
+            + MS
     }
 }
 

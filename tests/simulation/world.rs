@@ -580,11 +580,15 @@ impl World<'_> {
             self.schedule(at, Ev::Start { c });
             return;
         }
+        let jitter_seed = self.rng.next_u64();
         let cand = &mut self.cands[c];
         cand.incarnation += 1;
         let holder = format!("c{c}.{}", cand.incarnation);
+        let mut election = Election::new(cand.timing, holder);
+        // The followers' random shortening of their waits, replayed with the seed.
+        election.seed_jitter(jitter_seed);
         cand.process = Some(Process {
-            election: Election::new(cand.timing, holder),
+            election,
             awaiting: None,
             wake_gen: 0,
             election_done: false,
@@ -686,6 +690,14 @@ impl World<'_> {
                 self.spawn(c, term.get(), acquired.unwrap_or(self.now));
             }
             Event::Recovered => note!(self, self.who(c), "renewed after trouble"),
+            Event::RenewalOverdue(overdue) => {
+                let pace = if overdue { "fast" } else { "slow" };
+                note!(
+                    self,
+                    self.who(c),
+                    "the holder's renewal overdue: {overdue}; {pace} reads"
+                );
+            }
             Event::AtRisk { valid_until } => {
                 note!(
                     self,
