@@ -22,7 +22,7 @@
 # starts LocalStack and a single-node etcd on free ports of 127.0.0.1, and on exit stops
 # exactly those (by pid) and removes its temp dir. If etcd cannot be installed or started, its
 # column says why instead of failing the run. Progress goes to stderr, the table to
-# stdout. Takes about 3.5 minutes with the defaults, most of it in the idle window and
+# stdout. Takes about 10 minutes with the defaults, most of it in the idle windows and
 # the failover trials.
 #
 # Why figures live here and not in tests: timings and costs depend on the machine and its
