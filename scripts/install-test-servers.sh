@@ -6,6 +6,12 @@
 #   scripts/install-test-servers.sh --moto     ... plus moto 5.2.5
 #   scripts/install-test-servers.sh --all      all of them
 #
+# Every run also installs the tools the end-to-end tests use beside the servers, when
+# missing: faketime (cron windows under skewed clocks), openssl (a TLS server with an
+# untrusted certificate), curl (readiness checks), systemd-analyze (the example unit),
+# unshare/nsenter/setpriv (PID 1, running as nobody) and PyYAML (the Kubernetes
+# examples).
+#
 # S3LEAD_TEST_SERVER=rgw (or moto) in the environment counts as --rgw (or --moto), so
 # `S3LEAD_TEST_SERVER=rgw scripts/install-test-servers.sh` installs what that run needs.
 #
@@ -52,6 +58,33 @@ apt_install() {
     log "apt-get install failed; running apt-get update and retrying"
     apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+  fi
+}
+
+# The tools the tests run beside the servers (see the top of this file).
+install_test_tools() {
+  local need=()
+  command -v faketime >/dev/null || need+=(faketime)
+  command -v openssl >/dev/null || need+=(openssl)
+  command -v curl >/dev/null || need+=(curl)
+  command -v systemd-analyze >/dev/null || need+=(systemd)
+  { command -v unshare && command -v nsenter && command -v setpriv; } >/dev/null || need+=(util-linux)
+  local pyyaml_by_pip=false
+  if ! python3 -c 'import yaml' 2>/dev/null; then
+    # Debian's own python3 takes the Debian package; another python3 (pyenv) takes pip.
+    if [[ $(command -v python3) == /usr/bin/python3 ]]; then need+=(python3-yaml); else pyyaml_by_pip=true; fi
+  fi
+  if ((${#need[@]})); then
+    if [[ $(id -u) != 0 ]]; then
+      log "test tools: needs root to apt-get install ${need[*]}"
+      exit 1
+    fi
+    log "test tools: apt-get install ${need[*]}"
+    apt_install "${need[@]}"
+  fi
+  if $pyyaml_by_pip; then
+    log "test tools: pip install PyYAML for $(command -v python3)"
+    python3 -m pip install -q PyYAML
   fi
 }
 
@@ -109,6 +142,7 @@ mkdir -p "$CACHE_DIR"
 exec 9>"$CACHE_DIR/.install.lock"
 flock 9
 
+install_test_tools
 install_venv "$CACHE_DIR/localstack-$LOCALSTACK_VERSION" "${LOCALSTACK_PIP[@]}"
 if $want_rgw; then install_rgw; fi
 if $want_moto; then install_venv "$CACHE_DIR/moto-$MOTO_VERSION" "${MOTO_PIP[@]}"; fi

@@ -12,9 +12,6 @@
 mod e2e;
 mod support;
 
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
 use e2e::{FAST, block_on, finish, s3lead};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,22 +24,7 @@ const EXAMPLE_BUCKET: &str = "ops-locks";
 const PREFIX: &str = "locks/";
 
 fn admin_client(server: &S3Server) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(&server.endpoint)
-        .region(Region::new(server.region.clone()))
-        .credentials_provider(Credentials::new(
-            &server.access_key,
-            &server.secret_key,
-            None,
-            None,
-            "s3lead-tests",
-        ))
-        .force_path_style(true)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
+    support::client_of(server)
 }
 
 /// A user of RGW's own, with keys, made with `radosgw-admin` on the server's config.

@@ -81,7 +81,11 @@ pub fn unique_key(name: &str) -> String {
 /// behind s3lead's back. "When required" because the checksums the SDK adds by default
 /// (trailing CRC32 in aws-chunked bodies) are not understood by every S3-compatible server.
 pub async fn s3_client() -> aws_sdk_s3::Client {
-    let server = s3_server();
+    client_of(s3_server())
+}
+
+/// [`s3_client`] for a given server, as its administrator.
+pub fn client_of(server: &S3Server) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(&server.endpoint)
