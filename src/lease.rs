@@ -195,8 +195,16 @@ impl<S: LockStore> Candidate<S> {
                 %term,
                 "held by {holder}, but not renewed for long by the wall clock; waiting out its lease"
             );
-        } else {
+        } else if seen
+            .holder
+            .as_ref()
+            .is_none_or(|(h, t)| *h != holder || *t != term)
+        {
+            // Once per holder: a follower sees every renewal, and one line each would
+            // fill its journal.
             info!(lock = %self.lock, %term, "held by {holder}; waiting");
+        } else {
+            debug!(lock = %self.lock, %term, "still held by {holder}");
         }
         seen.holder = Some((holder, term));
         Ok(())

@@ -116,3 +116,45 @@ fn sdk_lines_only_with_vv_and_never_a_secret() {
         );
     }
 }
+
+/// A follower says who holds the lock once, not at every renewal it sees: over several
+/// renewals its log holds one "held by" line (and, at `-v`, a debug line per renewal,
+/// which shows that it did see them).
+fn a_follower_logs_the_holder_once(lock: Lock) {
+    let mut holder = lock.hold(&["--id", "steady"]);
+    // FAST timings renew every second; six seconds of following see several renewals.
+    let mut c = lock.run(&["-v", "-w", "6s"]);
+    c.args(["--", "true"]);
+    let f = finish(c, LIMIT);
+    e2e::send_signal(holder.id(), "TERM");
+    let _ = holder.wait();
+    assert_eq!(f.code, Some(75), "{}", f.stderr);
+    let messages: Vec<String> = f
+        .logs()
+        .iter()
+        .filter_map(|l| l["fields"]["message"].as_str().map(str::to_owned))
+        .collect();
+    let said = messages
+        .iter()
+        .filter(|m| m.starts_with("held by steady"))
+        .count();
+    let renewals_seen = messages
+        .iter()
+        .filter(|m| m.starts_with("still held by steady"))
+        .count();
+    assert_eq!(said, 1, "one line for the holder: {messages:#?}");
+    assert!(
+        renewals_seen >= 2,
+        "the follower saw renewals (at debug level): {messages:#?}"
+    );
+}
+
+#[test]
+fn a_follower_logs_the_holder_once_on_the_file_store() {
+    a_follower_logs_the_holder_once(Lock::file());
+}
+
+#[test]
+fn a_follower_logs_the_holder_once_on_s3() {
+    a_follower_logs_the_holder_once(Lock::s3("follower-log"));
+}
