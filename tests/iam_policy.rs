@@ -136,9 +136,10 @@ fn iam_policy_on_rgw_allows_run_status_and_check_on_the_prefix_and_refuses_other
         assert_eq!(run.stdout.trim(), term, "{}", run.stderr);
     }
     let status = limited(&user, server, &["status", &inside]);
+    // 1: the lock is released, not held (0 would be a live holder).
     assert_eq!(
         status.code,
-        Some(0),
+        Some(1),
         "status on the prefix: {}",
         status.stderr
     );
@@ -148,9 +149,10 @@ fn iam_policy_on_rgw_allows_run_status_and_check_on_the_prefix_and_refuses_other
         status.stdout
     );
     let missing = limited(&user, server, &["status", &format!("{inside}-new")]);
+    // 1: absent (a 403 would be 77).
     assert_eq!(
         missing.code,
-        Some(0),
+        Some(1),
         "status of a lock not yet made (404, not 403): {}",
         missing.stderr
     );
