@@ -157,6 +157,17 @@ struct Objects {
     writes: u64,
 }
 
+impl Objects {
+    /// Stores `body` at `key` under a new ETag, and answers as S3 does.
+    fn write(&mut self, key: &str, body: &[u8]) -> Reply {
+        self.writes += 1;
+        let etag = format!("\"fake{}\"", self.writes);
+        self.by_key
+            .insert(key.to_owned(), (etag.clone(), body.to_vec()));
+        Reply::written(&etag)
+    }
+}
+
 impl Bucket {
     /// The keys of the objects that exist now, sorted.
     pub fn keys(&self) -> Vec<String> {
@@ -206,12 +217,7 @@ fn bucket_reply(mode: Mode, objects: &Mutex<Objects>, req: &Request) -> Reply {
                 }
                 _ => {}
             }
-            objects.writes += 1;
-            let etag = format!("\"fake{}\"", objects.writes);
-            objects
-                .by_key
-                .insert(req.key.clone(), (etag.clone(), req.body.clone()));
-            Reply::written(&etag)
+            objects.write(&req.key, &req.body)
         }
         "PUT" => {
             if mode == Mode::ChecksWithoutAtomicity {
@@ -233,13 +239,7 @@ fn bucket_reply(mode: Mode, objects: &Mutex<Objects>, req: &Request) -> Reply {
                 // The flaw: the check above and the write below are not one step.
                 std::thread::sleep(Duration::from_millis(30));
             }
-            let mut objects = lock();
-            objects.writes += 1;
-            let etag = format!("\"fake{}\"", objects.writes);
-            objects
-                .by_key
-                .insert(req.key.clone(), (etag.clone(), req.body.clone()));
-            Reply::written(&etag)
+            lock().write(&req.key, &req.body)
         }
         "DELETE" => {
             lock().by_key.remove(&req.key);
