@@ -321,23 +321,11 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// The failure's line: one line whatever the message holds, since a cause may come
-    /// from the AWS SDK, whose errors can span several lines (its credential chain lists
-    /// one provider per line). Each line break, with the indentation after it, becomes
-    /// one space.
     pub fn new(code: i32, message: impl Into<String>) -> Failure {
-        let message = message.into();
-        let message = if message.contains(['\n', '\r']) {
-            message
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ")
-        } else {
-            message
-        };
-        Failure { code, message }
+        Failure {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -345,19 +333,6 @@ impl Failure {
 mod tests {
     use super::*;
     use clap::CommandFactory;
-
-    #[test]
-    fn a_failure_is_one_line() {
-        let f = Failure::new(
-            77,
-            "x: no credentials. Attempted:\n  Environment: not set\r\n  Profile: none",
-        );
-        assert_eq!(
-            f.message,
-            "x: no credentials. Attempted: Environment: not set Profile: none"
-        );
-        assert_eq!(Failure::new(64, "plain").message, "plain");
-    }
 
     #[test]
     fn the_command_line_definition_is_consistent() {

@@ -956,7 +956,15 @@ fn sources<'a>(
 fn error_chain(err: &(dyn StdError + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     for e in sources(err) {
-        let msg = e.to_string();
+        // One line: the SDK's own messages may span several (its credential chain lists
+        // one provider per line); each break, with the indentation after it, is a space.
+        let msg = e
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         if !msg.is_empty() && !parts.iter().any(|p| p.contains(&msg)) {
             parts.push(msg);
         }
@@ -1331,6 +1339,13 @@ mod tests {
         assert!(!was_refused(&Wrapper(std::io::Error::from(
             std::io::ErrorKind::ConnectionReset
         ))));
+        let listed = std::io::Error::other(
+            "no credentials. Attempted:\n  Environment: unset\n  Profile: none",
+        );
+        assert_eq!(
+            error_chain(&listed),
+            "no credentials. Attempted: Environment: unset Profile: none"
+        );
         let long = std::io::Error::other("x".repeat(1000));
         assert!(error_chain(&long).chars().count() <= 301);
     }
