@@ -239,7 +239,21 @@ impl Supervision<'_> {
                 }
             };
             tokio::select! {
-                ev = self.child.next() => self.on_tree(ev),
+                ev = self.child.next() => {
+                    let exited = matches!(ev, TreeEvent::ChildExited(_));
+                    self.on_tree(ev);
+                    if exited {
+                        // The guard reports "gone" right behind "exit" when nothing else
+                        // is left: take it if it is already here, before the policy sees
+                        // an exited command with processes left and stops them (an empty
+                        // tree, but a misleading line). `next` is cancel-safe.
+                        tokio::select! {
+                            biased;
+                            ev = self.child.next() => self.on_tree(ev),
+                            () = std::future::ready(()) => {}
+                        }
+                    }
+                }
                 d = self.signals.recv() => self.policy.on_signal(d.signal(), boot_now()),
                 st = changed(&mut self.leadership), if lease_open => match st {
                     Some(st) => self.policy.on_lease(st),

@@ -321,17 +321,20 @@ impl Guard {
     /// from it is the one answer the kernel gives atomically that no process of the
     /// command is left, which is when "gone" may be reported and the lease released.
     fn reap(&mut self) {
+        // Told in one write: "exit" and "gone" together when the command left nothing, so
+        // that s3lead never sees an exited command with processes seemingly left.
+        let mut told = String::new();
         loop {
             match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if Some(pid) == self.child => {
                     self.child_exited = true;
-                    self.tell(&Report::Exited(ChildExit::Code(code)));
+                    told.push_str(&Report::Exited(ChildExit::Code(code)).line());
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if Some(pid) == self.child => {
                     self.child_exited = true;
-                    self.tell(&Report::Exited(ChildExit::Signaled(sig)));
+                    told.push_str(&Report::Exited(ChildExit::Signaled(sig)).line());
                 }
-                Ok(WaitStatus::StillAlive) => return,
+                Ok(WaitStatus::StillAlive) => break,
                 Ok(_) => {}
                 Err(Errno::EINTR) => {}
                 Err(_) => {
@@ -339,11 +342,15 @@ impl Guard {
                     if self.child_exited && !self.gone {
                         self.gone = true;
                         self.killing = false;
-                        self.tell(&Report::Gone);
+                        told.push_str(&Report::Gone.line());
                     }
-                    return;
+                    break;
                 }
             }
+        }
+        if !told.is_empty() {
+            // Non-blocking, as every report: a stopped s3lead must not stop its watchdog.
+            let _ = nix::unistd::write(&self.report, told.as_bytes());
         }
     }
 }
