@@ -361,10 +361,12 @@ fn a_run_in_progress_spends_the_window() {
 fn cron_runs_are_silent_with_q() {
     let lock = Lock::file();
     let cmd = job(&lock);
+    // One offset for both runs: a second computed later names another window.
+    let offset = offset_starting(86400, 3600);
     for expect in [0, 75] {
         let mut c = lock.s3lead();
         c.args(["run", "-q", "-n", "--once-per", "1d", "--once-per-offset"])
-            .arg(offset_starting(86400, 3600))
+            .arg(&offset)
             .arg(&lock.url)
             .args(["-c", &cmd]);
         let f = finish(c, LIMIT);
