@@ -16,9 +16,6 @@ _s3lead() {
             ",$1")
                 cmd="s3lead"
                 ;;
-            s3lead,__guard)
-                cmd="s3lead__subcmd____guard"
-                ;;
             s3lead,check)
                 cmd="s3lead__subcmd__check"
                 ;;
@@ -30,9 +27,6 @@ _s3lead() {
                 ;;
             s3lead,status)
                 cmd="s3lead__subcmd__status"
-                ;;
-            s3lead__subcmd__help,__guard)
-                cmd="s3lead__subcmd__help__subcmd____guard"
                 ;;
             s3lead__subcmd__help,check)
                 cmd="s3lead__subcmd__help__subcmd__check"
@@ -53,26 +47,8 @@ _s3lead() {
 
     case "${cmd}" in
         s3lead)
-            opts="-v -q -h -V --verbose --quiet --log-format --help --version run status check __guard help"
+            opts="-v -q -h -V --verbose --quiet --log-format --help --version run status check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --log-format)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        s3lead__subcmd____guard)
-            opts="-v -q -h -V --verbose --quiet --log-format --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -127,22 +103,8 @@ _s3lead() {
             return 0
             ;;
         s3lead__subcmd__help)
-            opts="run status check __guard help"
+            opts="run status check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        s3lead__subcmd__help__subcmd____guard)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

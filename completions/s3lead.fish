@@ -33,7 +33,6 @@ complete -c s3lead -n "__fish_s3lead_needs_command" -s V -l version -d 'Print ve
 complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "run" -d 'Campaign for the lock; run the command only while the lease is held'
 complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "status" -d 'Show who holds the lock (one read; writes nothing)'
 complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "check" -d 'Prove that the lock\'s store keeps the conditional-write contract, racing writers included (on scratch keys next to the lock; the lock itself is not touched)'
-complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "__guard" -d 'The guard of a supervised command: its parent, reaper and watchdog (internal)'
 complete -c s3lead -n "__fish_s3lead_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l id -d 'Holder identity shown to operators [default: HOSTNAME (pid N)]. Ownership is a random lease id, so two holders with the same id never share a lease' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l lease-duration -d 'How long followers wait after last seeing the record change' -r
@@ -87,14 +86,7 @@ complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s v -l verbose -d 
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s q -l quiet -d 'Only errors on stderr'
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s V -l version -d 'Print version'
-complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
-json\t''"
-complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
-complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s q -l quiet -d 'Only errors on stderr'
-complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s h -l help -d 'Print help'
-complete -c s3lead -n "__fish_s3lead_using_subcommand __guard" -s V -l version -d 'Print version'
-complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check __guard help" -f -a "run" -d 'Campaign for the lock; run the command only while the lease is held'
-complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check __guard help" -f -a "status" -d 'Show who holds the lock (one read; writes nothing)'
-complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check __guard help" -f -a "check" -d 'Prove that the lock\'s store keeps the conditional-write contract, racing writers included (on scratch keys next to the lock; the lock itself is not touched)'
-complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check __guard help" -f -a "__guard" -d 'The guard of a supervised command: its parent, reaper and watchdog (internal)'
-complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check __guard help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check help" -f -a "run" -d 'Campaign for the lock; run the command only while the lease is held'
+complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check help" -f -a "status" -d 'Show who holds the lock (one read; writes nothing)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check help" -f -a "check" -d 'Prove that the lock\'s store keeps the conditional-write contract, racing writers included (on scratch keys next to the lock; the lock itself is not touched)'
+complete -c s3lead -n "__fish_s3lead_using_subcommand help; and not __fish_seen_subcommand_from run status check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

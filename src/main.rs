@@ -36,19 +36,35 @@ fn main() {
             std::process::exit(code);
         }
     };
-    if let Command::Guard(g) = &cli.command {
-        // Before logging or a runtime: the guard has no use for either.
-        std::process::exit(supervise::guard::main(
-            g.ctl_fd,
-            g.report_fd,
-            g.deadline_ns,
-            &g.argv,
-        ));
+    let settings = cli.log_settings();
+    match cli.command {
+        Command::Run(args) => {
+            // Now, while s3lead is one thread: logging and the runtime start threads,
+            // and only the fork of a one-thread process may go on running Rust code.
+            let guard = match supervise::Standby::fork() {
+                Ok(g) => g,
+                Err(e) => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "s3lead: cannot start the guard process: {e}"
+                    );
+                    std::process::exit(exit::OS_ERROR);
+                }
+            };
+            serve(settings, cli::run::run(*args, guard))
+        }
+        Command::Status(args) => {
+            end_quietly_when_stdout_is_gone();
+            serve(settings, cli::status::status(args))
+        }
+        Command::Check(args) => serve(settings, cli::check::check(args)),
     }
-    if let Command::Status(_) = cli.command {
-        end_quietly_when_stdout_is_gone();
-    }
-    let log = match log::init(cli.log_settings()) {
+}
+
+/// Sets up logging and a current-thread runtime, runs `job` on it, and exits with its
+/// status, its error line going out through the log.
+fn serve(settings: log::Settings, job: impl Future<Output = Result<i32, cli::Failure>>) -> ! {
+    let log = match log::init(settings) {
         Ok(log) => log,
         Err(e) => {
             // No lock is touched yet: a plain write cannot hold a lease back, and it
@@ -67,14 +83,7 @@ fn main() {
             Some(&format!("cannot start the async runtime: {e}")),
         ),
     };
-    let outcome = runtime.block_on(async {
-        match cli.command {
-            Command::Run(args) => cli::run::run(*args).await,
-            Command::Status(args) => cli::status::status(args).await,
-            Command::Check(args) => cli::check::check(args).await,
-            Command::Guard(_) => Ok(0),
-        }
-    });
+    let outcome = runtime.block_on(job);
     // Dropping the runtime would wait for blocking tasks (a stuck file lock, a DNS
     // look-up); the outcome is decided, so exit without waiting.
     std::mem::forget(runtime);

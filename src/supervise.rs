@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! s3lead run                  renews the lease, drives the stop policy
-//!   └─ s3lead __guard         own process group, subreaper, watchdog (guard.rs)
+//!   └─ s3lead-guard           forked at start; own process group, subreaper, watchdog
 //!        └─ the command       own process group, PR_SET_PDEATHSIG = SIGKILL
 //!             └─ descendants  whatever they do to their group or session
 //! ```
@@ -46,12 +46,9 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
 use s3lead::clock::Instant;
 use std::ffi::OsString;
-use std::io::Write;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 
 /// What to run.
@@ -114,7 +111,7 @@ pub enum TreeEvent {
 pub struct Supervised {
     guard_pid: Pid,
     child_pid: Pid,
-    ctl: std::fs::File,
+    ctl: tokio::net::unix::pipe::Sender,
     reports: LineReader,
     sigchld: SignalStream,
     /// The guard is gone: s3lead reaps and kills what is left itself.
@@ -125,18 +122,57 @@ pub struct Supervised {
     refused: std::collections::HashSet<Pid>,
 }
 
+/// The guard, forked while s3lead is one thread and waiting to be told what to start
+/// (`guard.rs` says why it is forked early rather than spawned when the lease is won).
+/// Dropped without starting anything, it sees end-of-file and exits.
+#[derive(Debug)]
+pub struct Standby {
+    pid: Pid,
+    /// The control pipe's write end.
+    ctl: OwnedFd,
+    /// The report pipe's read end.
+    reports: OwnedFd,
+}
+
+impl Standby {
+    /// Forks the guard. Call it while the process has one thread only, before logging or
+    /// the runtime start theirs: the child runs ordinary Rust code after the fork, which
+    /// only a one-thread parent makes sound.
+    pub fn fork() -> std::io::Result<Standby> {
+        let flags = OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let (ctl_r, ctl_w) = pipe2(flags)?;
+        let (rep_r, rep_w) = pipe2(flags)?;
+        // SAFETY: the caller guarantees that no other thread exists (see above), so the
+        // child inherits no lock another thread held, and may allocate and format.
+        match unsafe { nix::unistd::fork() }? {
+            nix::unistd::ForkResult::Child => {
+                // s3lead's ends are closed, so that end-of-file reaches each side when
+                // the other is gone.
+                drop((ctl_w, rep_r));
+                std::process::exit(guard::standby(ctl_r, rep_w));
+            }
+            nix::unistd::ForkResult::Parent { child } => Ok(Standby {
+                pid: child,
+                ctl: ctl_w,
+                reports: rep_r,
+            }),
+        }
+    }
+}
+
 impl Supervised {
-    /// Starts the guard, which spawns `program` under it with `env` added after every
-    /// inherited `S3LEAD_*` variable is removed, and waits for it to say whether the
-    /// command started. The watchdog holds `deadline` before the command exists.
+    /// Tells the guard to spawn `program` under it with `env` added after every inherited
+    /// `S3LEAD_*` variable is removed, and waits for it to say whether the command
+    /// started. The watchdog holds `deadline` before the command exists.
     pub async fn spawn(
+        guard: Standby,
         program: &Program,
         env: &[(String, String)],
         deadline: Instant,
     ) -> Result<Self, SpawnError> {
         let setup =
             |what: &str, e: &dyn std::fmt::Display| SpawnError::Setup(format!("{what}: {e}"));
-        // SIGCHLD is listened to before the guard exists, so its death cannot be missed.
+        // SIGCHLD is listened to before the command exists, so its death cannot be missed.
         let sigchld = signal(SignalKind::child()).map_err(|e| setup("SIGCHLD handler", &e))?;
         let argv: Vec<OsString> = match program {
             Program::Argv(argv) => argv.clone(),
@@ -150,21 +186,27 @@ impl Supervised {
         if argv.is_empty() {
             return Err(SpawnError::Setup("no command given".into()));
         }
-        let flags = OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-        let (ctl_r, ctl_w) = pipe2(flags).map_err(|e| setup("pipe", &e))?;
-        let (rep_r, rep_w) = pipe2(flags).map_err(|e| setup("pipe", &e))?;
-        let mut cmd = guard_command(&argv, env, deadline, ctl_r.as_raw_fd(), rep_w.as_raw_fd());
-        let guard = cmd
-            .spawn()
-            .map_err(|e| setup("cannot start the guard process", &e))?;
-        let guard_pid = Pid::from_raw(guard.id() as i32);
-        drop((ctl_r, rep_w));
-        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(rep_r)
+        let Standby { pid, ctl, reports } = guard;
+        let mut ctl = tokio::net::unix::pipe::Sender::from_owned_fd(ctl)
             .map_err(|e| setup("guard pipe", &e))?;
+        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(reports)
+            .map_err(|e| setup("guard pipe", &e))?;
+        let start = guard::Start {
+            deadline_ns: nanos(deadline),
+            argv: argv.clone(),
+            env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        };
+        if ctl.write_all(&start.encode()).await.is_err() {
+            // Killed while s3lead waited for the lock.
+            return Err(SpawnError::Setup(format!(
+                "the guard process is gone ({})",
+                exit_of(pid)
+            )));
+        }
         let mut sup = Supervised {
-            guard_pid,
-            child_pid: guard_pid,
-            ctl: std::fs::File::from(ctl_w),
+            guard_pid: pid,
+            child_pid: pid,
+            ctl,
             reports: LineReader::new(receiver),
             sigchld,
             orphaned: false,
@@ -172,8 +214,6 @@ impl Supervised {
             finished: false,
             refused: Default::default(),
         };
-        // The std handle is not waited on: the guard is reaped by pid.
-        drop(guard);
         sup.started(&argv).await.map(|()| sup)
     }
 
@@ -283,7 +323,7 @@ impl Supervised {
         if self.orphaned {
             return;
         }
-        let _ = self.ctl.write(line.as_bytes());
+        let _ = self.ctl.try_write(line.as_bytes());
     }
 
     /// The next thing the command did. Cancel-safe: call it again after a `select!`.
@@ -322,13 +362,7 @@ impl Supervised {
 
     fn guard_died(&mut self) -> TreeEvent {
         self.orphaned = true;
-        let how = match waitpid(self.guard_pid, None) {
-            Ok(WaitStatus::Signaled(_, sig, _)) => format!("killed by {sig}"),
-            Ok(WaitStatus::Exited(_, code)) => format!("exited with status {code}"),
-            Ok(other) => format!("{other:?}"),
-            Err(e) => e.to_string(),
-        };
-        TreeEvent::GuardLost(how)
+        TreeEvent::GuardLost(exit_of(self.guard_pid))
     }
 
     /// Without a guard, the command's leftovers are s3lead's children (it is their
@@ -377,50 +411,14 @@ impl Drop for Supervised {
     }
 }
 
-/// `s3lead __guard CTL REPORT DEADLINE -- COMMAND…`, with `env` in place of every
-/// inherited `S3LEAD_*` variable; `ctl` and `report` are the guard's pipe ends, kept open
-/// across exec.
-fn guard_command(
-    argv: &[OsString],
-    env: &[(String, String)],
-    deadline: Instant,
-    ctl: RawFd,
-    report: RawFd,
-) -> Command {
-    let exe = std::env::current_exe()
-        .ok()
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| "/proc/self/exe".into());
-    let mut cmd = Command::new(exe);
-    cmd.arg(guard::SUBCOMMAND)
-        .arg(ctl.to_string())
-        .arg(report.to_string())
-        .arg(nanos(deadline).to_string())
-        .arg("--")
-        .args(argv);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("S3LEAD_") {
-            cmd.env_remove(&k);
-        }
+/// How the guard ended, waiting for it: it is gone or going (its pipe closed).
+fn exit_of(guard: Pid) -> String {
+    match waitpid(guard, None) {
+        Ok(WaitStatus::Signaled(_, sig, _)) => format!("killed by {sig}"),
+        Ok(WaitStatus::Exited(_, code)) => format!("exited with status {code}"),
+        Ok(other) => format!("{other:?}"),
+        Err(e) => e.to_string(),
     }
-    cmd.envs(env.iter().map(|(k, v)| (k, v)));
-    // Its own group: a Ctrl-C on the terminal reaches s3lead (which forwards it), not
-    // the guard, which must outlive everything it guards.
-    cmd.process_group(0);
-    // SAFETY: between fork and exec this calls only fcntl, async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            // The guard's two pipe ends survive exec; every other descriptor of
-            // s3lead's is close-on-exec.
-            for fd in [ctl, report] {
-                if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    cmd
 }
 
 fn nanos(t: Instant) -> u64 {

@@ -9,7 +9,9 @@
 //! (with the guard's watchdog as the floor), and the release only once no process of the
 //! command is left. Signals to s3lead come in through `signals.rs`.
 
-use crate::supervise::{ChildExit, Program, SpawnError, Supervised, TreeEvent, become_subreaper};
+use crate::supervise::{
+    ChildExit, Program, SpawnError, Standby, Supervised, TreeEvent, become_subreaper,
+};
 use nix::sys::signal::Signal;
 use s3lead::clock::{Instant, boot_now, sleep_until};
 use s3lead::lease::{
@@ -87,6 +89,7 @@ pub enum RunError {
 pub async fn run<S: LockStore>(
     job: &Job,
     store: S,
+    guard: Standby,
     mut signals: Signals,
 ) -> Result<Ended, RunError> {
     let lock = job.lock.as_str();
@@ -120,7 +123,7 @@ pub async fn run<S: LockStore>(
     };
     let status = leadership.status();
     let spawned = match become_subreaper() {
-        Ok(()) => Supervised::spawn(&job.program, &env, status.valid_until).await,
+        Ok(()) => Supervised::spawn(guard, &job.program, &env, status.valid_until).await,
         Err(e) => Err(e),
     };
     let child = match spawned {

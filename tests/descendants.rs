@@ -294,10 +294,10 @@ fn a_killed_guard_is_noticed_and_the_command_stopped_on_file() {
     let j = Journal::new(&lock);
     let mut lead = leader(&lock, &j, "", "");
     let old = j.pids(1);
-    // The guard: `s3lead __guard`, the command's parent, below s3lead.
+    // The guard: `s3lead-guard` in `ps -o comm`, the command's parent, below s3lead.
     let guard: Vec<u32> = e2e::descendants(lead.id())
         .into_iter()
-        .filter(|p| read(Path::new(&format!("/proc/{p}/cmdline"))).contains("__guard"))
+        .filter(|p| read(Path::new(&format!("/proc/{p}/comm"))).trim() == "s3lead-guard")
         .collect();
     assert_eq!(guard.len(), 1, "one guard: {guard:?}");
     send_signal(guard[0], "KILL");
@@ -307,6 +307,58 @@ fn a_killed_guard_is_noticed_and_the_command_stopped_on_file() {
     assert!(log.contains("the guard process killed by SIGKILL"), "{log}");
     assert!(old.iter().all(|&p| !alive(p)), "left running: {log}");
     assert_eq!(lock.record()["released"], true, "nothing runs: released");
+}
+
+/// The guard of `run`, forked when it starts: the one descendant named `s3lead-guard`.
+fn guard_of(run: &Child) -> u32 {
+    let mut guard = Vec::new();
+    wait_for("the run's guard", LIMIT, || {
+        guard = e2e::descendants(run.id())
+            .into_iter()
+            .filter(|p| read(Path::new(&format!("/proc/{p}/comm"))).trim() == "s3lead-guard")
+            .collect();
+        guard.len() == 1
+    });
+    guard[0]
+}
+
+#[test]
+fn a_guard_killed_while_its_run_waits_fails_that_run_in_one_line_and_releases_on_file() {
+    let lock = Lock::file();
+    let j = Journal::new(&lock);
+    let mut lead = leader(&lock, &j, "", "");
+    let log = lock.path("follower.log");
+    let mut next = follower(&lock, &j, &log);
+    let guard = guard_of(&next);
+    send_signal(guard, "KILL");
+    send_signal(lead.id(), "TERM");
+    wait_exit(&mut lead, LIMIT);
+    let st = wait_exit(&mut next, LIMIT);
+    let text = read(&log);
+    assert_eq!(st.code(), Some(71), "the OS-error exit: {text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("the guard process is gone (killed by SIGKILL)"))
+        .unwrap_or_else(|| panic!("one line naming the cause: {text}"));
+    assert!(line.contains(lock.url.as_str()), "names the lock: {line}");
+    assert!(j.pids(2).is_empty(), "the command never ran: {text}");
+    assert_eq!(lock.record()["released"], true, "released: {text}");
+}
+
+#[test]
+fn a_run_that_never_leads_takes_its_guard_with_it_on_file() {
+    let lock = Lock::file();
+    let j = Journal::new(&lock);
+    let mut lead = leader(&lock, &j, "", "");
+    let mut next = follower(&lock, &j, &lock.path("follower.log"));
+    let guard = guard_of(&next);
+    send_signal(next.id(), "TERM");
+    wait_exit(&mut next, LIMIT);
+    wait_for("the waiting run's guard to exit", LIMIT, || {
+        !alive(guard as i32)
+    });
+    send_signal(lead.id(), "TERM");
+    wait_exit(&mut lead, LIMIT);
 }
 
 // ---- the stop signal reaches every process ----------------------------------------------

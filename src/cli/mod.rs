@@ -121,23 +121,6 @@ pub enum Command {
     /// per check, then a verdict; exit 0 when the store is safe for s3lead, 78 when not.
     #[command(after_long_help = s3lead::exit::EXIT_STATUS_TEXT)]
     Check(check::CheckArgs),
-    /// The guard of a supervised command: its parent, reaper and watchdog (internal).
-    #[command(name = crate::supervise::guard::SUBCOMMAND, hide = true)]
-    Guard(GuardArgs),
-}
-
-/// How `s3lead run` starts its guard (`supervise/guard.rs`).
-#[derive(Debug, Args)]
-pub struct GuardArgs {
-    /// The control pipe's read end.
-    pub ctl_fd: i32,
-    /// The report pipe's write end.
-    pub report_fd: i32,
-    /// The first deadline, in nanoseconds on the boot clock.
-    pub deadline_ns: u64,
-    /// The command.
-    #[arg(last = true)]
-    pub argv: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]

@@ -4,7 +4,7 @@
 //! as one line and an exit status.
 
 use super::{Failure, RunArgs, store_failure};
-use crate::supervise::Program;
+use crate::supervise::{Program, Standby};
 use crate::supervisor::{self, Ended, Job, RunError};
 use s3lead::election::FatalError;
 use s3lead::exit;
@@ -103,7 +103,8 @@ impl RunPlan {
 }
 
 /// Runs `s3lead run`; returns the exit status.
-pub async fn run(args: RunArgs) -> Result<i32, Failure> {
+/// `guard` is the guard process, forked at start (`supervise/guard.rs`).
+pub async fn run(args: RunArgs, guard: Standby) -> Result<i32, Failure> {
     let plan = RunPlan::from_args(args)?;
     let lock = &plan.job.lock;
     let store = lock
@@ -115,7 +116,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let signals =
         Signals::listen().map_err(|e| Failure::new(exit::OS_ERROR, format!("{lock}: {e}")))?;
     let counters = store.counters().cloned();
-    let ended = supervisor::run(&plan.job, store, signals).await;
+    let ended = supervisor::run(&plan.job, store, guard, signals).await;
     if let Some(c) = &counters {
         report_requests(lock.as_str(), c, plan.stats);
     }

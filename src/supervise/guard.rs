@@ -1,6 +1,16 @@
-//! The guard process (`s3lead __guard`): the parent of the command, the reaper of every
-//! descendant, and the watchdog of the lease's deadline. It runs no async runtime and
-//! does nothing but wait in `poll(2)` on three things:
+//! The guard process: the parent of the command, the reaper of every descendant, and the
+//! watchdog of the lease's deadline. It runs no async runtime and does nothing but wait
+//! in `poll(2)`.
+//!
+//! It is forked at the very start of `s3lead run` ([`super::Standby::fork`]), while
+//! s3lead is still one thread, and waits there for the command: a fork of a process with
+//! one thread may run any code, where the child of a threaded process may only call
+//! async-signal-safe functions until it execs. Forking early spares an exec and a start of
+//! the whole binary (its loading, relocation and argument parsing) at the moment the lease
+//! is won. Until then it waits on its control pipe for `start` (the first deadline, the
+//! command, its environment); end-of-file means s3lead ended without running one.
+//!
+//! With the command running it waits on three things:
 //!
 //! - its control pipe from s3lead: `deadline <boot-ns>` re-arms the watchdog, `kill`
 //!   starts killing, `done` ends the guard; end-of-file means s3lead died (`kill -9`,
@@ -18,7 +28,8 @@
 //! signal meant for the job, or systemd's SIGTERM to the whole unit, cannot take the
 //! watchdog away before the command is gone; the command gets them back at their
 //! defaults. It never writes to stderr, which may be the blocked pipe that stalled
-//! s3lead: its reports go through a non-blocking pipe of its own.
+//! s3lead: its reports go through a non-blocking pipe of its own. Its process name is
+//! [`NAME`] (`ps -o comm`, `/proc/PID/comm`).
 
 use super::ChildExit;
 use super::tree;
@@ -29,16 +40,16 @@ use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use s3lead::signals::CAUGHT;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-/// The hidden subcommand that runs the guard: `s3lead __guard CTL REPORT DEADLINE --
-/// COMMAND…`, spelt here once for the command line's definition and for the spawner.
-pub const SUBCOMMAND: &str = "__guard";
+/// The guard's process name, as `ps -o comm` shows it.
+pub const NAME: &str = "s3lead-guard";
 
 /// How often the guard walks and kills again while something is left.
 const KILL_EVERY: Duration = Duration::from_millis(10);
@@ -97,34 +108,127 @@ pub(super) fn take_line(buf: &mut Vec<u8>) -> Option<String> {
     Some(String::from_utf8_lossy(&line[..i]).into_owned())
 }
 
-/// The guard's whole life. `ctl` and `report` are the pipe ends s3lead left open for it,
-/// `deadline_ns` the lease's first `valid_until` on the boot clock.
-pub fn main(ctl: RawFd, report: RawFd, deadline_ns: u64, argv: &[OsString]) -> i32 {
+/// What s3lead tells a waiting guard to start: the watchdog's first deadline, the
+/// command, and the environment variables to set after every inherited `S3LEAD_*` one is
+/// removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Start {
+    pub deadline_ns: u64,
+    pub argv: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl Start {
+    /// `start DEADLINE LEN\n` and LEN bytes of NUL-terminated fields, `a` and an argument
+    /// or `e` and `KEY=VALUE` (neither can hold a NUL, so the framing is exact).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fields = Vec::new();
+        for a in &self.argv {
+            fields.push(b'a');
+            fields.extend_from_slice(a.as_bytes());
+            fields.push(0);
+        }
+        for (k, v) in &self.env {
+            fields.push(b'e');
+            fields.extend_from_slice(k.as_bytes());
+            fields.push(b'=');
+            fields.extend_from_slice(v.as_bytes());
+            fields.push(0);
+        }
+        let mut msg = format!("start {} {}\n", self.deadline_ns, fields.len()).into_bytes();
+        msg.extend_from_slice(&fields);
+        msg
+    }
+
+    /// The message at the front of `buf`, taken out of it once it is whole: `None` while
+    /// more bytes are needed, `Some(Err)` for bytes that are no start message.
+    pub fn take(buf: &mut Vec<u8>) -> Option<Result<Start, ()>> {
+        let nl = buf.iter().position(|&b| b == b'\n')?;
+        let header = std::str::from_utf8(&buf[..nl]).map_err(drop);
+        let parsed = header.and_then(|h| {
+            let mut words = h.split(' ');
+            match (words.next(), words.next(), words.next(), words.next()) {
+                (Some("start"), Some(d), Some(n), None) => Ok((
+                    d.parse::<u64>().map_err(drop)?,
+                    n.parse::<usize>().map_err(drop)?,
+                )),
+                _ => Err(()),
+            }
+        });
+        let (deadline_ns, len) = match parsed {
+            Ok(p) => p,
+            Err(()) => return Some(Err(())),
+        };
+        if buf.len() < nl + 1 + len {
+            return None;
+        }
+        let fields: Vec<u8> = buf.drain(..nl + 1 + len).skip(nl + 1).collect();
+        let mut start = Start {
+            deadline_ns,
+            argv: Vec::new(),
+            env: Vec::new(),
+        };
+        for field in fields.split(|&b| b == 0).filter(|f| !f.is_empty()) {
+            let (kind, rest) = field.split_at(1);
+            match kind {
+                b"a" => start.argv.push(OsStr::from_bytes(rest).to_owned()),
+                b"e" => {
+                    let eq = rest.iter().position(|&b| b == b'=');
+                    let Some(eq) = eq else { return Some(Err(())) };
+                    start.env.push((
+                        OsStr::from_bytes(&rest[..eq]).to_owned(),
+                        OsStr::from_bytes(&rest[eq + 1..]).to_owned(),
+                    ));
+                }
+                _ => return Some(Err(())),
+            }
+        }
+        Some(Ok(start))
+    }
+}
+
+/// The guard's whole life, from the fork: wait for `start` on `ctl`, then run the command
+/// and guard it, reporting on `report`. Returns the guard's exit status.
+pub fn standby(ctl: OwnedFd, report: OwnedFd) -> i32 {
     for sig in CAUGHT {
         // SAFETY: SIG_IGN installs no handler code.
         let _ = unsafe { set_handler(sig, SigHandler::SigIgn) };
     }
-    let (Some(ctl), Some(report)) = (adopt(ctl), adopt(report)) else {
-        return s3lead::exit::OS_ERROR;
+    // Its own group: a Ctrl-C on the terminal reaches s3lead (which forwards it), not
+    // the guard, which must outlive everything it guards.
+    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    if let Ok(name) = std::ffi::CString::new(NAME) {
+        let _ = nix::sys::prctl::set_name(&name);
+    }
+    let mut buf = Vec::new();
+    let start = loop {
+        match Start::take(&mut buf) {
+            Some(Ok(start)) => break start,
+            Some(Err(())) => return s3lead::exit::INTERNAL,
+            None => {}
+        }
+        let mut fds = [PollFd::new(ctl.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return s3lead::exit::OS_ERROR,
+        }
+        let mut chunk = [0u8; 4096];
+        match nix::unistd::read(ctl.as_fd(), &mut chunk) {
+            // s3lead ended without a command to run (busy, interrupted, an error).
+            Ok(0) => return 0,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(_) => return s3lead::exit::OS_ERROR,
+        }
     };
-    let mut guard = match Guard::new(ctl, report, deadline_ns) {
+    let mut guard = match Guard::new(ctl, report, start.deadline_ns) {
         Ok(g) => g,
         Err(_) => return s3lead::exit::OS_ERROR,
     };
-    guard.spawn(argv);
+    // What s3lead wrote after `start` (a new deadline) is read in the run loop.
+    guard.ctl_buf = buf;
+    guard.spawn(&start);
     guard.run()
-}
-
-/// Takes ownership of a descriptor s3lead passed down, and keeps it from the command.
-fn adopt(fd: RawFd) -> Option<OwnedFd> {
-    // SAFETY: F_GETFD/F_SETFD only read and set the descriptor's flags.
-    unsafe {
-        if nix::libc::fcntl(fd, nix::libc::F_GETFD) < 0 {
-            return None;
-        }
-        nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC);
-        Some(OwnedFd::from_raw_fd(fd))
-    }
 }
 
 struct Guard {
@@ -181,16 +285,33 @@ impl Guard {
         let _ = nix::unistd::write(&self.report, r.line().as_bytes());
     }
 
-    fn spawn(&mut self, argv: &[OsString]) {
-        let Some((first, rest)) = argv.split_first() else {
-            self.tell(&Report::SpawnFailed {
-                not_found: false,
-                message: "no command given".into(),
-            });
+    fn spawn(&mut self, start: &Start) {
+        let failed = |message: &str| Report::SpawnFailed {
+            not_found: false,
+            message: message.into(),
+        };
+        let Some((first, rest)) = start.argv.split_first() else {
+            self.tell(&failed("no command given"));
+            self.child_exited = true;
+            self.gone = true;
             return;
         };
+        if s3lead::clock::boot_now().since_origin() >= Duration::from_nanos(start.deadline_ns) {
+            // s3lead was held up between winning the lease and this message: the lease
+            // may be someone else's by now.
+            self.tell(&failed("the lease ended before the command could start"));
+            self.child_exited = true;
+            self.gone = true;
+            return;
+        }
         let mut cmd = std::process::Command::new(first);
         cmd.args(rest).process_group(0);
+        for (k, _) in std::env::vars_os() {
+            if k.as_bytes().starts_with(b"S3LEAD_") {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.envs(start.env.iter().map(|(k, v)| (k, v)));
         let guard_pid = nix::unistd::getpid();
         // SAFETY: between fork and exec this calls only signal, prctl and getppid, all
         // async-signal-safe system calls.
@@ -376,5 +497,26 @@ mod tests {
             assert_eq!(Report::parse(line.trim_end()), Some(r), "{line:?}");
         }
         assert_eq!(Report::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn a_start_message_round_trips_whole_and_waits_for_its_last_byte() {
+        let start = Start {
+            deadline_ns: 123_456_789,
+            argv: vec!["sh".into(), "-c".into(), "echo a=b\n c".into(), "".into()],
+            env: vec![
+                ("S3LEAD_TERM".into(), "7".into()),
+                ("K".into(), "v=w".into()),
+            ],
+        };
+        let mut msg = start.encode();
+        msg.extend_from_slice(b"deadline 5\n");
+        let mut partial = msg[..msg.len() - 12].to_vec();
+        assert_eq!(Start::take(&mut partial), None, "one byte short");
+        let mut buf = msg.clone();
+        let decoded = Start::take(&mut buf).expect("whole").expect("valid");
+        assert_eq!(decoded, start, "an empty argument too");
+        assert_eq!(buf, b"deadline 5\n", "what follows stays for the run loop");
+        assert_eq!(Start::take(&mut b"deadline 5\n".to_vec()), Some(Err(())));
     }
 }
