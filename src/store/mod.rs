@@ -22,6 +22,7 @@
 pub mod contract;
 pub mod counters;
 pub mod file;
+mod http_client;
 pub mod memory;
 pub mod s3;
 

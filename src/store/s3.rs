@@ -572,7 +572,9 @@ fn config_loader(
 ) -> aws_config::ConfigLoader {
     // Always give a region provider: without one the loader runs the default chain,
     // instance metadata included.
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .http_client(super::http_client::lazy_tls());
     if let Some(profile) = &opts.profile {
         loader = loader.profile_name(profile);
     }
