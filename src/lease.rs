@@ -211,9 +211,12 @@ impl<S: LockStore> Candidate<S> {
             return Ok(false);
         };
         let limit = 2 * (election.timing().request_timeout() + Duration::from_secs(1));
-        let proof = tokio::time::timeout(limit, proof::prove_conditions(store, etag, &record.encode()))
-            .await
-            .unwrap_or_else(|_| Proof::Inconclusive(NO_ANSWER.into()));
+        let proof = tokio::time::timeout(
+            limit,
+            proof::prove_conditions(store, etag, &record.encode()),
+        )
+        .await
+        .unwrap_or_else(|_| Proof::Inconclusive(NO_ANSWER.into()));
         match proof {
             Proof::Honoured => {
                 debug!(lock = %self.lock, "the store refused both probe writes: it honours If-None-Match and If-Match");

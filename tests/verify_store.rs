@@ -87,10 +87,15 @@ fn refused(mode: Mode, condition: &str, accepted: &str) {
         }
         assert!(errors(&f).is_empty(), "no other error line: {}", f.stderr);
         let record: serde_json::Value =
-            serde_json::from_slice(&bucket.object(KEY).expect("the lock object")).expect("a record");
+            serde_json::from_slice(&bucket.object(KEY).expect("the lock object"))
+                .expect("a record");
         assert_eq!(record["v"], 1, "{record}");
         assert!(record["lease_id"].is_string(), "{record}");
-        assert_eq!(remembered(&cache), 0, "run {attempt}: a failure is never remembered");
+        assert_eq!(
+            remembered(&cache),
+            0,
+            "run {attempt}: a failure is never remembered"
+        );
     }
 }
 

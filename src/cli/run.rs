@@ -4,6 +4,7 @@
 //! as one line and an exit status.
 
 use super::{Failure, RunArgs, store_failure};
+use crate::proof_cache::ProofCache;
 use crate::supervise::Program;
 use crate::supervisor::{self, Ended, Job, RunError};
 use s3lead::election::FatalError;
@@ -11,9 +12,8 @@ use s3lead::exit;
 use s3lead::lease::CampaignError;
 use s3lead::record::{LastRun, OncePer};
 use s3lead::signals::Signals;
-use s3lead::store::s3::S3Options;
-use crate::proof_cache::ProofCache;
 use s3lead::store::proof::Condition;
+use s3lead::store::s3::S3Options;
 use s3lead::store::{AnyStore, LockStore, RequestCounters};
 use s3lead::timing::{Dur, Timing, TimingSpec};
 use tracing::info;

@@ -191,6 +191,10 @@ mod tests {
         assert_ne!(wrong_etag(&zeros), zeros);
         let e = Etag::new("\"abc\"");
         assert_ne!(wrong_etag(&e), e);
-        assert_eq!(wrong_etag(&e).raw(), wrong_etag(&e).normalized(), "unquoted");
+        assert_eq!(
+            wrong_etag(&e).raw(),
+            wrong_etag(&e).normalized(),
+            "unquoted"
+        );
     }
 }

@@ -234,8 +234,12 @@ fn bucket_reply(mode: Mode, objects: &Mutex<Objects>, req: &Request) -> Reply {
         "PUT" if matches!(mode, Mode::IgnoresIfNoneMatch | Mode::IgnoresIfMatch) => {
             let mut objects = lock();
             let current = objects.by_key.get(&req.key).map(|(etag, _)| etag.clone());
-            let if_none_match = req.header("if-none-match").filter(|_| mode != Mode::IgnoresIfNoneMatch);
-            let if_match = req.header("if-match").filter(|_| mode != Mode::IgnoresIfMatch);
+            let if_none_match = req
+                .header("if-none-match")
+                .filter(|_| mode != Mode::IgnoresIfNoneMatch);
+            let if_match = req
+                .header("if-match")
+                .filter(|_| mode != Mode::IgnoresIfMatch);
             match (if_none_match, if_match, current) {
                 (Some(_), _, Some(_)) => return Reply::error(412, "PreconditionFailed"),
                 (_, Some(_), None) => return Reply::error(404, "NoSuchKey"),
