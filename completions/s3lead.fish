@@ -57,6 +57,7 @@ json\t''"
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s n -l nonblock -d 'If another holder leads, exit at once without running the command'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l retry-failed -d 'With --once-per: a run that exited with a non-zero status leaves the window open, and the next candidate to fire in it runs the command again'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l stats -d 'At exit, print one line with the store requests made, by kind and outcome (JSON with --log-format json); -v prints it too'
+complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l no-verify-store -d 'Do not prove, once elected, that an S3 store refuses a create of an existing object (If-None-Match) and a replace with a wrong ETag (If-Match). The proof costs two PUTs, once a day per endpoint and bucket (remembered under $XDG_CACHE_HOME/s3lead). Without it, a store that ignores conditions elects every candidate at once: use only for a store proven with `s3lead check`'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -l path-style -d 'Path-style addressing (always on with a custom endpoint)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s q -l quiet -d 'Only errors on stderr'

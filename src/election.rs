@@ -663,6 +663,14 @@ impl Election {
         }
     }
 
+    /// The ETag under which [`Election::record`] is in the store, while leading.
+    pub fn etag(&self) -> Option<&Etag> {
+        match &self.phase {
+            Phase::Leading(l) => Some(&l.etag),
+            _ => None,
+        }
+    }
+
     /// The command of this lease's run ended: every later write of the lease (the next
     /// one soon, and the release) records `end` in the run this lease claimed. Nothing
     /// changes unless we lead and the record's last run is ours.

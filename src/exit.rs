@@ -14,7 +14,7 @@
 //! | 75 | lock busy (`-n`), wait timed out (`-w`), or already ran in this window (`--once-per`); change with `-E` |
 //! | 76 | the lease was lost and the command was stopped; change with `--lost-exit-code` |
 //! | 77 | permission denied (credentials, bucket policy, file permissions) |
-//! | 78 | `s3lead check`: the store breaks the conditional-write contract (unsafe for s3lead) |
+//! | 78 | the store breaks the conditional-write contract (unsafe for s3lead): `s3lead check` found it, or `s3lead run`'s proof at acquisition did, and the command was not started |
 //! | 128+N | s3lead itself was stopped by signal N while waiting for the lock |
 //!
 //! `s3lead status` has two outcomes of its own, and the error statuses above: 0 when the
@@ -48,8 +48,10 @@ pub const STATUS_LIVE: i32 = 0;
 /// `s3lead status`: the lock is absent, released, or stale (not renewed within its lease
 /// by this host's clock).
 pub const STATUS_NOT_LIVE: i32 = 1;
-/// `s3lead check` found that the store does not keep the conditional-write contract
-/// (EX_CONFIG: the store is misconfigured for s3lead).
+/// The store does not keep the conditional-write contract (EX_CONFIG: the store is
+/// misconfigured for s3lead): `s3lead check` found it, or `s3lead run`'s proof at
+/// acquisition did (the store accepted a write whose condition did not hold), and the
+/// command was not started.
 pub const UNSAFE_STORE: i32 = 78;
 
 /// The EXIT STATUS section of the man page, generated from the same table.
@@ -68,7 +70,8 @@ timeouts, 5xx) is said once and retried: for ever, or until -w ends the wait (75
 in this window (--once-per); set with -E.
 76: the lease was lost and the command was stopped; set with --lost-exit-code.
 77: permission denied (credentials, bucket policy, file permissions).
-78: s3lead check: the store does not keep the conditional-write contract (unsafe).
+78: the store does not keep the conditional-write contract (unsafe): found by s3lead
+check, or by s3lead run's proof at acquisition, and the command was not started.
 128+N: s3lead was stopped by signal N while waiting for the lock.
 s3lead status: 0 when the lock appears live (held, and renewed within its lease by this
 host's reading of renewed_at; one read cannot prove a holder alive); 1 when it is

@@ -9,6 +9,11 @@
 //! event and each answer, so the campaign and the renewal task only decide what those
 //! mean to them.
 //!
+//! Before it hands the lease over, a campaign that has just won asks the store to prove
+//! that it honours the two conditions (`store/proof.rs`, docs/design.md §3 "Proof at
+//! acquisition"); a store that ignores one ends the campaign with
+//! [`CampaignError::UnsafeStore`], the lease released, before any work starts.
+//!
 //! Every request is bounded by the timing's request timeout (the store's own timeout
 //! should fire first; this one is the backstop): an unanswered write is reported to the
 //! protocol as ambiguous, never retried here.
@@ -16,6 +21,7 @@
 use crate::clock::{Instant, boot_now, sleep_until};
 use crate::election::{Election, Event, FatalError, LossReason, Reply, Request, Step};
 use crate::record::{LastRun, LeaseId, OncePer, RunEnd, Term};
+use crate::store::proof::{self, Condition, Proof};
 use crate::store::{LockStore, StoreError};
 use crate::timing::{Dur, Timing};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -66,6 +72,11 @@ pub enum CampaignError {
     /// (finished, failed without `retry_failed`, or still running).
     #[error("already ran in this window ({} by {}, term {})", .0.started_at, .0.holder, .0.term)]
     AlreadyRan(Box<LastRun>),
+    /// The proof at acquisition ([`Candidate::verify_store`]) showed that the store
+    /// accepts a write whose condition does not hold: any number of candidates could
+    /// lead at once. The lease won has been released (or left to expire).
+    #[error("the store ignores {0}: {expected}, and it was accepted", expected = .0.expected())]
+    UnsafeStore(Condition),
 }
 
 /// A candidate for one lock.
@@ -73,6 +84,7 @@ pub struct Candidate<S: LockStore> {
     driver: Driver<S>,
     lock: String,
     once_per: Option<OncePer>,
+    verify_store: bool,
 }
 
 impl<S: LockStore> Candidate<S> {
@@ -90,7 +102,19 @@ impl<S: LockStore> Candidate<S> {
             },
             lock: lock.into(),
             once_per: None,
+            verify_store: true,
         }
+    }
+
+    /// Whether to prove, once elected and before the lease is handed over, that the store
+    /// honours `If-None-Match` and `If-Match` on the lock object (`store/proof.rs`: two
+    /// PUTs that a store keeping the contract refuses). On by default; a store that
+    /// keeps the contract by construction (a file) is never asked. Turn it off only for a
+    /// store already proven (`s3lead check`, or a proof remembered from an earlier run):
+    /// on a store that ignores conditions, every candidate is elected.
+    pub fn verify_store(mut self, verify: bool) -> Self {
+        self.verify_store = verify;
+        self
     }
 
     /// Run at most once per window of wall-clock time (`--once-per`): the campaign ends
@@ -125,7 +149,15 @@ impl<S: LockStore> Candidate<S> {
                 }) => self.observed(opts, &mut seen, holder, term, released)?,
                 Progress::Event(Event::Elected { term, lease_id }) => {
                     info!(lock = %self.lock, %term, "elected");
-                    return Ok(Leadership::start(self, term, lease_id));
+                    let proven = match self.prove_store().await {
+                        Ok(proven) => proven,
+                        Err(condition) => {
+                            let lost = Leadership::start(self, term, lease_id, false);
+                            lost.release().await;
+                            return Err(CampaignError::UnsafeStore(condition));
+                        }
+                    };
+                    return Ok(Leadership::start(self, term, lease_id, proven));
                 }
                 Progress::Event(Event::Fatal(e)) => return Err(CampaignError::Fatal(e)),
                 Progress::Event(Event::RenewalOverdue(overdue)) => {
@@ -160,6 +192,47 @@ impl<S: LockStore> Candidate<S> {
                         "the campaign ended without an election".into(),
                     )));
                 }
+            }
+        }
+    }
+
+    /// Just elected: unless told not to, or the store keeps the contract by construction,
+    /// asks the store to refuse the two writes of `store/proof.rs`, with the bytes and
+    /// ETag of the write that won. `Ok(true)`: proven; `Ok(false)`: not asked, or nothing
+    /// proven either way (said once as a warning; the next run asks again); `Err`: the
+    /// condition the store ignored.
+    async fn prove_store(&self) -> Result<bool, Condition> {
+        let store = &*self.driver.store;
+        if !self.verify_store || store.keeps_contract_by_construction() {
+            return Ok(false);
+        }
+        let election = &self.driver.election;
+        let (Some(etag), Some(record)) = (election.etag(), election.record()) else {
+            return Ok(false);
+        };
+        let limit = 2 * (election.timing().request_timeout() + Duration::from_secs(1));
+        let proof = tokio::time::timeout(
+            limit,
+            proof::prove_conditions(store, etag, &record.encode()),
+        )
+        .await
+        .unwrap_or_else(|_| Proof::Inconclusive(NO_ANSWER.into()));
+        match proof {
+            Proof::Honoured => {
+                debug!(lock = %self.lock, "the store refused both probe writes: it honours If-None-Match and If-Match");
+                Ok(true)
+            }
+            Proof::Ignored(condition) => {
+                // The caller says it, in the one line that ends the run.
+                debug!(lock = %self.lock, "the store ignores {condition}; releasing the lease");
+                Err(condition)
+            }
+            Proof::Inconclusive(why) => {
+                warn!(
+                    lock = %self.lock,
+                    "could not prove that the store honours conditional writes ({why}); going on unproven, and asking again next run"
+                );
+                Ok(false)
             }
         }
     }
@@ -508,6 +581,8 @@ pub struct Leadership {
     wake: Arc<Notify>,
     /// The run the record showed when the lease was won ([`crate::record::LockRecord::last_run`]).
     last_run: Option<LastRun>,
+    /// The store refused the probe writes at this acquisition ([`Candidate::verify_store`]).
+    store_proven: bool,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -520,7 +595,12 @@ struct Mailbox {
 }
 
 impl Leadership {
-    fn start<S: LockStore>(candidate: Candidate<S>, term: Term, lease_id: LeaseId) -> Leadership {
+    fn start<S: LockStore>(
+        candidate: Candidate<S>,
+        term: Term,
+        lease_id: LeaseId,
+        store_proven: bool,
+    ) -> Leadership {
         let Candidate { driver, lock, .. } = candidate;
         let last_run = driver.election.record().and_then(|r| r.last_run.clone());
         // An elected candidate always has a lease; `now` would only stop the child at once.
@@ -553,8 +633,16 @@ impl Leadership {
             mailbox,
             wake,
             last_run,
+            store_proven,
             task: Some(task),
         }
+    }
+
+    /// Whether the store was proven at this acquisition to honour `If-None-Match` and
+    /// `If-Match` ([`Candidate::verify_store`]); `false` if it was not asked (turned off,
+    /// a file) or nothing was proven either way. A pass a caller may remember.
+    pub fn store_proven(&self) -> bool {
+        self.store_proven
     }
 
     /// This lease's fencing term, larger than every earlier leader's (`S3LEAD_TERM`).

@@ -13,6 +13,7 @@
 mod cli;
 mod log;
 mod pid1;
+mod proof_cache;
 mod supervise;
 mod supervisor;
 

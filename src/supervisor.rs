@@ -9,6 +9,7 @@
 //! (with the guard's watchdog as the floor), and the release only once no process of the
 //! command is left. Signals to s3lead come in through `signals.rs`.
 
+use crate::proof_cache::ProofCache;
 use crate::supervise::{
     ChildExit, Program, SpawnError, Standby, Supervised, TreeEvent, become_subreaper,
 };
@@ -51,6 +52,9 @@ pub struct Job {
     pub min_hold: Option<Duration>,
     /// `--once-per`: run at most once per window of wall-clock time.
     pub once_per: Option<OncePer>,
+    /// Prove at acquisition that the store honours conditional writes, unless this
+    /// cache remembers a pass; `None`: never (`--no-verify-store`, or a file lock).
+    pub verify_store: Option<ProofCache>,
 }
 
 /// How a run ended without an error.
@@ -170,9 +174,16 @@ async fn lead_with_runway<S: LockStore>(
         give_up_at: job.timeout.map(|d| boot_now() + d),
     };
     let mut once_per = job.once_per;
+    // Asked once per run at most: a pass is remembered as soon as it is known, so that
+    // runs starting meanwhile on this host are spared it too.
+    let mut verify = job
+        .verify_store
+        .as_ref()
+        .is_some_and(|cache| !cache.has_fresh_pass());
     loop {
         let campaign = Candidate::new(store.clone(), timing, job.holder.clone(), lock)
             .once_per(once_per)
+            .verify_store(verify)
             .campaign(opts);
         tokio::pin!(campaign);
         let outcome = loop {
@@ -188,6 +199,10 @@ async fn lead_with_runway<S: LockStore>(
             }
         };
         let leadership = outcome.map_err(RunError::Campaign)?;
+        if let (true, Some(cache)) = (leadership.store_proven(), &job.verify_store) {
+            cache.remember_pass();
+            verify = false;
+        }
         let left = leadership.status().stop_at.saturating_since(boot_now());
         if left >= timing.min_runway() {
             return Ok(Ok(leadership));

@@ -216,6 +216,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub stats: bool,
 
+    /// Do not prove, once elected, that an S3 store refuses a create of an existing
+    /// object (If-None-Match) and a replace with a wrong ETag (If-Match). The proof costs
+    /// two PUTs, once a day per endpoint and bucket (remembered under
+    /// $XDG_CACHE_HOME/s3lead). Without it, a store that ignores conditions elects every
+    /// candidate at once: use only for a store proven with `s3lead check`.
+    #[arg(long, env = "S3LEAD_NO_VERIFY_STORE")]
+    pub no_verify_store: bool,
+
     /// Run STRING with $SHELL -c (default /bin/sh) instead of a command after `--`.
     #[arg(
         short = 'c',

@@ -4,6 +4,7 @@
 //! as one line and an exit status.
 
 use super::{Failure, RunArgs, store_failure};
+use crate::proof_cache::ProofCache;
 use crate::supervise::{Program, Standby};
 use crate::supervisor::{self, Ended, Job, RunError};
 use s3lead::election::FatalError;
@@ -11,8 +12,9 @@ use s3lead::exit;
 use s3lead::lease::CampaignError;
 use s3lead::record::{LastRun, OncePer};
 use s3lead::signals::Signals;
+use s3lead::store::proof::Condition;
 use s3lead::store::s3::S3Options;
-use s3lead::store::{LockStore, RequestCounters};
+use s3lead::store::{AnyStore, LockStore, RequestCounters};
 use s3lead::timing::{Dur, Timing, TimingSpec};
 use tracing::info;
 
@@ -28,6 +30,8 @@ pub struct RunPlan {
     pub conflict_exit_code: i32,
     /// `--stats`: report the store requests at exit even without `-v`.
     pub stats: bool,
+    /// Prove an S3 store at acquisition (not `--no-verify-store`).
+    pub verify_store: bool,
 }
 
 impl RunPlan {
@@ -95,9 +99,12 @@ impl RunPlan {
                 lost_exit_code: i32::from(args.lost_exit_code),
                 min_hold: args.min_hold,
                 once_per,
+                // Set once the store is open: only an S3 store is asked.
+                verify_store: None,
             },
             conflict_exit_code: i32::from(args.conflict_exit_code),
             stats: args.stats,
+            verify_store: !args.no_verify_store,
         })
     }
 }
@@ -105,12 +112,22 @@ impl RunPlan {
 /// Runs `s3lead run`; returns the exit status.
 /// `guard` is the guard process, forked at start (`supervise/guard.rs`).
 pub async fn run(args: RunArgs, guard: Standby) -> Result<i32, Failure> {
-    let plan = RunPlan::from_args(args)?;
-    let lock = &plan.job.lock;
-    let store = lock
+    let mut plan = RunPlan::from_args(args)?;
+    let store = plan
+        .job
+        .lock
         .open(&plan.s3)
         .await
-        .map_err(|e| store_failure(lock, &e))?;
+        .map_err(|e| store_failure(&plan.job.lock, &e))?;
+    // The store as the one line of a failed proof names it.
+    let mut store_name = String::from("the store");
+    if let AnyStore::S3(s3) = &store {
+        store_name = format!("the store at {} (bucket {})", s3.endpoint(), s3.bucket());
+        if plan.verify_store {
+            plan.job.verify_store = Some(ProofCache::for_store(s3.endpoint(), s3.bucket()));
+        }
+    }
+    let lock = &plan.job.lock;
     // Caught from here on, before the first request: a stop request while waiting for
     // the lock ends the wait at once.
     let signals =
@@ -124,7 +141,7 @@ pub async fn run(args: RunArgs, guard: Standby) -> Result<i32, Failure> {
         Ok(Ended::Exited(code)) => Ok(code),
         Ok(Ended::Interrupted(sig)) => Ok(128 + sig as i32),
         Err(RunError::Spawn(e)) => Err(Failure::new(e.exit_code(), format!("{lock}: {e}"))),
-        Err(RunError::Campaign(e)) => campaign_failure(&plan, e),
+        Err(RunError::Campaign(e)) => campaign_failure(&plan, &store_name, e),
     }
 }
 
@@ -170,7 +187,7 @@ fn default_holder() -> String {
 
 /// A campaign that ended without a lease: busy and timed out are outcomes (a line on the
 /// log, the conflict status), the rest one error line naming the lock.
-fn campaign_failure(plan: &RunPlan, e: CampaignError) -> Result<i32, Failure> {
+fn campaign_failure(plan: &RunPlan, store: &str, e: CampaignError) -> Result<i32, Failure> {
     let lock = plan.job.lock.as_str();
     let busy = plan.conflict_exit_code;
     match e {
@@ -196,6 +213,16 @@ fn campaign_failure(plan: &RunPlan, e: CampaignError) -> Result<i32, Failure> {
             );
             Ok(busy)
         }
+        CampaignError::UnsafeStore(condition) => Err(Failure::new(
+            exit::UNSAFE_STORE,
+            format!(
+                "{lock}: {store} ignores {condition} ({} was accepted), so two copies of the command could run at once; not running it (run `s3lead check {lock}` for the full picture)",
+                match condition {
+                    Condition::IfNoneMatch => "a create of the existing lock object",
+                    Condition::IfMatch => "a replace of the lock object with a wrong ETag",
+                }
+            ),
+        )),
         CampaignError::TimedOutUnreachable { cause } => Err(Failure::new(
             busy,
             match cause {

@@ -283,6 +283,11 @@ impl LockStore for FileStore {
     fn counters(&self) -> Option<&RequestCounters> {
         Some(&self.counters)
     }
+
+    /// Its conditions are checked by this process under `flock` on the sidecar file.
+    fn keeps_contract_by_construction(&self) -> bool {
+        true
+    }
 }
 
 /// An inotify instance, as tokio's `AsyncFd` wants it.

@@ -171,6 +171,11 @@ impl LockStore for MemoryStore {
     async fn replace(&self, etag: &Etag, body: Vec<u8>) -> Result<Etag, StoreError> {
         self.replace_now(etag, body)
     }
+
+    /// Its conditions are checked under its own mutex.
+    fn keeps_contract_by_construction(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //! answered with an error cannot be checked.
 //!
 //! `s3.rs` speaks to S3 and compatible stores, `file.rs` keeps a lock in one local file
-//! (one host), `memory.rs` serves tests and the simulation.
+//! (one host), `memory.rs` serves tests and the simulation. `proof.rs` is the proof a
+//! candidate asks of a store at acquisition, before its command starts, that the store
+//! honours both conditions.
 //!
 //! The store-contract probe (`contract.rs`, run by `s3lead check` and the contract tests)
 //! needs more than the protocol does: objects of its own next to the lock (scratch keys,
@@ -24,6 +26,7 @@ pub mod counters;
 pub mod file;
 mod http_client;
 pub mod memory;
+pub mod proof;
 pub mod s3;
 
 use contract::{Quirk, ScratchStore};
@@ -214,6 +217,14 @@ pub trait LockStore: Send + Sync + 'static {
     fn counters(&self) -> Option<&RequestCounters> {
         None
     }
+
+    /// Whether the store keeps the conditional-write contract by construction (the file
+    /// and memory stores: the conditions are checked in this process, under a lock), so
+    /// that no proof is asked of it at acquisition ([`proof`]). The default, for any
+    /// store behind a server, is no: its server must show it.
+    fn keeps_contract_by_construction(&self) -> bool {
+        false
+    }
 }
 
 /// A shared store is a store: `s3lead run` campaigns again over the same client after
@@ -244,6 +255,10 @@ impl<S: LockStore> LockStore for std::sync::Arc<S> {
 
     fn counters(&self) -> Option<&RequestCounters> {
         (**self).counters()
+    }
+
+    fn keeps_contract_by_construction(&self) -> bool {
+        (**self).keeps_contract_by_construction()
     }
 }
 
@@ -430,6 +445,13 @@ impl LockStore for AnyStore {
         match self {
             AnyStore::S3(s) => s.counters(),
             AnyStore::File(s) => s.counters(),
+        }
+    }
+
+    fn keeps_contract_by_construction(&self) -> bool {
+        match self {
+            AnyStore::S3(s) => s.keeps_contract_by_construction(),
+            AnyStore::File(s) => s.keeps_contract_by_construction(),
         }
     }
 }

@@ -245,6 +245,12 @@ impl S3Store {
         &self.key
     }
 
+    /// The endpoint's address as configured (or `AWS S3 in <region>`): with the bucket,
+    /// what names the store in messages and in the cache of proofs at acquisition.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// Whether the store has shown that it accepts `If-Match` only unquoted (Ceph RGW).
     pub fn wants_unquoted_if_match(&self) -> bool {
         self.unquoted_if_match.load(Ordering::SeqCst)

@@ -141,6 +141,12 @@ pub enum Mode {
     /// Keeps the contract, as Ceph RGW 16.2 does: `If-Match` matches only the ETag
     /// unquoted, and `If-Match` on a missing key is answered 412.
     WantsUnquotedIfMatch,
+    /// Ignores `If-None-Match: *` on PUT (a create overwrites, as on Garage 2.5) and keeps
+    /// `If-Match`.
+    IgnoresIfNoneMatch,
+    /// Ignores `If-Match` on PUT (a replace with any ETag lands) and keeps
+    /// `If-None-Match: *`.
+    IgnoresIfMatch,
 }
 
 /// A fake S3 server holding a bucket in memory (any bucket name: path-style, the first
@@ -175,6 +181,12 @@ impl Bucket {
         let mut keys: Vec<String> = objects.by_key.keys().cloned().collect();
         keys.sort();
         keys
+    }
+
+    /// The bytes of the object at `key`, if there is one.
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        let objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        objects.by_key.get(key).map(|(_, body)| body.clone())
     }
 }
 
@@ -213,6 +225,25 @@ fn bucket_reply(mode: Mode, objects: &Mutex<Objects>, req: &Request) -> Reply {
                     return Reply::error(412, "PreconditionFailed");
                 }
                 (_, Some(sent), Some(etag)) if sent != unquoted(&etag) => {
+                    return Reply::error(412, "PreconditionFailed");
+                }
+                _ => {}
+            }
+            objects.write(&req.key, &req.body)
+        }
+        "PUT" if matches!(mode, Mode::IgnoresIfNoneMatch | Mode::IgnoresIfMatch) => {
+            let mut objects = lock();
+            let current = objects.by_key.get(&req.key).map(|(etag, _)| etag.clone());
+            let if_none_match = req
+                .header("if-none-match")
+                .filter(|_| mode != Mode::IgnoresIfNoneMatch);
+            let if_match = req
+                .header("if-match")
+                .filter(|_| mode != Mode::IgnoresIfMatch);
+            match (if_none_match, if_match, current) {
+                (Some(_), _, Some(_)) => return Reply::error(412, "PreconditionFailed"),
+                (_, Some(_), None) => return Reply::error(404, "NoSuchKey"),
+                (_, Some(sent), Some(etag)) if unquoted(sent) != unquoted(&etag) => {
                     return Reply::error(412, "PreconditionFailed");
                 }
                 _ => {}

@@ -44,10 +44,22 @@ pub const S3LEAD: &str = env!("CARGO_BIN_EXE_s3lead");
 /// `s3lead` with nothing but stdin set (to /dev/null, so no test waits on a terminal):
 /// the base of every s3lead a test runs. A command that talks to a store also needs that
 /// store's environment: [`Lock::s3lead`] adds it, [`crate::support::s3_env`] is it.
+///
+/// Its cache of store proofs (`S3LEAD_CACHE_DIR`) is one directory per test process
+/// ([`test_cache_dir`]), never the user's; a test about the cache sets its own.
 pub fn s3lead() -> Command {
     let mut c = Command::new(S3LEAD);
     c.stdin(Stdio::null());
+    c.env("S3LEAD_CACHE_DIR", test_cache_dir());
     c
+}
+
+/// The cache directory [`s3lead`] gives every run of this test process: under the build's
+/// temporary directory, so no run reads or writes the user's cache.
+pub fn test_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("s3lead-cache")
+        .join(std::process::id().to_string())
 }
 
 /// Whether the tests run as root, whom file modes do not stop (CI runs as root).
