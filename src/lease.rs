@@ -68,11 +68,46 @@ pub enum CampaignError {
     AlreadyRan(Box<LastRun>),
 }
 
+/// A moment in a lease's life, told to the callback of [`Candidate::on_event`]: what the
+/// binary's `--on-elected`, `--on-lost` and `--on-released` hooks run on, and what an
+/// embedding program may act on in the manner of the seed libraries' callbacks.
+///
+/// Events are news, not orders: the holder's duty is still to act on
+/// [`Leadership::changed`] (stop the work at `stop_at`, at once when the lease is at risk
+/// or lost). Each lease tells `Elected` once, then at most one of `Lost` and `Released`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseEvent {
+    /// The campaign won a lease with this term.
+    Elected {
+        /// The lease's fencing term.
+        term: Term,
+        /// The lease's random id.
+        lease_id: LeaseId,
+    },
+    /// The lease can no longer be counted on: renewals failed up to the stop point
+    /// ([`LeaseState::AtRisk`]) or it is gone ([`LeaseState::Lost`]); `state` says which.
+    Lost {
+        /// The lease's fencing term.
+        term: Term,
+        /// [`LeaseState::AtRisk`] or [`LeaseState::Lost`].
+        state: LeaseState,
+    },
+    /// The lease's release landed: the next leader may take over at once.
+    Released {
+        /// The released lease's fencing term.
+        term: Term,
+    },
+}
+
+/// The callback of [`Candidate::on_event`].
+type EventSink = Arc<dyn Fn(LeaseEvent) + Send + Sync>;
+
 /// A candidate for one lock.
 pub struct Candidate<S: LockStore> {
     driver: Driver<S>,
     lock: String,
     once_per: Option<OncePer>,
+    on_event: Option<EventSink>,
 }
 
 impl<S: LockStore> Candidate<S> {
@@ -90,7 +125,17 @@ impl<S: LockStore> Candidate<S> {
             },
             lock: lock.into(),
             once_per: None,
+            on_event: None,
         }
+    }
+
+    /// Calls `f` with every [`LeaseEvent`] of the lease this campaign wins, on the task
+    /// that drives the election, before the holder's [`Leadership::changed`] hears of the
+    /// same change. `f` must return at once (send the event on a channel, spawn a task):
+    /// while it runs, the lease is not renewed.
+    pub fn on_event(mut self, f: impl Fn(LeaseEvent) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(f));
+        self
     }
 
     /// Run at most once per window of wall-clock time (`--once-per`): the campaign ends
@@ -125,6 +170,12 @@ impl<S: LockStore> Candidate<S> {
                 }) => self.observed(opts, &mut seen, holder, term, released)?,
                 Progress::Event(Event::Elected { term, lease_id }) => {
                     info!(lock = %self.lock, %term, "elected");
+                    if let Some(f) = &self.on_event {
+                        f(LeaseEvent::Elected {
+                            term,
+                            lease_id: lease_id.clone(),
+                        });
+                    }
                     return Ok(Leadership::start(self, term, lease_id));
                 }
                 Progress::Event(Event::Fatal(e)) => return Err(CampaignError::Fatal(e)),
@@ -521,7 +572,12 @@ struct Mailbox {
 
 impl Leadership {
     fn start<S: LockStore>(candidate: Candidate<S>, term: Term, lease_id: LeaseId) -> Leadership {
-        let Candidate { driver, lock, .. } = candidate;
+        let Candidate {
+            driver,
+            lock,
+            on_event,
+            ..
+        } = candidate;
         let last_run = driver.election.record().and_then(|r| r.last_run.clone());
         // An elected candidate always has a lease; `now` would only stop the child at once.
         let status = LeaseStatus::elected(&driver.election).unwrap_or_else(|| {
@@ -544,6 +600,8 @@ impl Leadership {
             status: tx,
             trouble,
             mailbox: mailbox.clone(),
+            on_event,
+            lost_told: false,
         };
         let task = tokio::spawn(renewal.run(wake.clone()));
         Leadership {
@@ -633,9 +691,27 @@ struct Renewal<S> {
     /// Failed requests since the last one that succeeded: each cause is said once.
     trouble: Trouble,
     mailbox: Arc<Mutex<Mailbox>>,
+    /// [`Candidate::on_event`]'s callback.
+    on_event: Option<EventSink>,
+    /// [`LeaseEvent::Lost`] has been told (once per lease: at risk, then lost, is one).
+    lost_told: bool,
 }
 
 impl<S: LockStore> Renewal<S> {
+    /// Tells the callback first, so that an event is there when the holder hears of the
+    /// change it goes with.
+    fn tell(&mut self, e: LeaseEvent) {
+        if matches!(e, LeaseEvent::Lost { .. }) {
+            if self.lost_told {
+                return;
+            }
+            self.lost_told = true;
+        }
+        if let Some(f) = &self.on_event {
+            f(e);
+        }
+    }
+
     async fn run(mut self, wake: Arc<Notify>) {
         loop {
             match self.driver.next(None, Some(&wake)).await {
@@ -673,7 +749,7 @@ impl<S: LockStore> Renewal<S> {
     }
 
     fn event(&mut self, e: Event) {
-        let (lock, term) = (&self.lock, self.term);
+        let (lock, term) = (self.lock.clone(), self.term);
         match e {
             Event::Recovered => {
                 // Boot-clock instants, as for "at risk": the lease now counts from the
@@ -696,15 +772,24 @@ impl<S: LockStore> Renewal<S> {
                     now_ms = boot_now().since_origin().as_millis() as u64,
                     "lease at risk: renewals failed up to the stop point"
                 );
+                self.tell(LeaseEvent::Lost {
+                    term,
+                    state: LeaseState::AtRisk,
+                });
                 self.status.send_modify(|st| st.state = LeaseState::AtRisk);
             }
             Event::Lost(reason) => {
                 error!(lock = %lock, %term, "lease lost: {reason}");
+                self.tell(LeaseEvent::Lost {
+                    term,
+                    state: LeaseState::Lost(reason.clone()),
+                });
                 self.status
                     .send_modify(|st| st.state = LeaseState::Lost(reason));
             }
             Event::Released => {
                 info!(lock = %lock, %term, "released");
+                self.tell(LeaseEvent::Released { term });
                 self.status
                     .send_modify(|st| st.state = LeaseState::Released);
             }

@@ -11,6 +11,7 @@
 //! one, and exiting waits for it a bounded time only.
 
 mod cli;
+mod hooks;
 mod log;
 mod pid1;
 mod supervise;

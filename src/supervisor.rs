@@ -9,6 +9,7 @@
 //! (with the guard's watchdog as the floor), and the release only once no process of the
 //! command is left. Signals to s3lead come in through `signals.rs`.
 
+use crate::hooks::{HookCommands, Hooks};
 use crate::supervise::{ChildExit, Program, SpawnError, Supervised, TreeEvent, become_subreaper};
 use nix::sys::signal::Signal;
 use s3lead::clock::{Instant, boot_now, sleep_until};
@@ -49,6 +50,8 @@ pub struct Job {
     pub min_hold: Option<Duration>,
     /// `--once-per`: run at most once per window of wall-clock time.
     pub once_per: Option<OncePer>,
+    /// `--on-elected`, `--on-lost`, `--on-released` (`hooks.rs`).
+    pub hooks: HookCommands,
 }
 
 /// How a run ended without an error.
@@ -84,13 +87,23 @@ pub enum RunError {
 /// `signals` must be listening before the store is first asked anything: a stop request
 /// while waiting for the lock ends the wait at once (consul lock ignores them there, and
 /// `systemctl stop` hangs).
-pub async fn run<S: LockStore>(
+pub async fn run<S: LockStore>(job: &Job, store: S, signals: Signals) -> Result<Ended, RunError> {
+    let mut hooks = Hooks::new(job.hooks.clone(), job.lock.as_str(), &job.holder);
+    let ended = lead_and_supervise(job, store, signals, &mut hooks).await;
+    // After the release (or the lease's loss): hooks never hold either.
+    hooks.finish().await;
+    ended
+}
+
+/// [`run`] but for the hooks still running at its end.
+async fn lead_and_supervise<S: LockStore>(
     job: &Job,
     store: S,
     mut signals: Signals,
+    hooks: &mut Hooks,
 ) -> Result<Ended, RunError> {
     let lock = job.lock.as_str();
-    let leadership = match lead_with_runway(job, Arc::new(store), &mut signals).await? {
+    let leadership = match lead_with_runway(job, Arc::new(store), &mut signals, hooks).await? {
         Ok(l) => l,
         Err(sig) => return Ok(Ended::Interrupted(sig)),
     };
@@ -142,6 +155,7 @@ pub async fn run<S: LockStore>(
         leadership: Some(leadership),
         signals,
         run_recorded: false,
+        hooks,
     }
     .run()
     .await;
@@ -159,6 +173,7 @@ async fn lead_with_runway<S: LockStore>(
     job: &Job,
     store: Arc<S>,
     signals: &mut Signals,
+    hooks: &Hooks,
 ) -> Result<Result<Leadership, Signal>, RunError> {
     let lock = job.lock.as_str();
     let timing = job.timing;
@@ -170,6 +185,7 @@ async fn lead_with_runway<S: LockStore>(
     loop {
         let campaign = Candidate::new(store.clone(), timing, job.holder.clone(), lock)
             .once_per(once_per)
+            .on_event(hooks.sink())
             .campaign(opts);
         tokio::pin!(campaign);
         let outcome = loop {
@@ -216,6 +232,8 @@ struct Supervision<'a> {
     signals: Signals,
     /// The run's end has been handed to the lease (`--once-per`).
     run_recorded: bool,
+    /// Started only when the policy has nothing to do now (`hooks.rs`).
+    hooks: &'a mut Hooks,
 }
 
 impl Supervision<'_> {
@@ -225,7 +243,11 @@ impl Supervision<'_> {
         loop {
             let now = boot_now();
             let wait = match self.policy.poll(now) {
-                Action::Wait(t) => t,
+                Action::Wait(t) => {
+                    // Every signal and the release due now have been sent.
+                    self.hooks.start_pending();
+                    t
+                }
                 Action::Exit(code) => return code,
                 action => {
                     self.perform(action, now).await;

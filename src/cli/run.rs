@@ -4,6 +4,7 @@
 //! as one line and an exit status.
 
 use super::{Failure, RunArgs, store_failure};
+use crate::hooks::HookCommands;
 use crate::supervise::Program;
 use crate::supervisor::{self, Ended, Job, RunError};
 use s3lead::election::FatalError;
@@ -72,6 +73,12 @@ impl RunPlan {
                 })
             }
         };
+        if args.hook_timeout.is_zero() {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!("{lock}: --hook-timeout must be positive"),
+            ));
+        }
         if args.min_hold.is_some_and(|d| d.is_zero()) {
             return Err(Failure::new(
                 exit::USAGE,
@@ -95,6 +102,12 @@ impl RunPlan {
                 lost_exit_code: i32::from(args.lost_exit_code),
                 min_hold: args.min_hold,
                 once_per,
+                hooks: HookCommands {
+                    on_elected: args.on_elected,
+                    on_lost: args.on_lost,
+                    on_released: args.on_released,
+                    timeout: args.hook_timeout,
+                },
             },
             conflict_exit_code: i32::from(args.conflict_exit_code),
             stats: args.stats,
