@@ -104,6 +104,7 @@ impl Hooks {
                 *term,
                 None,
             ),
+            LeaseEvent::Observed { .. } | LeaseEvent::Renewed { .. } => return,
         };
         let Some(cmd) = cmd else { return };
         let lock = self.lock.clone();

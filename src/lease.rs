@@ -74,15 +74,31 @@ pub enum CampaignError {
 ///
 /// Events are news, not orders: the holder's duty is still to act on
 /// [`Leadership::changed`] (stop the work at `stop_at`, at once when the lease is at risk
-/// or lost). Each lease tells `Elected` once, then at most one of `Lost` and `Released`.
+/// or lost). Each lease tells `Elected` once, `Renewed` after each renewal that moved its
+/// end, then at most one of `Lost` and `Released`; a campaign tells `Observed` for every
+/// other holder's record it reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeaseEvent {
+    /// While campaigning: another holder's record was read (a new write of it).
+    Observed {
+        /// The holder's name from its record (`--id`), for people.
+        holder: String,
+        /// The term of that holder's lease.
+        term: Term,
+        /// Whether that record is released.
+        released: bool,
+    },
     /// The campaign won a lease with this term.
     Elected {
         /// The lease's fencing term.
         term: Term,
         /// The lease's random id.
         lease_id: LeaseId,
+    },
+    /// A renewal landed and moved the lease's end.
+    Renewed {
+        /// The lease's fencing term.
+        term: Term,
     },
     /// The lease can no longer be counted on: renewals failed up to the stop point
     /// ([`LeaseState::AtRisk`]) or it is gone ([`LeaseState::Lost`]); `state` says which.
@@ -167,7 +183,16 @@ impl<S: LockStore> Candidate<S> {
                     holder,
                     term,
                     released,
-                }) => self.observed(opts, &mut seen, holder, term, released)?,
+                }) => {
+                    if let Some(f) = &self.on_event {
+                        f(LeaseEvent::Observed {
+                            holder: holder.clone(),
+                            term,
+                            released,
+                        });
+                    }
+                    self.observed(opts, &mut seen, holder, term, released)?
+                }
                 Progress::Event(Event::Elected { term, lease_id }) => {
                     info!(lock = %self.lock, %term, "elected");
                     if let Some(f) = &self.on_event {
@@ -744,6 +769,11 @@ impl<S: LockStore> Renewal<S> {
     fn answered(&mut self, failure: Option<StoreError>) {
         self.trouble
             .answered(failure.as_ref(), "until the stop point (term still held)");
+        let mut status = self.status.borrow().clone();
+        if status.track(&self.driver.election) {
+            let term = self.term;
+            self.tell(LeaseEvent::Renewed { term });
+        }
         let election = &self.driver.election;
         self.status.send_if_modified(|st| st.track(election));
     }

@@ -13,6 +13,7 @@
 mod cli;
 mod hooks;
 mod log;
+mod peer;
 mod pid1;
 mod supervise;
 mod supervisor;

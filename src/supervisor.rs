@@ -14,7 +14,7 @@ use crate::supervise::{ChildExit, Program, SpawnError, Supervised, TreeEvent, be
 use nix::sys::signal::Signal;
 use s3lead::clock::{Instant, boot_now, sleep_until};
 use s3lead::lease::{
-    CampaignError, CampaignOptions, Candidate, Leadership, LeaseState, LeaseStatus,
+    CampaignError, CampaignOptions, Candidate, Leadership, LeaseEvent, LeaseState, LeaseStatus,
 };
 use s3lead::record::OncePer;
 use s3lead::signals::Signals;
@@ -52,6 +52,18 @@ pub struct Job {
     pub once_per: Option<OncePer>,
     /// `--on-elected`, `--on-lost`, `--on-released` (`hooks.rs`).
     pub hooks: HookCommands,
+    /// Told every event of the election as well (the `--peer-listen` endpoint's view).
+    pub tap: Option<EventTap>,
+}
+
+/// A callback told every [`LeaseEvent`] of the run's election; it must return at once.
+#[derive(Clone)]
+pub struct EventTap(pub Arc<dyn Fn(&LeaseEvent) + Send + Sync>);
+
+impl std::fmt::Debug for EventTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventTap")
+    }
 }
 
 /// How a run ended without an error.
@@ -185,7 +197,15 @@ async fn lead_with_runway<S: LockStore>(
     loop {
         let campaign = Candidate::new(store.clone(), timing, job.holder.clone(), lock)
             .once_per(once_per)
-            .on_event(hooks.sink())
+            .on_event({
+                let (hooks, tap) = (hooks.sink(), job.tap.clone());
+                move |e| {
+                    if let Some(tap) = &tap {
+                        (tap.0)(&e);
+                    }
+                    hooks(e);
+                }
+            })
             .campaign(opts);
         tokio::pin!(campaign);
         let outcome = loop {

@@ -255,6 +255,26 @@ pub struct RunArgs {
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration, env = "S3LEAD_HOOK_TIMEOUT")]
     pub hook_timeout: Duration,
 
+    /// Serve a read-only HTTP endpoint on ADDR (127.0.0.1:9464): GET /healthz, GET
+    /// /metrics (Prometheus text: s3lead_is_leader, s3lead_term,
+    /// s3lead_leader_changes_total, s3lead_store_requests_total,
+    /// s3lead_renewals_at_risk_total, s3lead_seconds_since_last_renewal) and GET /v1/lease
+    /// (the lease as this candidate knows it, JSON). It serves what the candidate has
+    /// seen and decides nothing.
+    #[arg(long, value_name = "ADDR", env = "S3LEAD_PEER_LISTEN")]
+    pub peer_listen: Option<std::net::SocketAddr>,
+
+    /// Ask for `Authorization: Bearer TOKEN` on /metrics and /v1/lease (/healthz stays
+    /// open), TOKEN being the first line of FILE. Never on the command line, never
+    /// logged.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "peer_listen",
+        env = "S3LEAD_PEER_TOKEN_FILE"
+    )]
+    pub peer_token_file: Option<std::path::PathBuf>,
+
     /// Run STRING with $SHELL -c (default /bin/sh) instead of a command after `--`.
     #[arg(
         short = 'c',

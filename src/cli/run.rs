@@ -5,8 +5,9 @@
 
 use super::{Failure, RunArgs, store_failure};
 use crate::hooks::HookCommands;
+use crate::peer::{Endpoint, View};
 use crate::supervise::Program;
-use crate::supervisor::{self, Ended, Job, RunError};
+use crate::supervisor::{self, Ended, EventTap, Job, RunError};
 use s3lead::election::FatalError;
 use s3lead::exit;
 use s3lead::lease::CampaignError;
@@ -29,6 +30,35 @@ pub struct RunPlan {
     pub conflict_exit_code: i32,
     /// `--stats`: report the store requests at exit even without `-v`.
     pub stats: bool,
+    /// `--peer-listen`: serve the endpoint (`peer.rs`) here.
+    pub peer_listen: Option<std::net::SocketAddr>,
+    /// The bearer token the endpoint asks for (`--peer-token-file`).
+    pub peer_token: Option<String>,
+}
+
+/// The token of `--peer-token-file`: its first line, which must not be empty. The
+/// messages name the file, never what is in it.
+fn read_token(lock: &s3lead::store::LockUrl, path: &std::path::Path) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!(
+                "{lock}: cannot read --peer-token-file {}: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{lock}: --peer-token-file {} is empty (put the token on its first line)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(token.to_owned())
 }
 
 impl RunPlan {
@@ -85,6 +115,10 @@ impl RunPlan {
                 format!("{lock}: --min-hold must be positive"),
             ));
         }
+        let peer_token = match &args.peer_token_file {
+            None => None,
+            Some(path) => Some(read_token(&lock, path)?),
+        };
         let program = match args.shell_command {
             Some(line) => Program::Shell(line),
             None => Program::Argv(args.argv),
@@ -108,7 +142,10 @@ impl RunPlan {
                     on_released: args.on_released,
                     timeout: args.hook_timeout,
                 },
+                tap: None,
             },
+            peer_listen: args.peer_listen,
+            peer_token,
             conflict_exit_code: i32::from(args.conflict_exit_code),
             stats: args.stats,
         })
@@ -117,12 +154,36 @@ impl RunPlan {
 
 /// Runs `s3lead run`; returns the exit status.
 pub async fn run(args: RunArgs) -> Result<i32, Failure> {
-    let plan = RunPlan::from_args(args)?;
-    let lock = &plan.job.lock;
-    let store = lock
+    let mut plan = RunPlan::from_args(args)?;
+    let store = plan
+        .job
+        .lock
         .open(&plan.s3)
         .await
-        .map_err(|e| store_failure(lock, &e))?;
+        .map_err(|e| store_failure(&plan.job.lock, &e))?;
+    if let Some(addr) = plan.peer_listen {
+        let view = View::new(
+            plan.job.lock.as_str(),
+            &plan.job.holder,
+            store.counters().cloned(),
+        );
+        let endpoint = Endpoint::bind(addr, view.clone(), plan.peer_token.take())
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    exit::OS_ERROR,
+                    format!(
+                        "{}: cannot listen on --peer-listen {addr}: {e}",
+                        plan.job.lock
+                    ),
+                )
+            })?;
+        let bound = endpoint.local_addr().unwrap_or(addr);
+        info!(lock = %plan.job.lock, "peer endpoint listening on http://{bound}");
+        tokio::spawn(endpoint.serve());
+        plan.job.tap = Some(EventTap(std::sync::Arc::new(move |e| view.on_event(e))));
+    }
+    let lock = &plan.job.lock;
     // Caught from here on, before the first request: a stop request while waiting for
     // the lock ends the wait at once.
     let signals =
