@@ -173,7 +173,7 @@ _s3lead() {
             return 0
             ;;
         s3lead__subcmd__run)
-            opts="-k -s -n -w -E -c -v -q -h -V --id --lease-duration --renew-every --retry-period --follow-every --kill-after --request-timeout --signal --nonblock --timeout --min-hold --once-per --once-per-offset --retry-failed --conflict-exit-code --lost-exit-code --stats --no-verify-store --command --endpoint-url --region --profile --path-style --verbose --quiet --log-format --help --version"
+            opts="-k -s -n -w -E -c -v -q -h -V --id --lease-duration --renew-every --retry-period --follow-every --kill-after --request-timeout --signal --nonblock --timeout --min-hold --once-per --once-per-offset --retry-failed --conflict-exit-code --lost-exit-code --stats --no-verify-store --on-elected --on-lost --on-released --hook-timeout --peer-listen --peer-token-file --command --endpoint-url --region --profile --path-style --verbose --quiet --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -248,6 +248,30 @@ _s3lead() {
                     return 0
                     ;;
                 --lost-exit-code)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-elected)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-lost)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-released)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hook-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --peer-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --peer-token-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -10,7 +10,7 @@
 //! | 65 | the lock object is not a record this s3lead can read |
 //! | 69 | the store is unusable (no such bucket, missing directory, no conditional writes, an endpoint URL that is not valid, a TLS certificate not trusted, an answer that is not S3) |
 //! | 70 | internal error; also: the guard process died, so the command was stopped |
-//! | 71 | the operating system refused to set up supervision |
+//! | 71 | the operating system refused to set up supervision (or to listen on `--peer-listen`) |
 //! | 75 | lock busy (`-n`), wait timed out (`-w`), or already ran in this window (`--once-per`); change with `-E` |
 //! | 76 | the lease was lost and the command was stopped; change with `--lost-exit-code` |
 //! | 77 | permission denied (credentials, bucket policy, file permissions) |
@@ -65,7 +65,7 @@ endpoint URL that is not valid, a TLS certificate not trusted, an answer that is
 A store that does not answer (connection refused, a host name that does not resolve,
 timeouts, 5xx) is said once and retried: for ever, or until -w ends the wait (75).
 70: internal error, or the guard process died and the command was stopped.
-71: the operating system refused to set up supervision.
+71: the operating system refused to set up supervision (or to listen on --peer-listen).
 75: the lock is busy (-n), the wait timed out (-w), or the command already ran
 in this window (--once-per); set with -E.
 76: the lease was lost and the command was stopped; set with --lost-exit-code.

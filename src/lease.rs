@@ -79,12 +79,63 @@ pub enum CampaignError {
     UnsafeStore(Condition),
 }
 
+/// A moment in a lease's life, told to the callback of [`Candidate::on_event`]: what the
+/// binary's `--on-elected`, `--on-lost` and `--on-released` hooks run on, and what an
+/// embedding program may act on in the manner of the seed libraries' callbacks.
+///
+/// Events are news, not orders: the holder's duty is still to act on
+/// [`Leadership::changed`] (stop the work at `stop_at`, at once when the lease is at risk
+/// or lost). Each lease tells `Elected` once, `Renewed` after each renewal that moved its
+/// end, then at most one of `Lost` and `Released`; a campaign tells `Observed` for every
+/// other holder's record it reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseEvent {
+    /// While campaigning: another holder's record was read (a new write of it).
+    Observed {
+        /// The holder's name from its record (`--id`), for people.
+        holder: String,
+        /// The term of that holder's lease.
+        term: Term,
+        /// Whether that record is released.
+        released: bool,
+    },
+    /// The campaign won a lease with this term.
+    Elected {
+        /// The lease's fencing term.
+        term: Term,
+        /// The lease's random id.
+        lease_id: LeaseId,
+    },
+    /// A renewal landed and moved the lease's end.
+    Renewed {
+        /// The lease's fencing term.
+        term: Term,
+    },
+    /// The lease can no longer be counted on: renewals failed up to the stop point
+    /// ([`LeaseState::AtRisk`]) or it is gone ([`LeaseState::Lost`]); `state` says which.
+    Lost {
+        /// The lease's fencing term.
+        term: Term,
+        /// [`LeaseState::AtRisk`] or [`LeaseState::Lost`].
+        state: LeaseState,
+    },
+    /// The lease's release landed: the next leader may take over at once.
+    Released {
+        /// The released lease's fencing term.
+        term: Term,
+    },
+}
+
+/// The callback of [`Candidate::on_event`].
+type EventSink = Arc<dyn Fn(LeaseEvent) + Send + Sync>;
+
 /// A candidate for one lock.
 pub struct Candidate<S: LockStore> {
     driver: Driver<S>,
     lock: String,
     once_per: Option<OncePer>,
     verify_store: bool,
+    on_event: Option<EventSink>,
 }
 
 impl<S: LockStore> Candidate<S> {
@@ -103,6 +154,7 @@ impl<S: LockStore> Candidate<S> {
             lock: lock.into(),
             once_per: None,
             verify_store: true,
+            on_event: None,
         }
     }
 
@@ -114,6 +166,15 @@ impl<S: LockStore> Candidate<S> {
     /// on a store that ignores conditions, every candidate is elected.
     pub fn verify_store(mut self, verify: bool) -> Self {
         self.verify_store = verify;
+        self
+    }
+
+    /// Calls `f` with every [`LeaseEvent`] of the lease this campaign wins, on the task
+    /// that drives the election, before the holder's [`Leadership::changed`] hears of the
+    /// same change. `f` must return at once (send the event on a channel, spawn a task):
+    /// while it runs, the lease is not renewed.
+    pub fn on_event(mut self, f: impl Fn(LeaseEvent) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(f));
         self
     }
 
@@ -146,7 +207,16 @@ impl<S: LockStore> Candidate<S> {
                     holder,
                     term,
                     released,
-                }) => self.observed(opts, &mut seen, holder, term, released)?,
+                }) => {
+                    if let Some(f) = &self.on_event {
+                        f(LeaseEvent::Observed {
+                            holder: holder.clone(),
+                            term,
+                            released,
+                        });
+                    }
+                    self.observed(opts, &mut seen, holder, term, released)?
+                }
                 Progress::Event(Event::Elected { term, lease_id }) => {
                     info!(lock = %self.lock, %term, "elected");
                     let proven = match self.prove_store().await {
@@ -157,6 +227,14 @@ impl<S: LockStore> Candidate<S> {
                             return Err(CampaignError::UnsafeStore(condition));
                         }
                     };
+                    // Told only once the store is proven: on a store that ignores
+                    // conditions nobody is elected.
+                    if let Some(f) = &self.on_event {
+                        f(LeaseEvent::Elected {
+                            term,
+                            lease_id: lease_id.clone(),
+                        });
+                    }
                     return Ok(Leadership::start(self, term, lease_id, proven));
                 }
                 Progress::Event(Event::Fatal(e)) => return Err(CampaignError::Fatal(e)),
@@ -601,7 +679,12 @@ impl Leadership {
         lease_id: LeaseId,
         store_proven: bool,
     ) -> Leadership {
-        let Candidate { driver, lock, .. } = candidate;
+        let Candidate {
+            driver,
+            lock,
+            on_event,
+            ..
+        } = candidate;
         let last_run = driver.election.record().and_then(|r| r.last_run.clone());
         // An elected candidate always has a lease; `now` would only stop the child at once.
         let status = LeaseStatus::elected(&driver.election).unwrap_or_else(|| {
@@ -624,6 +707,8 @@ impl Leadership {
             status: tx,
             trouble,
             mailbox: mailbox.clone(),
+            on_event,
+            lost_told: false,
         };
         let task = tokio::spawn(renewal.run(wake.clone()));
         Leadership {
@@ -721,9 +806,27 @@ struct Renewal<S> {
     /// Failed requests since the last one that succeeded: each cause is said once.
     trouble: Trouble,
     mailbox: Arc<Mutex<Mailbox>>,
+    /// [`Candidate::on_event`]'s callback.
+    on_event: Option<EventSink>,
+    /// [`LeaseEvent::Lost`] has been told (once per lease: at risk, then lost, is one).
+    lost_told: bool,
 }
 
 impl<S: LockStore> Renewal<S> {
+    /// Tells the callback first, so that an event is there when the holder hears of the
+    /// change it goes with.
+    fn tell(&mut self, e: LeaseEvent) {
+        if matches!(e, LeaseEvent::Lost { .. }) {
+            if self.lost_told {
+                return;
+            }
+            self.lost_told = true;
+        }
+        if let Some(f) = &self.on_event {
+            f(e);
+        }
+    }
+
     async fn run(mut self, wake: Arc<Notify>) {
         loop {
             match self.driver.next(None, Some(&wake)).await {
@@ -756,12 +859,17 @@ impl<S: LockStore> Renewal<S> {
     fn answered(&mut self, failure: Option<StoreError>) {
         self.trouble
             .answered(failure.as_ref(), "until the stop point (term still held)");
+        let mut status = self.status.borrow().clone();
+        if status.track(&self.driver.election) {
+            let term = self.term;
+            self.tell(LeaseEvent::Renewed { term });
+        }
         let election = &self.driver.election;
         self.status.send_if_modified(|st| st.track(election));
     }
 
     fn event(&mut self, e: Event) {
-        let (lock, term) = (&self.lock, self.term);
+        let (lock, term) = (self.lock.clone(), self.term);
         match e {
             Event::Recovered => {
                 // Boot-clock instants, as for "at risk": the lease now counts from the
@@ -784,15 +892,24 @@ impl<S: LockStore> Renewal<S> {
                     now_ms = boot_now().since_origin().as_millis() as u64,
                     "lease at risk: renewals failed up to the stop point"
                 );
+                self.tell(LeaseEvent::Lost {
+                    term,
+                    state: LeaseState::AtRisk,
+                });
                 self.status.send_modify(|st| st.state = LeaseState::AtRisk);
             }
             Event::Lost(reason) => {
                 error!(lock = %lock, %term, "lease lost: {reason}");
+                self.tell(LeaseEvent::Lost {
+                    term,
+                    state: LeaseState::Lost(reason.clone()),
+                });
                 self.status
                     .send_modify(|st| st.state = LeaseState::Lost(reason));
             }
             Event::Released => {
                 info!(lock = %lock, %term, "released");
+                self.tell(LeaseEvent::Released { term });
                 self.status
                     .send_modify(|st| st.state = LeaseState::Released);
             }

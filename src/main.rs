@@ -11,7 +11,9 @@
 //! one, and exiting waits for it a bounded time only.
 
 mod cli;
+mod hooks;
 mod log;
+mod peer;
 mod pid1;
 mod proof_cache;
 mod supervise;

@@ -9,6 +9,7 @@
 //! (with the guard's watchdog as the floor), and the release only once no process of the
 //! command is left. Signals to s3lead come in through `signals.rs`.
 
+use crate::hooks::{HookCommands, Hooks};
 use crate::proof_cache::ProofCache;
 use crate::supervise::{
     ChildExit, Program, SpawnError, Standby, Supervised, TreeEvent, become_subreaper,
@@ -16,7 +17,7 @@ use crate::supervise::{
 use nix::sys::signal::Signal;
 use s3lead::clock::{Instant, boot_now, sleep_until};
 use s3lead::lease::{
-    CampaignError, CampaignOptions, Candidate, Leadership, LeaseState, LeaseStatus,
+    CampaignError, CampaignOptions, Candidate, Leadership, LeaseEvent, LeaseState, LeaseStatus,
 };
 use s3lead::record::OncePer;
 use s3lead::signals::Signals;
@@ -55,6 +56,20 @@ pub struct Job {
     /// Prove at acquisition that the store honours conditional writes, unless this
     /// cache remembers a pass; `None`: never (`--no-verify-store`, or a file lock).
     pub verify_store: Option<ProofCache>,
+    /// `--on-elected`, `--on-lost`, `--on-released` (`hooks.rs`).
+    pub hooks: HookCommands,
+    /// Told every event of the election as well (the `--peer-listen` endpoint's view).
+    pub tap: Option<EventTap>,
+}
+
+/// A callback told every [`LeaseEvent`] of the run's election; it must return at once.
+#[derive(Clone)]
+pub struct EventTap(pub Arc<dyn Fn(&LeaseEvent) + Send + Sync>);
+
+impl std::fmt::Debug for EventTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventTap")
+    }
 }
 
 /// How a run ended without an error.
@@ -89,15 +104,31 @@ pub enum RunError {
 ///
 /// `signals` must be listening before the store is first asked anything: a stop request
 /// while waiting for the lock ends the wait at once (consul lock ignores them there, and
-/// `systemctl stop` hangs).
+/// `systemctl stop` hangs). `guard` is the guard forked at start, told the command once
+/// the lease is won (`supervise/guard.rs`).
 pub async fn run<S: LockStore>(
     job: &Job,
     store: S,
     guard: Standby,
+    signals: Signals,
+) -> Result<Ended, RunError> {
+    let mut hooks = Hooks::new(job.hooks.clone(), job.lock.as_str(), &job.holder);
+    let ended = lead_and_supervise(job, store, guard, signals, &mut hooks).await;
+    // After the release (or the lease's loss): hooks never hold either.
+    hooks.finish().await;
+    ended
+}
+
+/// [`run`] but for the hooks still running at its end.
+async fn lead_and_supervise<S: LockStore>(
+    job: &Job,
+    store: S,
+    guard: Standby,
     mut signals: Signals,
+    hooks: &mut Hooks,
 ) -> Result<Ended, RunError> {
     let lock = job.lock.as_str();
-    let leadership = match lead_with_runway(job, Arc::new(store), &mut signals).await? {
+    let leadership = match lead_with_runway(job, Arc::new(store), &mut signals, hooks).await? {
         Ok(l) => l,
         Err(sig) => return Ok(Ended::Interrupted(sig)),
     };
@@ -149,6 +180,7 @@ pub async fn run<S: LockStore>(
         leadership: Some(leadership),
         signals,
         run_recorded: false,
+        hooks,
     }
     .run()
     .await;
@@ -166,6 +198,7 @@ async fn lead_with_runway<S: LockStore>(
     job: &Job,
     store: Arc<S>,
     signals: &mut Signals,
+    hooks: &Hooks,
 ) -> Result<Result<Leadership, Signal>, RunError> {
     let lock = job.lock.as_str();
     let timing = job.timing;
@@ -184,6 +217,15 @@ async fn lead_with_runway<S: LockStore>(
         let campaign = Candidate::new(store.clone(), timing, job.holder.clone(), lock)
             .once_per(once_per)
             .verify_store(verify)
+            .on_event({
+                let (hooks, tap) = (hooks.sink(), job.tap.clone());
+                move |e| {
+                    if let Some(tap) = &tap {
+                        (tap.0)(&e);
+                    }
+                    hooks(e);
+                }
+            })
             .campaign(opts);
         tokio::pin!(campaign);
         let outcome = loop {
@@ -234,6 +276,8 @@ struct Supervision<'a> {
     signals: Signals,
     /// The run's end has been handed to the lease (`--once-per`).
     run_recorded: bool,
+    /// Started only when the policy has nothing to do now (`hooks.rs`).
+    hooks: &'a mut Hooks,
 }
 
 impl Supervision<'_> {
@@ -243,7 +287,11 @@ impl Supervision<'_> {
         loop {
             let now = boot_now();
             let wait = match self.policy.poll(now) {
-                Action::Wait(t) => t,
+                Action::Wait(t) => {
+                    // Every signal and the release due now have been sent.
+                    self.hooks.start_pending();
+                    t
+                }
                 Action::Exit(code) => return code,
                 action => {
                     self.perform(action, now).await;

@@ -224,6 +224,48 @@ pub struct RunArgs {
     #[arg(long, env = "S3LEAD_NO_VERIFY_STORE")]
     pub no_verify_store: bool,
 
+    /// Run CMD with /bin/sh -c once a lease is won, with the command's S3LEAD_*
+    /// environment and S3LEAD_EVENT=elected. Hooks are news, not part of the promise:
+    /// they run outside the lease, a failing one is logged and changes nothing, and one
+    /// still running after --hook-timeout is killed with its process group.
+    #[arg(long, value_name = "CMD", env = "S3LEAD_ON_ELECTED")]
+    pub on_elected: Option<String>,
+
+    /// Run CMD with /bin/sh -c once the lease is at risk or lost (S3LEAD_EVENT=lost,
+    /// S3LEAD_LOST_REASON says why), after the command was sent its stop signal or
+    /// SIGKILL: the hook never delays the stop.
+    #[arg(long, value_name = "CMD", env = "S3LEAD_ON_LOST")]
+    pub on_lost: Option<String>,
+
+    /// Run CMD with /bin/sh -c once the release landed (S3LEAD_EVENT=released).
+    #[arg(long, value_name = "CMD", env = "S3LEAD_ON_RELEASED")]
+    pub on_released: Option<String>,
+
+    /// A hook still running this long after it started is SIGKILLed with its process
+    /// group. At exit s3lead waits for running hooks, at most this long each.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration, env = "S3LEAD_HOOK_TIMEOUT")]
+    pub hook_timeout: Duration,
+
+    /// Serve a read-only HTTP endpoint on ADDR (127.0.0.1:9464): GET /healthz, GET
+    /// /metrics (Prometheus text: s3lead_is_leader, s3lead_term,
+    /// s3lead_leader_changes_total, s3lead_store_requests_total,
+    /// s3lead_renewals_at_risk_total, s3lead_seconds_since_last_renewal) and GET /v1/lease
+    /// (the lease as this candidate knows it, JSON). It serves what the candidate has
+    /// seen and decides nothing.
+    #[arg(long, value_name = "ADDR", env = "S3LEAD_PEER_LISTEN")]
+    pub peer_listen: Option<std::net::SocketAddr>,
+
+    /// Ask for `Authorization: Bearer TOKEN` on /metrics and /v1/lease (/healthz stays
+    /// open), TOKEN being the first line of FILE. Never on the command line, never
+    /// logged.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "peer_listen",
+        env = "S3LEAD_PEER_TOKEN_FILE"
+    )]
+    pub peer_token_file: Option<std::path::PathBuf>,
+
     /// Run STRING with $SHELL -c (default /bin/sh) instead of a command after `--`.
     #[arg(
         short = 'c',

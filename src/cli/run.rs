@@ -4,9 +4,11 @@
 //! as one line and an exit status.
 
 use super::{Failure, RunArgs, store_failure};
+use crate::hooks::HookCommands;
+use crate::peer::{Endpoint, View};
 use crate::proof_cache::ProofCache;
 use crate::supervise::{Program, Standby};
-use crate::supervisor::{self, Ended, Job, RunError};
+use crate::supervisor::{self, Ended, EventTap, Job, RunError};
 use s3lead::election::FatalError;
 use s3lead::exit;
 use s3lead::lease::CampaignError;
@@ -32,6 +34,35 @@ pub struct RunPlan {
     pub stats: bool,
     /// Prove an S3 store at acquisition (not `--no-verify-store`).
     pub verify_store: bool,
+    /// `--peer-listen`: serve the endpoint (`peer.rs`) here.
+    pub peer_listen: Option<std::net::SocketAddr>,
+    /// The bearer token the endpoint asks for (`--peer-token-file`).
+    pub peer_token: Option<String>,
+}
+
+/// The token of `--peer-token-file`: its first line, which must not be empty. The
+/// messages name the file, never what is in it.
+fn read_token(lock: &s3lead::store::LockUrl, path: &std::path::Path) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!(
+                "{lock}: cannot read --peer-token-file {}: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{lock}: --peer-token-file {} is empty (put the token on its first line)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(token.to_owned())
 }
 
 impl RunPlan {
@@ -76,12 +107,22 @@ impl RunPlan {
                 })
             }
         };
+        if args.hook_timeout.is_zero() {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!("{lock}: --hook-timeout must be positive"),
+            ));
+        }
         if args.min_hold.is_some_and(|d| d.is_zero()) {
             return Err(Failure::new(
                 exit::USAGE,
                 format!("{lock}: --min-hold must be positive"),
             ));
         }
+        let peer_token = match &args.peer_token_file {
+            None => None,
+            Some(path) => Some(read_token(&lock, path)?),
+        };
         let program = match args.shell_command {
             Some(line) => Program::Shell(line),
             None => Program::Argv(args.argv),
@@ -101,7 +142,16 @@ impl RunPlan {
                 once_per,
                 // Set once the store is open: only an S3 store is asked.
                 verify_store: None,
+                hooks: HookCommands {
+                    on_elected: args.on_elected,
+                    on_lost: args.on_lost,
+                    on_released: args.on_released,
+                    timeout: args.hook_timeout,
+                },
+                tap: None,
             },
+            peer_listen: args.peer_listen,
+            peer_token,
             conflict_exit_code: i32::from(args.conflict_exit_code),
             stats: args.stats,
             verify_store: !args.no_verify_store,
@@ -126,6 +176,28 @@ pub async fn run(args: RunArgs, guard: Standby) -> Result<i32, Failure> {
         if plan.verify_store {
             plan.job.verify_store = Some(ProofCache::for_store(s3.endpoint(), s3.bucket()));
         }
+    }
+    if let Some(addr) = plan.peer_listen {
+        let view = View::new(
+            plan.job.lock.as_str(),
+            &plan.job.holder,
+            store.counters().cloned(),
+        );
+        let endpoint = Endpoint::bind(addr, view.clone(), plan.peer_token.take())
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    exit::OS_ERROR,
+                    format!(
+                        "{}: cannot listen on --peer-listen {addr}: {e}",
+                        plan.job.lock
+                    ),
+                )
+            })?;
+        let bound = endpoint.local_addr().unwrap_or(addr);
+        info!(lock = %plan.job.lock, "peer endpoint listening on http://{bound}");
+        tokio::spawn(endpoint.serve());
+        plan.job.tap = Some(EventTap(std::sync::Arc::new(move |e| view.on_event(e))));
     }
     let lock = &plan.job.lock;
     // Caught from here on, before the first request: a stop request while waiting for
