@@ -11,10 +11,19 @@
 #      lease), and handover after SIGTERM to it
 #   4. S3 requests per lock-hour of a leader with 1, 10 and 50 followers at default
 #      timings, and their monthly cost beside the seed libraries' published defaults
+#   5. memory (VmRSS, Pss, RssAnon) of an idle leader and an idle follower after 60 s,
+#      s3lead's two processes (s3lead and its guard) summed and the guard alone
+#   6. 200 locks held at once on one host, one run each: their total VmRSS, Pss and
+#      RssAnon, and their CPU per hour (file store, and S3 on LocalStack)
 #
-# Also BENCH_FLEET (follower counts, default 1,10,50).
 # Tunables (environment): BENCH_N (cycles per tool, default 50), BENCH_IDLE_SECS (the
-# leader/follower idle window, default 60), BENCH_FAILOVER_TRIALS (default 5).
+# idle windows of 2, 4, 5 and 6, default 60), BENCH_FAILOVER_TRIALS (default 5),
+# BENCH_FLEET (follower counts, default 1,10,50), BENCH_LOCKS (locks held at once,
+# default 200; 0 skips 6), BENCH_ONLY (some of the sections latency, requests, fleet,
+# failover, memory, locks, comma-separated; default all), BENCH_S3LEAD (an s3lead binary
+# to measure instead of building one), BENCH_COUNT_PROXY (the harness test binary, instead
+# of building it; only requests and fleet need it). With BENCH_S3LEAD set and BENCH_ONLY
+# without requests and fleet, the run does not call cargo at all.
 #
 # It installs what it lacks (etcd-server, etcd-client and time from apt, LocalStack via
 # scripts/install-test-servers.sh), builds s3lead with `cargo build --release` (into
@@ -22,7 +31,7 @@
 # starts LocalStack and a single-node etcd on free ports of 127.0.0.1, and on exit stops
 # exactly those (by pid) and removes its temp dir. If etcd cannot be installed or started, its
 # column says why instead of failing the run. Progress goes to stderr, the table to
-# stdout. Takes about 10 minutes with the defaults, most of it in the idle windows and
+# stdout. Takes about 15 minutes with the defaults, most of it in the idle windows and
 # the failover trials.
 #
 # Why figures live here and not in tests: timings and costs depend on the machine and its
@@ -30,6 +39,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The binaries passed in may be named relative to where this was started.
+[[ -z ${BENCH_S3LEAD:-} || $BENCH_S3LEAD == /* ]] || export BENCH_S3LEAD=$PWD/$BENCH_S3LEAD
+[[ -z ${BENCH_COUNT_PROXY:-} || $BENCH_COUNT_PROXY == /* ]] || export BENCH_COUNT_PROXY=$PWD/$BENCH_COUNT_PROXY
 cd "$ROOT"
 
 log() { echo "bench: $*" >&2; }
@@ -94,19 +106,35 @@ fi
 
 scripts/install-test-servers.sh
 
-log "cargo build --release"
-cargo build --release --quiet
-S3LEAD=${CARGO_TARGET_DIR:-$ROOT/target}/release/s3lead
+if [[ -n ${BENCH_S3LEAD:-} ]]; then
+  S3LEAD=$BENCH_S3LEAD
+  [[ -x $S3LEAD ]] || { log "BENCH_S3LEAD=$S3LEAD is not an executable"; exit 1; }
+  log "measuring $S3LEAD (BENCH_S3LEAD), not building s3lead"
+else
+  log "cargo build --release"
+  cargo build --release --quiet
+  S3LEAD=${CARGO_TARGET_DIR:-$ROOT/target}/release/s3lead
+fi
 # The requests are counted by the test kit's HTTP proxy, which lives in the `harness` test
-# binary (its `count_proxy` test): build it and ask cargo where it put it.
-log "cargo test --release --no-run --test harness"
-COUNT_PROXY=$(cargo test --release --no-run --quiet --test harness --message-format=json |
-  python3 -c 'import json, sys
+# binary (its `count_proxy` test): build it and ask cargo where it put it. Only the
+# sections requests and fleet use it (an empty BENCH_ONLY is every section).
+only=${BENCH_ONLY:-}
+needs_proxy=false
+case ,${only// /}, in ,, | *,requests,* | *,fleet,*) needs_proxy=true ;; esac
+COUNT_PROXY=${BENCH_COUNT_PROXY:-}
+if [[ -z $COUNT_PROXY ]] && $needs_proxy; then
+  log "cargo test --release --no-run --test harness"
+  COUNT_PROXY=$(cargo test --release --no-run --quiet --test harness --message-format=json |
+    python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "harness" and m.get("executable"):
         print(m["executable"])')
-[[ -x $COUNT_PROXY ]] || { log "cannot find the harness test binary (the counting proxy)"; exit 1; }
+fi
+if $needs_proxy && [[ ! -x $COUNT_PROXY ]]; then
+  log "cannot find the harness test binary (the counting proxy): '$COUNT_PROXY'"
+  exit 1
+fi
 
 # --- start the servers -------------------------------------------------------------------
 # N distinct free TCP ports on 127.0.0.1 (bound together, so they differ).
