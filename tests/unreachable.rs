@@ -43,14 +43,6 @@ fn at_level(f: &Finished, level: &str) -> Vec<String> {
         .collect()
 }
 
-/// The lines that end a run, `s3lead: LOCK: …` (plain, whatever the log format).
-fn final_lines(f: &Finished) -> Vec<String> {
-    f.stderr
-        .lines()
-        .filter(|l| l.starts_with("s3lead: "))
-        .map(str::to_owned)
-        .collect()
-}
 
 /// The retries after the first failure, as the debug log counts them.
 fn retries(f: &Finished) -> usize {
@@ -81,7 +73,7 @@ fn said_once_then_timed_out(endpoint: &str, cause: &str) {
         "several retry periods passed: {}",
         f.stderr
     );
-    let last = final_lines(&f);
+    let last = f.final_lines();
     assert_eq!(last.len(), 1, "{}", f.stderr);
     assert!(
         last[0].contains("the wait timed out before the store answered"),
@@ -119,7 +111,7 @@ fn ends_at_once(f: &Finished, code: i32, words: &[&str]) {
     assert_eq!(f.code, Some(code), "{}", f.stderr);
     assert!(at_level(f, "WARN").is_empty(), "{}", f.stderr);
     assert_eq!(retries(f), 0, "no retry: {}", f.stderr);
-    let errors = final_lines(f);
+    let errors = f.final_lines();
     assert_eq!(errors.len(), 1, "{}", f.stderr);
     assert!(
         errors[0].contains("s3://lease/locks/unreachable"),

@@ -39,14 +39,6 @@ fn run_on_fake(bucket: &fake_s3::Bucket, cache: &Path, started: &Path, extra: &[
     c
 }
 
-/// The lines that end a run, `s3lead: LOCK: …` (plain, whatever the log format).
-fn final_lines(f: &Finished) -> Vec<String> {
-    f.stderr
-        .lines()
-        .filter(|l| l.starts_with("s3lead: "))
-        .map(str::to_owned)
-        .collect()
-}
 
 /// Log lines at ERROR level.
 fn errors(f: &Finished) -> Vec<String> {
@@ -73,7 +65,7 @@ fn refused(mode: Mode, condition: &str, accepted: &str) {
         let f = finish(run_on_fake(&bucket, &cache, &started, &[]), LIMIT);
         assert_eq!(f.code, Some(78), "run {attempt}: {}", f.stderr);
         assert!(!started.exists(), "run {attempt}: the command never starts");
-        let lines = final_lines(&f);
+        let lines = f.final_lines();
         assert_eq!(lines.len(), 1, "one line: {}", f.stderr);
         let line = &lines[0];
         for words in [

@@ -301,6 +301,15 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// The lines that end a run, `s3lead: LOCK: …` (plain, whatever the log format).
+    pub fn final_lines(&self) -> Vec<String> {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("s3lead: "))
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn logs(&self) -> Vec<serde_json::Value> {
         self.stderr
             .lines()
