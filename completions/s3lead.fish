@@ -81,7 +81,7 @@ complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l region -d 'AWS r
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l profile -d 'Profile of the shared AWS config files [env: AWS_PROFILE]' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
 json\t''"
-complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l json -d 'Print one JSON object: {"lock", "safe", "verdict", "rounds", "writers", "checks": [{"check", "result": "ok"|"warn"|"fail", "expected", "got"}]}'
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l json -d 'Print one JSON object: {"lock", "safe", "verdict", "rounds", "writers", "checks": [{"check", "result": "ok"|"warn"|"fail", "expected", "got", "rtt_ms", and where they apply "anomaly": "not-implemented"|"ignored-precondition", "clock_offset_ms", "clock_uncertainty_ms"}]}'
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l path-style -d 'Path-style addressing (always on with a custom endpoint)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s q -l quiet -d 'Only errors on stderr'
