@@ -100,6 +100,11 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
         "s3lead status s3://ops-locks/billing-worker",
     ),
     (
+        "status",
+        "Follow the lock: one line per change of holder, term or release state, until Ctrl-C.",
+        "s3lead status --watch s3://ops-locks/billing-worker",
+    ),
+    (
         "check",
         "Prove that a store keeps the conditional-write contract before trusting a lock to it (exit 78 if not).",
         "s3lead check s3://ops-locks/billing-worker",
