@@ -307,12 +307,16 @@ _s3lead() {
             return 0
             ;;
         s3lead__subcmd__status)
-            opts="-v -q -h -V --json --endpoint-url --region --profile --path-style --verbose --quiet --log-format --help --version"
+            opts="-v -q -h -V --json --watch --every --endpoint-url --region --profile --path-style --verbose --quiet --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --every)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --endpoint-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

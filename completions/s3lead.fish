@@ -69,12 +69,14 @@ complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s v -l verbose -d 'M
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s q -l quiet -d 'Only errors on stderr'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c s3lead -n "__fish_s3lead_using_subcommand run" -s V -l version -d 'Print version'
+complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l every -d 'With --watch, read this often [default: a third of the lease seen, at most 10s]' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l endpoint-url -d 'S3-compatible endpoint (MinIO, Ceph RGW, R2 …) [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l region -d 'AWS region [env: AWS_REGION, AWS_DEFAULT_REGION]' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l profile -d 'Profile of the shared AWS config files [env: AWS_PROFILE]' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
 json\t''"
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l json -d 'Print one JSON object: {"lock", "state": "held"|"released"|"absent", "appears_live": bool, "record", "last_run_age_s"}; the record\'s "last_run" is the last --once-per run'
+complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l watch -d 'Keep reading, and print one line each time the holder, the term or the release state changes (not at renewals), until interrupted (SIGINT or SIGTERM: exit 0). With --json, one object per line: {"at", "lock", "state", "holder", "term", "lease_id"}'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -l path-style -d 'Path-style addressing (always on with a custom endpoint)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand status" -s q -l quiet -d 'Only errors on stderr'
@@ -87,7 +89,7 @@ complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l region -d 'AWS r
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l profile -d 'Profile of the shared AWS config files [env: AWS_PROFILE]' -r
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l log-format -d 'Log line format on stderr' -r -f -a "text\t''
 json\t''"
-complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l json -d 'Print one JSON object: {"lock", "safe", "verdict", "rounds", "writers", "checks": [{"check", "result": "ok"|"warn"|"fail", "expected", "got"}]}'
+complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l json -d 'Print one JSON object: {"lock", "safe", "verdict", "rounds", "writers", "checks": [{"check", "result": "ok"|"warn"|"fail", "expected", "got", "rtt_ms", and where they apply "anomaly": "not-implemented"|"ignored-precondition", "clock_offset_ms", "clock_uncertainty_ms"}]}'
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -l path-style -d 'Path-style addressing (always on with a custom endpoint)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s v -l verbose -d 'More logging on stderr (-v: debug; -vv: trace, and the AWS SDK\'s own lines)'
 complete -c s3lead -n "__fish_s3lead_using_subcommand check" -s q -l quiet -d 'Only errors on stderr'

@@ -9,8 +9,8 @@
 # Every run also installs the tools the end-to-end tests use beside the servers, when
 # missing: faketime (cron windows under skewed clocks), openssl (a TLS server with an
 # untrusted certificate), curl (readiness checks), systemd-analyze (the example unit),
-# unshare/nsenter/setpriv (PID 1, running as nobody) and PyYAML (the Kubernetes
-# examples).
+# unshare/nsenter/setpriv (PID 1, running as nobody), PyYAML (the Kubernetes
+# examples) and man (the rendered man pages).
 #
 # S3LEAD_TEST_SERVER=rgw (or moto) in the environment counts as --rgw (or --moto), so
 # `S3LEAD_TEST_SERVER=rgw scripts/install-test-servers.sh` installs what that run needs.
@@ -68,6 +68,7 @@ install_test_tools() {
   command -v openssl >/dev/null || need+=(openssl)
   command -v curl >/dev/null || need+=(curl)
   command -v systemd-analyze >/dev/null || need+=(systemd)
+  command -v man >/dev/null || need+=(man-db)
   { command -v unshare && command -v nsenter && command -v setpriv; } >/dev/null || need+=(util-linux)
   local pyyaml_by_pip=false
   if ! python3 -c 'import yaml' 2>/dev/null; then

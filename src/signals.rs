@@ -21,7 +21,9 @@
 //! - SIGTSTP, SIGTTIN, SIGTTOU, SIGCONT: job control stays with s3lead. Ctrl-Z stops
 //!   s3lead itself, whose lease then runs out under the guard's watchdog; forwarded, it
 //!   would stop the command while s3lead renews the lease for it, and hold the lock for a
-//!   job that does nothing, for as long as nobody types `fg`;
+//!   job that does nothing, for as long as nobody types `fg` (on a terminal, Ctrl-Z
+//!   reaches the command first, as its group has the terminal, and the guard then stops
+//!   s3lead with it: `supervise/terminal.rs`);
 //! - realtime signals: no daemon we know takes orders on them, and glibc reserves the
 //!   first few for its threads.
 

@@ -37,6 +37,7 @@
 //! other forwarded signals go to the command's process group, as tini does.
 
 pub mod guard;
+pub mod terminal;
 pub mod tree;
 
 use nix::errno::Errno;

@@ -176,6 +176,13 @@ fn check_refuses_a_store_that_ignores_conditional_headers() {
         "the first failure is named: {verdict}"
     );
     assert!(verdict.contains("ignores If-None-Match"), "{verdict}");
+    assert!(
+        f.stdout.lines().any(|l| l.starts_with(
+            "FAIL create (If-None-Match: *) on an existing key: expected refused (412), content unchanged; got 200 despite a failed precondition: written"
+        )),
+        "the 200 is named: {}",
+        f.stdout
+    );
     let fail = |check: &str| {
         f.stdout
             .lines()
@@ -223,6 +230,14 @@ fn check_refuses_a_store_that_ignores_conditional_headers() {
             .any(|c| c["result"] == "fail"),
         "{v}"
     );
+    assert!(
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["result"] == "fail" && c["anomaly"] == "ignored-precondition"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -241,7 +256,8 @@ fn check_refuses_a_store_whose_conditional_writes_race() {
     let lines: Vec<&str> = f.stdout.lines().collect();
     let (_verdict, checks) = lines.split_last().expect("lines");
     let sequential: Vec<&&str> = checks.iter().filter(|l| !l.contains("racing")).collect();
-    assert_eq!(sequential.len(), 7, "{}", f.stdout);
+    // The clock, then the seven checks of one write at a time.
+    assert_eq!(sequential.len(), 8, "{}", f.stdout);
     assert!(
         sequential.iter().all(|l| l.starts_with("ok")),
         "{}",
@@ -265,11 +281,129 @@ fn check_passes_on_a_store_that_wants_if_match_unquoted_and_says_that_s3lead_ada
     assert!(
         f.stdout.lines().any(|l| l
             .starts_with("ok   replace (If-Match) with the current ETag: written (ETag ")
-            && l.ends_with(
+            && l.contains(
                 "; the store accepts If-Match only unquoted (as Ceph RGW does): s3lead adapts"
             )),
         "the quirk is reported beside the replace: {}",
         f.stdout
+    );
+    assert_eq!(bucket.keys(), Vec::<String>::new(), "scratch keys left");
+}
+
+/// The number in the `[rtt N ms]` that ends a line, if it ends with one.
+fn rtt_of(line: &str) -> Option<f64> {
+    let rest = line.strip_suffix(" ms]")?;
+    let (_, number) = rest.rsplit_once(" [rtt ")?;
+    number.parse().ok()
+}
+
+/// Every check line ends with the round-trip time of its request, and the first one gives
+/// the offset between this host's clock and the store's `Date` header: ok when they agree,
+/// a warning naming the direction when the store's clock is two minutes off (never a
+/// failure: mutual exclusion does not depend on clocks). Durations are printed, never
+/// compared here: only the injected skew is.
+#[test]
+fn check_prints_each_round_trip_and_the_offset_from_the_store_s_clock() {
+    for (skew, result, direction) in [(0, "ok  ", None), (-120, "WARN", Some("behind"))] {
+        let bucket = fake_s3::serve_bucket_with_clock(Mode::Keeps, skew);
+        let url = "s3://lease/locks/clock";
+        let f = check(url, &fake_env(&bucket), &["--rounds", "2"]);
+        assert_eq!(
+            f.code,
+            Some(0),
+            "stdout:\n{}\nstderr:\n{}",
+            f.stdout,
+            f.stderr
+        );
+        let lines: Vec<&str> = f.stdout.lines().collect();
+        let (_verdict, checks) = lines.split_last().expect("lines");
+        let first = checks.first().expect("a clock line");
+        assert!(
+            first.starts_with(&format!(
+                "{result} clock offset (the store's Date header): "
+            )),
+            "{}",
+            f.stdout
+        );
+        if let Some(direction) = direction {
+            assert!(
+                first.contains(&format!("s {direction} this host's clock")),
+                "{first}"
+            );
+            assert!(first.contains("--once-per"), "{first}");
+        }
+        for line in checks {
+            let rtt = rtt_of(line).unwrap_or_else(|| panic!("no [rtt N ms] at the end: {line}"));
+            assert!(rtt >= 0.0, "{line}");
+        }
+        assert!(
+            checks
+                .iter()
+                .any(|l| l.starts_with("ok   racing creates") && l.contains("round trips: median ")),
+            "{}",
+            f.stdout
+        );
+
+        let f = check(url, &fake_env(&bucket), &["--rounds", "2", "--json"]);
+        assert_eq!(f.code, Some(0), "{}", f.stderr);
+        let v: serde_json::Value = serde_json::from_str(f.stdout.trim()).expect("one JSON object");
+        let checks = v["checks"].as_array().expect("checks");
+        let offset = checks[0]["clock_offset_ms"]
+            .as_f64()
+            .expect("clock_offset_ms");
+        let within = checks[0]["clock_uncertainty_ms"]
+            .as_f64()
+            .expect("clock_uncertainty_ms");
+        // The skew is the test's own: the store's clock is off by it, give or take the
+        // estimate's own bound.
+        assert!(
+            (offset - skew as f64 * 1000.0).abs() <= within + 1000.0,
+            "offset {offset} ms, within {within} ms, skew {skew} s"
+        );
+        assert!(
+            checks.iter().all(|c| c["rtt_ms"].as_f64().is_some()),
+            "{checks:#?}"
+        );
+    }
+}
+
+/// A store that answers conditional PUTs with 501 NotImplemented (Backblaze B2) is
+/// unsafe, and the answer is named: one line per check, not a retry loop.
+#[test]
+fn check_names_a_not_implemented_answer() {
+    let bucket = fake_s3::serve_bucket(Mode::NotImplemented);
+    let url = "s3://lease/locks/b2";
+    let f = check(url, &fake_env(&bucket), &[]);
+    let verdict = assert_unsafe(&f, url);
+    assert!(
+        verdict.contains("create (If-None-Match: *) on a new key"),
+        "{verdict}"
+    );
+    assert!(
+        f.stdout.lines().any(|l| l.starts_with(
+            "FAIL create (If-None-Match: *) on a new key: expected written; got NotImplemented (HTTP 501): "
+        ) && l.contains("the store does not support conditional writes")),
+        "{}",
+        f.stdout
+    );
+    let puts = bucket
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .count();
+    assert!(puts < 100, "{puts} PUTs: the probe retried a 501");
+
+    let f = check(url, &fake_env(&bucket), &["--json"]);
+    assert_eq!(f.code, Some(78), "{}", f.stderr);
+    let v: serde_json::Value = serde_json::from_str(f.stdout.trim()).expect("one JSON object");
+    assert!(
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["result"] == "fail" && c["anomaly"] == "not-implemented"),
+        "{v}"
     );
     assert_eq!(bucket.keys(), Vec::<String>::new(), "scratch keys left");
 }

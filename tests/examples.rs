@@ -507,3 +507,109 @@ fn container_entrypoint_as_pid_1_reaps_orphans_and_forwards_sigterm() {
     );
     assert_eq!(lock.record()["released"], true);
 }
+
+// ---------------------------------------------------------------------------------------
+// examples/lifecycle-noncurrent-versions.json: the rule the README gives for versioned
+// buckets. The store must take it as `aws s3api put-bucket-lifecycle-configuration` sends
+// it, and it must never expire the lock object itself (no `Expiration` action).
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn lifecycle_rule_for_noncurrent_lock_versions_is_accepted_on_s3() {
+    use aws_sdk_s3::types::{
+        BucketLifecycleConfiguration, BucketVersioningStatus, ExpirationStatus, LifecycleRule,
+        LifecycleRuleFilter, NoncurrentVersionExpiration, VersioningConfiguration,
+    };
+    let example: serde_json::Value =
+        serde_json::from_str(&example_file("lifecycle-noncurrent-versions.json"))
+            .expect("the lifecycle example is JSON");
+    let rules = example["Rules"].as_array().expect("Rules");
+    assert_eq!(rules.len(), 1, "{example}");
+    let rule = &rules[0];
+    assert!(
+        rule.get("Expiration").is_none(),
+        "a rule that expires current versions would delete the lock itself: {rule}"
+    );
+    let prefix = rule["Filter"]["Prefix"].as_str().expect("Filter.Prefix");
+    let days = rule["NoncurrentVersionExpiration"]["NoncurrentDays"]
+        .as_i64()
+        .expect("NoncurrentVersionExpiration.NoncurrentDays") as i32;
+    assert_eq!(rule["Status"], "Enabled");
+
+    // A bucket of its own: a lifecycle configuration replaces the bucket's whole one.
+    let bucket = format!("lifecycle-{}", std::process::id());
+    e2e::block_on(async {
+        let client = support::s3_client().await;
+        client
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create a bucket");
+        client
+            .put_bucket_versioning()
+            .bucket(&bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("enable versioning");
+        let rule = LifecycleRule::builder()
+            .id(rule["ID"].as_str().expect("ID"))
+            .filter(LifecycleRuleFilter::builder().prefix(prefix).build())
+            .status(ExpirationStatus::Enabled)
+            .noncurrent_version_expiration(
+                NoncurrentVersionExpiration::builder()
+                    .noncurrent_days(days)
+                    .build(),
+            )
+            .build()
+            .expect("a lifecycle rule");
+        client
+            .put_bucket_lifecycle_configuration()
+            .bucket(&bucket)
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .rules(rule)
+                    .build()
+                    .expect("a lifecycle configuration"),
+            )
+            .send()
+            .await
+            .expect("the store takes the lifecycle rule");
+        let got = client
+            .get_bucket_lifecycle_configuration()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("read the lifecycle rule back");
+        let rules = got.rules();
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert_eq!(
+            rules[0]
+                .noncurrent_version_expiration()
+                .and_then(|e| e.noncurrent_days()),
+            Some(days),
+            "{rules:?}"
+        );
+        assert!(rules[0].expiration().is_none(), "{rules:?}");
+
+        // s3lead works on the versioned bucket as on any other.
+        let lock = format!("s3://{bucket}/{prefix}versioned");
+        let mut run = e2e::s3lead();
+        run.args(["run", &lock, "--", "true"])
+            .envs(support::s3_env());
+        let ran = finish(run, Duration::from_secs(60));
+        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+
+        client
+            .delete_bucket_lifecycle()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("remove the rule");
+    });
+}

@@ -63,8 +63,8 @@ async fn contract<S: ScratchStore>(store: &S) -> Vec<Finding> {
         findings.iter().all(|f| f.outcome != Outcome::Fail),
         "{findings:#?}"
     );
-    // Checks 1 to 7 one at a time, then the two kinds of race.
-    assert_eq!(findings.len(), 9, "{findings:#?}");
+    // The clock, checks 1 to 7 one at a time, then the two kinds of race.
+    assert_eq!(findings.len(), 10, "{findings:#?}");
     assert_eq!(
         store.read(None).await,
         Ok(ReadReply::Missing),

@@ -43,7 +43,6 @@ fn at_level(f: &Finished, level: &str) -> Vec<String> {
         .collect()
 }
 
-
 /// The retries after the first failure, as the debug log counts them.
 fn retries(f: &Finished) -> usize {
     at_level(f, "DEBUG")

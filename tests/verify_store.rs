@@ -39,7 +39,6 @@ fn run_on_fake(bucket: &fake_s3::Bucket, cache: &Path, started: &Path, extra: &[
     c
 }
 
-
 /// Log lines at ERROR level.
 fn errors(f: &Finished) -> Vec<String> {
     f.logs()

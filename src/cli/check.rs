@@ -8,6 +8,11 @@
 //! missing bucket exit as they do for `run`. Answers too vague to judge (timeouts, 5xx
 //! where a definite answer was due) end the check with 69: nothing is proven either way.
 //! SIGINT and SIGTERM stop the probe, and its scratch keys are deleted before exiting.
+//!
+//! Each line ends with the round-trip time of the request it judges (`[rtt 12.3 ms]`), the
+//! first line is the offset between this host's clock and the store's `Date`, and an
+//! answer the library names (501 NotImplemented, 200 despite a failed precondition) is
+//! named first in what the store did.
 
 /// A line on stdout that never panics: `s3lead check … | head` must still delete its
 /// scratch keys and give its exit status when nobody reads the rest.
@@ -32,7 +37,9 @@ pub struct CheckArgs {
     pub lock: String,
 
     /// Print one JSON object: {"lock", "safe", "verdict", "rounds", "writers", "checks":
-    /// [{"check", "result": "ok"|"warn"|"fail", "expected", "got"}]}.
+    /// [{"check", "result": "ok"|"warn"|"fail", "expected", "got", "rtt_ms", and where
+    /// they apply "anomaly": "not-implemented"|"ignored-precondition",
+    /// "clock_offset_ms", "clock_uncertainty_ms"}]}.
     #[arg(long)]
     pub json: bool,
 
@@ -105,19 +112,27 @@ struct Report {
 impl Report {
     fn add(&mut self, finding: Finding) {
         if !self.json {
+            // The store's answer, named first when it is one of the known ways of not
+            // keeping the contract; the round trip last.
+            let got = match finding.anomaly {
+                Some(anomaly) => format!("{anomaly}: {}", finding.got),
+                None => finding.got.clone(),
+            };
+            let rtt = finding
+                .rtt_ms
+                .map(|ms| format!(" [rtt {ms:.1} ms]"))
+                .unwrap_or_default();
             match finding.outcome {
-                Outcome::Ok => out!("ok   {}: {}", finding.check, finding.got),
+                Outcome::Ok => out!("ok   {}: {got}{rtt}", finding.check),
                 Outcome::Warn => out!(
-                    "WARN {}: expected {}; got {}",
+                    "WARN {}: expected {}; got {got}{rtt}",
                     finding.check,
-                    finding.expected,
-                    finding.got
+                    finding.expected
                 ),
                 Outcome::Fail => out!(
-                    "FAIL {}: expected {}; got {}",
+                    "FAIL {}: expected {}; got {got}{rtt}",
                     finding.check,
-                    finding.expected,
-                    finding.got
+                    finding.expected
                 ),
             }
         }

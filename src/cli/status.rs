@@ -5,13 +5,21 @@
 //! only watching the record change can (docs/design.md §3), and `renewed_at` was written
 //! by another host's clock. So "appears live" is information for people and scripts; no
 //! safety decision rests on it.
+//!
+//! `--watch` keeps reading, and prints one line each time the holder, the term or the
+//! release state changes (renewals change none of them, so they print nothing), until
+//! SIGINT or SIGTERM ends it with status 0. It reads on a follower's cheap schedule: a
+//! conditional read (304 when nothing changed) every third of the lease seen, at most
+//! every 10 s, or every `--every`.
 
 use super::{Failure, S3Args};
 use clap::Args;
 use s3lead::exit;
 use s3lead::record::{LastRun, LockRecord};
+use s3lead::signals::Signals;
+use s3lead::store::{AnyStore, Etag, StoreError};
 use s3lead::store::{LockStore, ReadReply};
-use s3lead::timing::Dur;
+use s3lead::timing::{Dur, parse_duration};
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Args)]
@@ -25,6 +33,17 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Keep reading, and print one line each time the holder, the term or the release
+    /// state changes (not at renewals), until interrupted (SIGINT or SIGTERM: exit 0).
+    /// With --json, one object per line: {"at", "lock", "state", "holder", "term",
+    /// "lease_id"}.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// With --watch, read this often [default: a third of the lease seen, at most 10s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "watch")]
+    pub every: Option<Duration>,
+
     #[command(flatten)]
     pub s3: S3Args,
 }
@@ -34,6 +53,9 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
     let url = super::lock_url(&args.lock)?;
     let lock = url.as_str();
     let store = super::open(&url, &args.s3.options(super::ONE_SHOT_REQUEST_TIMEOUT)).await?;
+    if args.watch {
+        return watch(&store, lock, args.json, args.every).await;
+    }
     let reply = store
         .read(None)
         .await
@@ -159,4 +181,130 @@ fn print_last_run(run: &LastRun) {
         Dur(Duration::from_secs(run.window_s)),
         run.window
     );
+}
+
+/// What `--watch` prints a line for: a change of any of these. A renewal changes none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    state: &'static str,
+    holder: Option<String>,
+    term: Option<u64>,
+    lease_id: Option<String>,
+}
+
+impl Seen {
+    fn of(record: Option<&LockRecord>) -> Seen {
+        match record {
+            None => Seen {
+                state: "absent",
+                holder: None,
+                term: None,
+                lease_id: None,
+            },
+            Some(r) => Seen {
+                state: if r.released { "released" } else { "held" },
+                holder: Some(r.holder.clone()),
+                term: Some(r.term.get()),
+                lease_id: Some(r.lease_id.to_string()),
+            },
+        }
+    }
+}
+
+/// A follower's slow poll: a third of the lease, at most 10 s (and at least 100 ms).
+const WATCH_CEILING: Duration = Duration::from_secs(10);
+
+/// `status --watch`: a line per change until SIGINT or SIGTERM (exit 0); a store that
+/// stops answering is said once on stderr and read again, a fatal answer ends it.
+async fn watch(
+    store: &AnyStore,
+    lock: &str,
+    json: bool,
+    every: Option<Duration>,
+) -> Result<i32, Failure> {
+    let mut signals = Signals::listen()
+        .map_err(|e| Failure::new(exit::OS_ERROR, format!("{lock}: cannot catch signals: {e}")))?;
+    let mut last: Option<Seen> = None;
+    let mut etag: Option<Etag> = None;
+    let mut period = every.unwrap_or(WATCH_CEILING);
+    let mut outage = false;
+    loop {
+        let read = tokio::select! {
+            read = store.read(etag.as_ref()) => read,
+            _ = signals.shutdown() => return Ok(0),
+        };
+        match read {
+            Ok(ReadReply::NotModified) => {}
+            Ok(reply) => {
+                let record =
+                    match reply {
+                        ReadReply::Found { etag: e, body } => {
+                            etag = Some(e);
+                            Some(LockRecord::decode(&body).map_err(|e| {
+                                Failure::new(exit::BAD_RECORD, format!("{lock}: {e}"))
+                            })?)
+                        }
+                        _ => {
+                            etag = None;
+                            None
+                        }
+                    };
+                if every.is_none() {
+                    period = record
+                        .as_ref()
+                        .map_or(WATCH_CEILING, |r| r.lease() / 3)
+                        .clamp(Duration::from_millis(100), WATCH_CEILING);
+                }
+                let seen = Seen::of(record.as_ref());
+                if last.as_ref() != Some(&seen) {
+                    if !print_change(lock, json, &seen) {
+                        // Nobody reads stdout any more (`| head -n1`): done.
+                        return Ok(0);
+                    }
+                    last = Some(seen);
+                }
+                outage = false;
+            }
+            Err(e @ StoreError::Fatal(..)) => return Err(super::store_failure(lock, &e)),
+            Err(e) => {
+                if !outage {
+                    tracing::warn!(lock, "{e}; reading again");
+                    outage = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = signals.shutdown() => return Ok(0),
+        }
+    }
+}
+
+/// One line for a change; `false` when stdout is gone.
+fn print_change(lock: &str, json: bool, seen: &Seen) -> bool {
+    use std::io::Write as _;
+    let at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let line = if json {
+        serde_json::json!({
+            "at": at,
+            "lock": lock,
+            "state": seen.state,
+            "holder": seen.holder,
+            "term": seen.term,
+            "lease_id": seen.lease_id,
+        })
+        .to_string()
+    } else {
+        match (&seen.holder, seen.term) {
+            (Some(holder), Some(term)) if seen.state == "held" => {
+                format!("{at} {lock}: held by {holder}, term {term}")
+            }
+            (Some(holder), Some(term)) => {
+                format!("{at} {lock}: released by {holder}, term {term}")
+            }
+            _ => format!("{at} {lock}: absent (no lock object)"),
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }

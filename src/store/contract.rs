@@ -24,12 +24,71 @@
 //!
 //! What a store has learned about itself (it wants `If-Match` unquoted) it reports as a
 //! [`Quirk`]; the probe never looks inside a concrete store.
+//!
+//! Every finding carries the round-trip time of the request it judges (for a race, the
+//! median of its requests), and the probe begins with the offset between this host's wall
+//! clock and the store's `Date` header, which is what `--once-per` windows are judged by
+//! (each host by its own clock). Two answers a store gives instead of keeping the contract
+//! are named ([`Anomaly`]): HTTP 501 NotImplemented (Backblaze B2), and HTTP 200 to a write
+//! whose precondition did not hold (GCS's XML API, Garage).
 
 use super::{Etag, FatalKind, LockStore, ReadReply, StoreError};
 use serde::Serialize;
 use std::fmt;
 use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
+
+/// An answer, instead of the contract's, that the probe names wherever it shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Anomaly {
+    /// HTTP 501 NotImplemented to a conditional request (Backblaze B2 answers conditional
+    /// PUTs so): the store cannot hold a lock at all.
+    NotImplemented,
+    /// HTTP 200 to a write whose precondition did not hold (GCS's S3 API, Garage 2.5):
+    /// the store ignores the condition, and every writer wins.
+    IgnoredPrecondition,
+}
+
+impl fmt::Display for Anomaly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Anomaly::NotImplemented => "NotImplemented (HTTP 501)",
+            Anomaly::IgnoredPrecondition => "200 despite a failed precondition",
+        })
+    }
+}
+
+/// One reading of the store's clock: this host's wall clock just before a request was
+/// sent and just after its answer arrived, and the time the answer's `Date` header gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockSample {
+    /// This host's wall clock when the request was sent.
+    pub sent: SystemTime,
+    /// This host's wall clock when the answer arrived.
+    pub received: SystemTime,
+    /// The store's `Date` header (whole seconds, truncated).
+    pub server: SystemTime,
+}
+
+impl ClockSample {
+    /// How far the store's clock is ahead of this host's (negative: behind), in seconds,
+    /// and how far off that estimate may be. The store stamped its answer somewhere
+    /// between `sent` and `received`, in the second that `Date` names: the estimate takes
+    /// the middle of both, and its bound is half of each span.
+    pub fn offset_secs(&self) -> (f64, f64) {
+        let secs = |t: SystemTime| match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        };
+        let (sent, received) = (secs(self.sent), secs(self.received));
+        let round_trip = (received - sent).max(0.0);
+        let offset = secs(self.server) + 0.5 - (sent + round_trip / 2.0);
+        (offset, 0.5 + round_trip / 2.0)
+    }
+}
 
 /// Something a store has found out about the server behind it and works around, reported
 /// beside the check where it showed.
@@ -81,7 +140,18 @@ pub trait ScratchStore: LockStore + Clone {
     fn quirks(&self) -> Vec<Quirk> {
         Vec::new()
     }
+
+    /// The server's clock, read from the `Date` header of one request on this (scratch)
+    /// key, which must not exist; `None` for a store with no clock of its own (a file on
+    /// this host).
+    fn server_clock(&self) -> impl Future<Output = Result<Option<ClockSample>, StoreError>> + Send {
+        async { Ok(None) }
+    }
 }
+
+/// A store's clock more than this far from the host's is a warning: `--once-per` judges
+/// windows by each host's clock, and a host this far off is probably not synchronised.
+const CLOCK_WARN_SECS: f64 = 5.0;
 
 /// How one check went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -96,8 +166,11 @@ pub enum Outcome {
 }
 
 /// One check: what the contract wants, and what the store did. Serialised as
-/// `{"check", "result", "expected", "got"}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// `{"check", "result", "expected", "got"}`, with `"rtt_ms"` (the round-trip time of the
+/// request judged; for a race the median of its requests), `"anomaly"` (an answer named
+/// by [`Anomaly`]) and `"clock_offset_ms"` / `"clock_uncertainty_ms"` (the clock check)
+/// when they apply.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Finding {
     /// What was tried, e.g. `create (If-None-Match: *) on an existing key`.
     pub check: String,
@@ -108,6 +181,19 @@ pub struct Finding {
     pub expected: String,
     /// What the store did.
     pub got: String,
+    /// The round-trip time of the request judged, in milliseconds (for a race, the
+    /// median of its requests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// An answer of the store's, named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<Anomaly>,
+    /// For the clock check: how far the store's `Date` is ahead of this host's clock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<f64>,
+    /// For the clock check: how far off [`Finding::clock_offset_ms`] may be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_uncertainty_ms: Option<f64>,
 }
 
 impl Finding {
@@ -117,7 +203,27 @@ impl Finding {
             outcome,
             expected: expected.to_owned(),
             got: got.into(),
+            rtt_ms: None,
+            anomaly: None,
+            clock_offset_ms: None,
+            clock_uncertainty_ms: None,
         }
+    }
+
+    fn timed(mut self, rtt: Duration) -> Finding {
+        self.rtt_ms = Some(millis(rtt));
+        self
+    }
+
+    /// Names the store's answer: the outcome of the write judged, or `ignored` when the
+    /// write succeeded though its precondition did not hold.
+    fn naming(mut self, outcome: &Result<Etag, StoreError>, ignored: bool) -> Finding {
+        self.anomaly = match outcome {
+            Err(StoreError::Fatal(FatalKind::Unsupported, _)) => Some(Anomaly::NotImplemented),
+            Ok(_) if ignored => Some(Anomaly::IgnoredPrecondition),
+            _ => None,
+        };
+        self
     }
 
     fn ok(check: &str, expected: &str, got: impl Into<String>) -> Finding {
@@ -272,6 +378,7 @@ impl<S: ScratchStore> Scratch<S> {
     }
 }
 
+const CLOCK: &str = "clock offset (the store's Date header)";
 const CREATE_NEW: &str = "create (If-None-Match: *) on a new key";
 const CREATE_EXISTING: &str = "create (If-None-Match: *) on an existing key";
 const REPLACE_WRONG: &str = "replace (If-Match) with a wrong ETag";
@@ -311,6 +418,7 @@ impl<S: ScratchStore> Session<'_, S> {
 
     async fn run(&mut self) -> Result<(), Stop> {
         let key = self.scratch.new_key(self.store)?;
+        self.clock(&key).await?;
         let outcome = self.one_at_a_time(&key).await;
         self.scratch.delete(&key).await;
         outcome?;
@@ -329,6 +437,47 @@ impl<S: ScratchStore> Session<'_, S> {
             .into_bytes()
     }
 
+    /// The offset between this host's clock and the store's `Date`, read with a request
+    /// on `key` before anything is written to it.
+    async fn clock(&mut self, key: &S) -> Result<(), Stop> {
+        let started = Instant::now();
+        let sample = readable(key.server_clock().await)?;
+        let rtt = started.elapsed();
+        let expected = "the store's Date within 5 s of this host's clock";
+        let finding = match sample {
+            None => Finding::ok(
+                CLOCK,
+                expected,
+                "no offset: the store has no clock of its own (a file on this host)",
+            ),
+            Some(sample) => {
+                let (offset, within) = sample.offset_secs();
+                let said = format!(
+                    "the store's Date is {:.1} s {} this host's clock (within {:.1} s: Date has whole seconds)",
+                    offset.abs(),
+                    if offset < 0.0 { "behind" } else { "ahead of" },
+                    within
+                );
+                let mut finding = if offset.abs() > CLOCK_WARN_SECS + within {
+                    Finding::warn(
+                        CLOCK,
+                        expected,
+                        format!(
+                            "{said}: is this host's clock synchronised? --once-per judges its windows by each host's clock"
+                        ),
+                    )
+                } else {
+                    Finding::ok(CLOCK, expected, said)
+                };
+                finding.clock_offset_ms = Some(offset * 1000.0);
+                finding.clock_uncertainty_ms = Some(within * 1000.0);
+                finding
+            }
+        };
+        self.report(finding.timed(rtt));
+        Ok(())
+    }
+
     /// Checks 1 to 6 of the contract, on one key that does not exist yet. Returns early
     /// once a failure leaves nothing meaningful to check.
     async fn one_at_a_time(&mut self, key: &S) -> Result<(), Stop> {
@@ -338,9 +487,16 @@ impl<S: ScratchStore> Session<'_, S> {
         };
 
         // 2. A second create is refused and changes nothing.
-        let attempt = judgeable(key.create(self.body("second create")).await)?;
+        let (attempt, rtt) = timed(key.create(self.body("second create"))).await;
+        let attempt = judgeable(attempt)?;
         let Some(current) = self
-            .refused_unchanged(key, CREATE_EXISTING, attempt, &current, "If-None-Match: *")
+            .refused_unchanged(
+                key,
+                CREATE_EXISTING,
+                (attempt, rtt),
+                &current,
+                "If-None-Match: *",
+            )
             .await?
         else {
             return Ok(());
@@ -348,9 +504,10 @@ impl<S: ScratchStore> Session<'_, S> {
 
         // 3. A replace with an ETag the object never had is refused.
         let wrong = Etag::new(format!("\"{}\"", random_hex(16)));
-        let attempt = judgeable(key.replace(&wrong, self.body("wrong ETag")).await)?;
+        let (attempt, rtt) = timed(key.replace(&wrong, self.body("wrong ETag"))).await;
+        let attempt = judgeable(attempt)?;
         let Some(current) = self
-            .refused_unchanged(key, REPLACE_WRONG, attempt, &current, "If-Match")
+            .refused_unchanged(key, REPLACE_WRONG, (attempt, rtt), &current, "If-Match")
             .await?
         else {
             return Ok(());
@@ -362,9 +519,10 @@ impl<S: ScratchStore> Session<'_, S> {
         };
 
         // 5. The ETag just replaced is stale: refused.
-        let attempt = judgeable(key.replace(&current.0, self.body("stale ETag")).await)?;
+        let (attempt, rtt) = timed(key.replace(&current.0, self.body("stale ETag"))).await;
+        let attempt = judgeable(attempt)?;
         let Some((now, _)) = self
-            .refused_unchanged(key, REPLACE_STALE, attempt, &replaced, "If-Match")
+            .refused_unchanged(key, REPLACE_STALE, (attempt, rtt), &replaced, "If-Match")
             .await?
         else {
             return Ok(());
@@ -378,26 +536,26 @@ impl<S: ScratchStore> Session<'_, S> {
     /// after a failure.
     async fn create_new(&mut self, key: &S) -> Result<Option<Content>, Stop> {
         let b1 = self.body("first create");
-        let created = key.create(b1.clone()).await;
+        let (created, rtt) = timed(key.create(b1.clone())).await;
         self.scratch.first_write(key, &created);
         let created = judgeable(created)?;
         let after = content(key).await?;
-        Ok(match (created, after) {
+        let named =
+            |f: Finding, outcome: &Result<Etag, StoreError>| f.timed(rtt).naming(outcome, false);
+        Ok(match (&created, after) {
             (Ok(e1), Some(current)) if current.1 == b1 => {
-                self.report(Finding::ok(
-                    CREATE_NEW,
-                    "written",
-                    format!("written (ETag {e1})"),
-                ));
+                let got = format!("written (ETag {e1})");
+                self.report(named(Finding::ok(CREATE_NEW, "written", got), &created));
                 Some(current)
             }
             (Ok(e1), after) => {
                 let got = format!("written (ETag {e1}), yet a read shows {}", shown(&after));
-                self.report(Finding::fail(CREATE_NEW, "written", got));
+                self.report(named(Finding::fail(CREATE_NEW, "written", got), &created));
                 None
             }
             (Err(e), _) => {
-                self.report(Finding::fail(CREATE_NEW, "written", said(&e)));
+                let got = said(e);
+                self.report(named(Finding::fail(CREATE_NEW, "written", got), &created));
                 None
             }
         })
@@ -412,32 +570,39 @@ impl<S: ScratchStore> Session<'_, S> {
         current: &Content,
     ) -> Result<Option<Content>, Stop> {
         let b4 = self.body("replace");
-        let replaced = judgeable(key.replace(&current.0, b4.clone()).await)?;
+        let (replaced, rtt) = timed(key.replace(&current.0, b4.clone())).await;
+        let replaced = judgeable(replaced)?;
         let after = content(key).await?;
         let expected = "written, with a new ETag";
+        let anomaly = Finding::ok("", "", "").naming(&replaced, false).anomaly;
+        let mut report = |f: Finding| {
+            let mut f = f.timed(rtt);
+            f.anomaly = anomaly;
+            self.report(f);
+        };
         Ok(match (replaced, after) {
             (Ok(e4), Some(after)) if after.1 == b4 && e4 != current.0 => {
                 let mut got = format!("written (ETag {} -> {e4})", current.0);
                 for quirk in key.quirks() {
                     got.push_str(&format!("; {quirk}"));
                 }
-                self.report(Finding::ok(REPLACE_CURRENT, expected, got));
+                report(Finding::ok(REPLACE_CURRENT, expected, got));
                 Some((e4, after.1))
             }
             (Ok(e4), Some(after)) if after.1 == b4 => {
                 let got = format!(
                     "written, but the ETag is still {e4}: followers could not see a renewal"
                 );
-                self.report(Finding::fail(REPLACE_CURRENT, expected, got));
+                report(Finding::fail(REPLACE_CURRENT, expected, got));
                 None
             }
             (Ok(e4), after) => {
                 let got = format!("written (ETag {e4}), yet a read shows {}", shown(&after));
-                self.report(Finding::fail(REPLACE_CURRENT, expected, got));
+                report(Finding::fail(REPLACE_CURRENT, expected, got));
                 None
             }
             (Err(e), _) => {
-                self.report(Finding::fail(REPLACE_CURRENT, expected, said(&e)));
+                report(Finding::fail(REPLACE_CURRENT, expected, said(&e)));
                 None
             }
         })
@@ -447,7 +612,8 @@ impl<S: ScratchStore> Session<'_, S> {
     /// when the store sends the object anyway: s3lead compares the ETag itself.
     async fn read_current(&mut self, key: &S, now: &Etag) -> Result<(), Stop> {
         let expected = "not modified (304)";
-        let finding = match readable(key.read(Some(now)).await)? {
+        let (read, rtt) = timed(key.read(Some(now))).await;
+        let finding = match readable(read)? {
             ReadReply::NotModified if readable(key.answers_not_modified(now).await)? => {
                 Finding::ok(READ_CURRENT, expected, "not modified (304)")
             }
@@ -469,7 +635,7 @@ impl<S: ScratchStore> Session<'_, S> {
                 Finding::fail(READ_CURRENT, expected, got)
             }
         };
-        self.report(finding);
+        self.report(finding.timed(rtt));
         Ok(())
     }
 
@@ -480,7 +646,7 @@ impl<S: ScratchStore> Session<'_, S> {
         &mut self,
         key: &S,
         check: &str,
-        attempt: Result<Etag, StoreError>,
+        (attempt, rtt): (Result<Etag, StoreError>, Duration),
         before: &Content,
         header: &str,
     ) -> Result<Option<Content>, Stop> {
@@ -510,14 +676,14 @@ impl<S: ScratchStore> Session<'_, S> {
             ),
             Err(_) => Finding::fail(check, REFUSED_UNCHANGED, said),
         };
-        self.report(finding);
+        self.report(finding.timed(rtt).naming(&attempt, true));
         Ok(after)
     }
 
     /// 7. A replace on a missing key is refused and creates nothing.
     async fn replace_missing(&mut self, key: &S) -> Result<(), Stop> {
         let etag = Etag::new(format!("\"{}\"", random_hex(16)));
-        let attempt = key.replace(&etag, self.body("replace missing")).await;
+        let (attempt, rtt) = timed(key.replace(&etag, self.body("replace missing"))).await;
         self.scratch.first_write(key, &attempt);
         let attempt = judgeable(attempt)?;
         let after = content(key).await?;
@@ -546,7 +712,7 @@ impl<S: ScratchStore> Session<'_, S> {
                 ),
                 Err(_) => Finding::fail(REPLACE_MISSING, expected, said),
             };
-        self.report(finding);
+        self.report(finding.timed(rtt).naming(&attempt, true));
         Ok(())
     }
 
@@ -567,7 +733,9 @@ impl<S: ScratchStore> Session<'_, S> {
             }
         }
         let broken = creates.failure.is_some() || replaces.failure.is_some();
-        for (check, tally) in [(RACE_CREATE, creates), (RACE_REPLACE, replaces)] {
+        for (check, mut tally) in [(RACE_CREATE, creates), (RACE_REPLACE, replaces)] {
+            let round_trips = tally.round_trips();
+            let not_implemented = tally.not_implemented;
             let finding = match tally.failure {
                 Some(failure) => Finding::fail(check, ONE_WINNER, failure),
                 None if tally.rounds() == 0 => continue,
@@ -593,6 +761,20 @@ impl<S: ScratchStore> Session<'_, S> {
                     ),
                 ),
             };
+            let mut finding = match round_trips {
+                Some((median, said)) => {
+                    let mut f = finding.timed(median);
+                    // A failure's words are the verdict's: kept to the failure.
+                    if f.outcome != Outcome::Fail {
+                        f.got = format!("{}; {said}", f.got);
+                    }
+                    f
+                }
+                None => finding,
+            };
+            if not_implemented {
+                finding.anomaly = Some(Anomaly::NotImplemented);
+            }
             self.report(finding);
         }
         Ok(())
@@ -608,9 +790,9 @@ impl<S: ScratchStore> Session<'_, S> {
         let bodies: Vec<Vec<u8>> = (0..self.writers)
             .map(|i| self.body(&format!("round {round} create by writer {i}")))
             .collect();
-        let answers = race(key, None, &bodies).await?;
+        let answers = race(key, None, &bodies, &mut creates.rtts).await?;
         let after = content(key).await?;
-        creates.count(round, judge(&answers, &bodies, after.as_ref()));
+        creates.count(round, &answers, judge(&answers, &bodies, after.as_ref()));
         if creates.failure.is_some() {
             return Ok(());
         }
@@ -622,9 +804,9 @@ impl<S: ScratchStore> Session<'_, S> {
         let bodies: Vec<Vec<u8>> = (0..self.writers)
             .map(|i| self.body(&format!("round {round} replace by writer {i}")))
             .collect();
-        let answers = race(key, Some(&etag), &bodies).await?;
+        let answers = race(key, Some(&etag), &bodies, &mut replaces.rtts).await?;
         let after = content(key).await?;
-        replaces.count(round, judge(&answers, &bodies, after.as_ref()));
+        replaces.count(round, &answers, judge(&answers, &bodies, after.as_ref()));
         Ok(())
     }
 }
@@ -637,6 +819,10 @@ struct Tally {
     /// Rounds with no HTTP 200 at all, only ambiguous answers.
     unsure: u32,
     failure: Option<String>,
+    /// Whether a writer was answered 501 NotImplemented.
+    not_implemented: bool,
+    /// The round-trip time of every racing request.
+    rtts: Vec<Duration>,
 }
 
 impl Tally {
@@ -644,7 +830,24 @@ impl Tally {
         self.won + self.unsure + u32::from(self.failure.is_some())
     }
 
-    fn count(&mut self, round: u32, judged: Judged) {
+    /// The median and the slowest round trip, in a few words; `None` before any request.
+    fn round_trips(&mut self) -> Option<(Duration, String)> {
+        self.rtts.sort();
+        let median = *self.rtts.get(self.rtts.len() / 2)?;
+        let slowest = *self.rtts.last()?;
+        Some((
+            median,
+            format!(
+                "round trips: median {:.1} ms, slowest {:.1} ms, of {} requests",
+                millis(median),
+                millis(slowest),
+                self.rtts.len()
+            ),
+        ))
+    }
+
+    fn count(&mut self, round: u32, answers: &[Answer], judged: Judged) {
+        self.not_implemented |= answers.iter().any(|a| matches!(a, Answer::Unsupported(_)));
         match judged {
             Judged::OneWinner => self.won += 1,
             Judged::Unsure => self.unsure += 1,
@@ -673,22 +876,25 @@ async fn race<S: ScratchStore>(
     key: &S,
     etag: Option<&Etag>,
     bodies: &[Vec<u8>],
+    rtts: &mut Vec<Duration>,
 ) -> Result<Vec<Answer>, Stop> {
     let mut tasks = JoinSet::new();
     for (i, body) in bodies.iter().enumerate() {
         let (key, etag, body) = (key.clone(), etag.cloned(), body.clone());
         tasks.spawn(async move {
+            let started = Instant::now();
             let outcome = match etag {
                 None => key.create(body).await,
                 Some(etag) => key.replace(&etag, body).await,
             };
-            (i, outcome)
+            (i, outcome, started.elapsed())
         });
     }
     let mut answers = vec![Answer::Unsure; bodies.len()];
     while let Some(joined) = tasks.join_next().await {
-        let (i, outcome) = joined
+        let (i, outcome, rtt) = joined
             .map_err(|e| Stop::Inconclusive(format!("a racing writer's task failed: {e}")))?;
+        rtts.push(rtt);
         answers[i] = match outcome {
             Ok(_) => Answer::Won,
             Err(StoreError::PreconditionFailed | StoreError::Conflict | StoreError::Missing) => {
@@ -816,6 +1022,17 @@ fn shown(after: &Option<Content>) -> String {
     }
 }
 
+/// `what`, awaited, and how long it took.
+async fn timed<T>(what: impl Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let outcome = what.await;
+    (outcome, started.elapsed())
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 /// `n` random bytes from the OS, hex encoded.
 fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
@@ -916,6 +1133,25 @@ mod tests {
         (verdict, findings)
     }
 
+    #[test]
+    fn the_clock_offset_is_the_date_against_the_middle_of_the_round_trip() {
+        let at = |s: u64, ms: u64| UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms);
+        // Sent at 100.0, answered at 100.2; the store said 160 (so 160.0 to 161.0).
+        let sample = ClockSample {
+            sent: at(100, 0),
+            received: at(100, 200),
+            server: at(160, 0),
+        };
+        let (offset, within) = sample.offset_secs();
+        assert!((offset - 60.4).abs() < 1e-9, "{offset}");
+        assert!((within - 0.6).abs() < 1e-9, "{within}");
+        let behind = ClockSample {
+            server: at(40, 0),
+            ..sample
+        };
+        assert!(behind.offset_secs().0 < -59.0);
+    }
+
     #[tokio::test]
     async fn the_file_store_keeps_the_contract_and_no_scratch_file_is_left() {
         let dir = tempfile::tempdir().unwrap();
@@ -927,7 +1163,7 @@ mod tests {
         for finding in &findings {
             assert_eq!(finding.outcome, Outcome::Ok, "{finding:?}");
         }
-        assert_eq!(findings.len(), 9, "{findings:?}");
+        assert_eq!(findings.len(), 10, "{findings:?}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
@@ -937,7 +1173,7 @@ mod tests {
         let (verdict, findings) = probe(&lock).await;
         assert!(matches!(verdict, Verdict::Kept), "{verdict:?}");
         assert!(findings.iter().all(|f| f.outcome == Outcome::Ok));
-        assert_eq!(findings.len(), 9, "{findings:?}");
+        assert_eq!(findings.len(), 10, "{findings:?}");
         assert_eq!(lock.scratch_keys(), Vec::<String>::new());
         assert_eq!(lock.body(), None, "the lock object was never written");
     }
@@ -993,6 +1229,13 @@ mod tests {
             "{first:?}"
         );
         assert_eq!(findings.first().map(|f| f.outcome), Some(Outcome::Ok));
+        assert_eq!(
+            findings
+                .iter()
+                .find(|f| f.check == CREATE_EXISTING)
+                .and_then(|f| f.anomaly),
+            Some(Anomaly::IgnoredPrecondition)
+        );
         assert!(
             findings.iter().any(|f| f.check == RACE_CREATE
                 && f.outcome == Outcome::Fail

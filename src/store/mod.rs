@@ -404,6 +404,13 @@ impl ScratchStore for AnyStore {
         }
     }
 
+    async fn server_clock(&self) -> Result<Option<contract::ClockSample>, StoreError> {
+        match self {
+            AnyStore::S3(s) => s.server_clock().await,
+            AnyStore::File(_) => Ok(None),
+        }
+    }
+
     fn quirks(&self) -> Vec<Quirk> {
         match self {
             AnyStore::S3(s) if s.wants_unquoted_if_match() => vec![Quirk::UnquotedIfMatch],

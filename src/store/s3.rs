@@ -297,6 +297,40 @@ impl S3Store {
         }
     }
 
+    /// The store's clock as its `Date` header shows it, with this host's wall clock just
+    /// before the request was sent and just after the answer came: a HeadObject on this
+    /// key, which the caller makes sure does not exist (a fresh scratch key), so that the
+    /// answer is a 404 whose headers the SDK hands back. Any HTTP answer will do (a 403
+    /// has a `Date` too); `None` when it carries no readable `Date`.
+    pub async fn server_clock(&self) -> Result<Option<super::contract::ClockSample>, StoreError> {
+        let sent = std::time::SystemTime::now();
+        let reply = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .send()
+            .await;
+        let received = std::time::SystemTime::now();
+        let date = match &reply {
+            Ok(_) => None,
+            Err(err) => match err.raw_response() {
+                Some(raw) => {
+                    self.mark_answered();
+                    raw.headers().get("date").map(str::to_owned)
+                }
+                None => return Err(self.classify(Op::Read, err)),
+            },
+        };
+        Ok(date
+            .and_then(|d| httpdate::parse_http_date(&d).ok())
+            .map(|server| super::contract::ClockSample {
+                sent,
+                received,
+                server,
+            }))
+    }
+
     /// Whether the store answers a GET with `If-None-Match: <etag>` (the object's current
     /// ETag) with 304, as a follower's cheap poll expects, rather than with the object.
     pub async fn answers_not_modified(&self, etag: &Etag) -> Result<bool, StoreError> {

@@ -30,8 +30,12 @@
 //! defaults. It never writes to stderr, which may be the blocked pipe that stalled
 //! s3lead: its reports go through a non-blocking pipe of its own. Its process name is
 //! [`NAME`] (`ps -o comm`, `/proc/PID/comm`).
+//!
+//! On a terminal, the guard also hands the terminal to the command's group and back, and
+//! turns the command's Ctrl-Z into s3lead's (`terminal.rs`).
 
 use super::ChildExit;
+use super::terminal::Terminal;
 use super::tree;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -53,6 +57,9 @@ pub const NAME: &str = "s3lead-guard";
 
 /// How often the guard walks and kills again while something is left.
 const KILL_EVERY: Duration = Duration::from_millis(10);
+
+/// How often the guard looks whether a stopped s3lead runs again, after a Ctrl-Z.
+const SUSPENDED_EVERY: Duration = Duration::from_millis(50);
 
 /// What the guard tells s3lead, one line each.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,6 +234,7 @@ pub fn standby(ctl: OwnedFd, report: OwnedFd) -> i32 {
     };
     // What s3lead wrote after `start` (a new deadline) is read in the run loop.
     guard.ctl_buf = buf;
+    guard.terminal = Terminal::detect();
     guard.spawn(&start);
     guard.run()
 }
@@ -243,6 +251,11 @@ struct Guard {
     orphaned: bool,
     gone: bool,
     ctl_buf: Vec<u8>,
+    /// The terminal s3lead was in the foreground of, if any.
+    terminal: Option<Terminal>,
+    /// The command stopped on a terminal (Ctrl-Z), and s3lead was sent SIGTSTP; `true`
+    /// once s3lead was seen stopped, so that it is continued only after `fg` or `bg`.
+    suspended: Option<bool>,
 }
 
 impl Guard {
@@ -267,6 +280,8 @@ impl Guard {
             orphaned: false,
             gone: false,
             ctl_buf: Vec::new(),
+            terminal: None,
+            suspended: None,
         };
         g.arm(deadline_ns)?;
         Ok(g)
@@ -313,12 +328,16 @@ impl Guard {
         }
         cmd.envs(start.env.iter().map(|(k, v)| (k, v)));
         let guard_pid = nix::unistd::getpid();
-        // SAFETY: between fork and exec this calls only signal, prctl and getppid, all
-        // async-signal-safe system calls.
+        let on_terminal = self.terminal.is_some();
+        // SAFETY: between fork and exec this calls only signal, prctl, getppid, getpgrp
+        // and tcsetpgrp, all async-signal-safe system calls.
         unsafe {
             cmd.pre_exec(move || {
                 for sig in CAUGHT {
                     set_handler(sig, SigHandler::SigDfl).map_err(std::io::Error::from)?;
+                }
+                if on_terminal {
+                    Terminal::take_in_child();
                 }
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
                 // The guard may have died between fork and prctl: then nobody would send
@@ -336,6 +355,9 @@ impl Guard {
                 let pid = Pid::from_raw(child.id() as i32);
                 // Reaped here by pid, with the orphans: the std handle is not waited on.
                 drop(child);
+                if let Some(terminal) = &self.terminal {
+                    terminal.give_to(pid);
+                }
                 self.child = Some(pid);
                 self.tell(&Report::Started(pid));
             }
@@ -359,8 +381,12 @@ impl Guard {
             if self.gone && (self.orphaned || self.child.is_none()) {
                 return 0;
             }
+            self.follow_suspension();
             let timeout = if self.killing && !self.gone {
                 PollTimeout::try_from(KILL_EVERY).unwrap_or(PollTimeout::ZERO)
+            } else if self.suspended.is_some() {
+                // s3lead's stop and continue send the guard nothing: look again soon.
+                PollTimeout::try_from(SUSPENDED_EVERY).unwrap_or(PollTimeout::ZERO)
             } else {
                 PollTimeout::NONE
             };
@@ -403,6 +429,27 @@ impl Guard {
         }
     }
 
+    /// After a Ctrl-Z: once s3lead, stopped, runs again (`fg`, `bg`), the command does too.
+    fn follow_suspension(&mut self) {
+        let (Some(terminal), Some(seen_stopped), Some(child)) =
+            (&self.terminal, self.suspended, self.child)
+        else {
+            return;
+        };
+        if self.child_exited {
+            self.suspended = None;
+            return;
+        }
+        match (seen_stopped, terminal.s3lead_stopped()) {
+            (false, true) => self.suspended = Some(true),
+            (true, false) => {
+                terminal.s3lead_continued(child);
+                self.suspended = None;
+            }
+            _ => {}
+        }
+    }
+
     /// Reads and obeys control lines; true when s3lead says "done".
     fn read_ctl(&mut self) -> bool {
         let mut chunk = [0u8; 512];
@@ -432,6 +479,15 @@ impl Guard {
         false
     }
 
+    /// The terminal back to s3lead's group, once the command (the leader of `group`) is
+    /// gone: s3lead then writes its last lines, and the shell waits for it, in the
+    /// foreground.
+    fn hand_back(&self, group: Pid) {
+        if let Some(terminal) = &self.terminal {
+            terminal.hand_back(group);
+        }
+    }
+
     /// Reaps every exited child (the command, and orphans reparented to the guard).
     ///
     /// Why `waitpid(-1)`, any child, and not the command's pid or its process group (as
@@ -445,13 +501,28 @@ impl Guard {
         // Told in one write: "exit" and "gone" together when the command left nothing, so
         // that s3lead never sees an exited command with processes seemingly left.
         let mut told = String::new();
+        // On a terminal, the command's stops are reported too (Ctrl-Z).
+        let flags = if self.terminal.is_some() {
+            WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED
+        } else {
+            WaitPidFlag::WNOHANG
+        };
         loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            match waitpid(None::<Pid>, Some(flags)) {
+                Ok(WaitStatus::Stopped(pid, _)) if Some(pid) == self.child => {
+                    if let Some(terminal) = &self.terminal {
+                        if !self.killing && !self.orphaned {
+                            self.suspended = Some(terminal.command_stopped(pid));
+                        }
+                    }
+                }
                 Ok(WaitStatus::Exited(pid, code)) if Some(pid) == self.child => {
+                    self.hand_back(pid);
                     self.child_exited = true;
                     told.push_str(&Report::Exited(ChildExit::Code(code)).line());
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if Some(pid) == self.child => {
+                    self.hand_back(pid);
                     self.child_exited = true;
                     told.push_str(&Report::Exited(ChildExit::Signaled(sig)).line());
                 }

@@ -147,6 +147,11 @@ pub enum Mode {
     /// Ignores `If-Match` on PUT (a replace with any ETag lands) and keeps
     /// `If-None-Match: *`.
     IgnoresIfMatch,
+    /// Keeps the contract as AWS does (each conditional write checked and done in one
+    /// step; `If-Match` on a missing key is 404).
+    Keeps,
+    /// Answers every conditional PUT with 501 NotImplemented, as Backblaze B2 does.
+    NotImplemented,
 }
 
 /// A fake S3 server holding a bucket in memory (any bucket name: path-style, the first
@@ -191,9 +196,28 @@ impl Bucket {
 }
 
 pub fn serve_bucket(mode: Mode) -> Bucket {
+    serve_bucket_with_clock(mode, 0)
+}
+
+/// [`serve_bucket`], whose answers carry a `Date` header `skew_secs` ahead of this
+/// host's clock (behind, if negative).
+pub fn serve_bucket_with_clock(mode: Mode, skew_secs: i64) -> Bucket {
     let objects = Arc::new(Mutex::new(Objects::default()));
     let shared = objects.clone();
-    let server = serve(move |req| bucket_reply(mode, &shared, req));
+    let server = serve(move |req| {
+        let mut reply = bucket_reply(mode, &shared, req);
+        if let Reply::Full { headers, .. } = &mut reply {
+            let now = std::time::SystemTime::now();
+            let skew = Duration::from_secs(skew_secs.unsigned_abs());
+            let date = if skew_secs < 0 {
+                now - skew
+            } else {
+                now + skew
+            };
+            headers.push(("Date".into(), httpdate::fmt_http_date(date)));
+        }
+        reply
+    });
     Bucket { server, objects }
 }
 
@@ -217,6 +241,25 @@ fn bucket_reply(mode: Mode, objects: &Mutex<Objects>, req: &Request) -> Reply {
             }
             Some((etag, data)) => Reply::object(&etag, data),
         },
+        "PUT"
+            if mode == Mode::NotImplemented
+                && (req.header("if-match").is_some() || req.header("if-none-match").is_some()) =>
+        {
+            Reply::error(501, "NotImplemented")
+        }
+        "PUT" if mode == Mode::Keeps => {
+            let mut objects = lock();
+            let current = objects.by_key.get(&req.key).map(|(etag, _)| etag.clone());
+            match (req.header("if-none-match"), req.header("if-match"), current) {
+                (Some(_), _, Some(_)) => return Reply::error(412, "PreconditionFailed"),
+                (_, Some(_), None) => return Reply::error(404, "NoSuchKey"),
+                (_, Some(sent), Some(etag)) if unquoted(sent) != unquoted(&etag) => {
+                    return Reply::error(412, "PreconditionFailed");
+                }
+                _ => {}
+            }
+            objects.write(&req.key, &req.body)
+        }
         "PUT" if mode == Mode::WantsUnquotedIfMatch => {
             let mut objects = lock();
             let current = objects.by_key.get(&req.key).map(|(etag, _)| etag.clone());
