@@ -317,6 +317,22 @@ struct PeerWatch {
     sighting: Option<Sighting>,
 }
 
+impl PeerWatch {
+    /// How long the next long-poll may be held: not at all while the peer has not yet
+    /// answered (or after it failed), so that the follower knows at once whether it
+    /// answers; then a renewal interval, at most [`MAX_PEER_HOLD`].
+    fn hold(&self, timing: &Timing) -> Duration {
+        if self.answering {
+            timing.renew_every().min(MAX_PEER_HOLD)
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+/// The longest a follower asks a peer to hold a long-poll.
+const MAX_PEER_HOLD: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum InFlight {
     None,
@@ -755,11 +771,16 @@ impl Election {
             return None;
         }
         let url = o.record.advertise.clone()?;
-        let after = f.peer.sighting.as_ref().map_or(&o.etag, |s| &s.etag).clone();
+        let after = f
+            .peer
+            .sighting
+            .as_ref()
+            .map_or(&o.etag, |s| &s.etag)
+            .clone();
         Some(Watch {
             url,
             after,
-            hold: self.timing.renew_every(),
+            hold: f.peer.hold(&self.timing),
         })
     }
 
@@ -768,7 +789,12 @@ impl Election {
     /// `now`; a peer that no longer leads, or cannot be asked, sends the follower back
     /// to reading the store at once, and at its usual pace until the peer answers again.
     /// No answer ever brings a takeover closer.
-    pub fn peer_answered(&mut self, answer: Result<PeerAnswer, String>, sent: Instant, now: Instant) {
+    pub fn peer_answered(
+        &mut self,
+        answer: Result<PeerAnswer, String>,
+        sent: Instant,
+        now: Instant,
+    ) {
         let timing = self.timing;
         let Phase::Following(f) = &mut self.phase else {
             return;
@@ -776,12 +802,18 @@ impl Election {
         let Some(o) = f.observed.take() else {
             return;
         };
-        let after = f.peer.sighting.as_ref().map_or(&o.etag, |s| &s.etag).clone();
+        let after = f
+            .peer
+            .sighting
+            .as_ref()
+            .map_or(&o.etag, |s| &s.etag)
+            .clone();
         match answer {
             Ok(PeerAnswer {
                 etag: Some(etag),
                 leading: true,
             }) => {
+                let hold = f.peer.hold(&timing);
                 f.peer.answering = true;
                 if etag != after {
                     f.peer.sighting = (etag != o.etag).then_some(Sighting { etag, at: now });
@@ -789,7 +821,7 @@ impl Election {
                 } else {
                     // An endpoint holds an unchanged answer for `hold`; one that answers
                     // "unchanged" at once is not asked again in a tight loop.
-                    f.peer.retry_at = sent + timing.renew_every() / 2;
+                    f.peer.retry_at = sent + hold / 2;
                 }
                 f.next_at = f.takeover_due(&o);
                 if f.overdue {

@@ -25,9 +25,9 @@ use crate::election::{
 use crate::record::{LastRun, LeaseId, OncePer, RunEnd, Term};
 use crate::store::proof::{self, Condition, Proof};
 use crate::store::{Etag, LockStore, StoreError};
+use crate::timing::{Dur, Timing};
 use std::future::Future;
 use std::pin::Pin;
-use crate::timing::{Dur, Timing};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};

@@ -32,12 +32,12 @@ use s3lead::clock::{Instant, boot_now};
 use s3lead::election::{PeerAnswer, Watch};
 use s3lead::lease::{LeaseEvent, LeaseState, PeerLink};
 use s3lead::store::{Etag, RequestCounters};
-use std::future::Future;
-use std::pin::Pin;
-use std::time::Duration;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::debug;
 
@@ -418,7 +418,9 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(v)) => {
                 out.push(v);

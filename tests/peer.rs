@@ -360,16 +360,23 @@ fn a_peer_mode_follower_makes_no_store_read_while_the_leader_lives_on_s3() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let leader = peer_leader(&lock, e2e::FAST, port, &url, "leader.log");
-    wait_for("the leader's command", LIMIT, || lock.path("leading").exists());
+    wait_for("the leader's command", LIMIT, || {
+        lock.path("leading").exists()
+    });
     let seq0 = lock.record()["seq"].as_u64().expect("seq");
     let mut follower = peer_follower(&lock, e2e::FAST, &["-w", "10s"], "follower.log");
     let st = wait_exit(&mut follower, LIMIT);
     let log = e2e::read(&lock.path("follower.log"));
     assert_eq!(st.code(), Some(s3lead::exit::CONFLICT), "{log}");
     let seq1 = lock.record()["seq"].as_u64().expect("seq");
-    assert!(seq1 >= seq0 + 5, "the leader renewed meanwhile ({seq0} → {seq1})");
     assert!(
-        log.contains(&format!("following the holder through its peer endpoint {url}")),
+        seq1 >= seq0 + 5,
+        "the leader renewed meanwhile ({seq0} → {seq1})"
+    );
+    assert!(
+        log.contains(&format!(
+            "following the holder through its peer endpoint {url}"
+        )),
         "{log}"
     );
     let s = stats(&log);
@@ -391,14 +398,22 @@ fn a_graceful_stop_in_peer_mode_hands_over_without_waiting_a_poll_on_s3() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut leader = peer_leader(&lock, SLOW, port, &url, "leader.log");
-    wait_for("the leader's command", LIMIT, || lock.path("leading").exists());
+    wait_for("the leader's command", LIMIT, || {
+        lock.path("leading").exists()
+    });
     let mut follower = peer_follower(&lock, SLOW, &[], "follower.log");
     wait_for("the follower to follow through the peer", LIMIT, || {
-        e2e::read(&lock.path("follower.log")).contains("following the holder through its peer endpoint")
+        e2e::read(&lock.path("follower.log"))
+            .contains("following the holder through its peer endpoint")
     });
     send_signal(leader.id(), "TERM");
     let st = wait_exit(&mut leader, LIMIT);
-    assert_eq!(st.code(), Some(143), "{}", e2e::read(&lock.path("leader.log")));
+    assert_eq!(
+        st.code(),
+        Some(143),
+        "{}",
+        e2e::read(&lock.path("leader.log"))
+    );
     wait_for("the follower to take over the release", LIMIT, || {
         lock.path("took-over").exists()
     });
@@ -409,7 +424,11 @@ fn a_graceful_stop_in_peer_mode_hands_over_without_waiting_a_poll_on_s3() {
     assert_eq!(record["term"], 2, "{record}");
     assert_eq!(record["holder"], "follower", "{record}");
     let s = stats(&log);
-    assert_eq!(reads(&s), 2, "the first read and the one after the release: {s}");
+    assert_eq!(
+        reads(&s),
+        2,
+        "the first read and the one after the release: {s}"
+    );
 }
 
 /// `kill -9` of a leader in peer mode: its endpoint goes with it, the follower falls
@@ -422,15 +441,21 @@ fn takeover_after_kill_9_of_a_peer_mode_leader_still_waits_the_lease_on_s3() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut leader = peer_leader(&lock, e2e::FAST, port, &url, "leader.log");
-    wait_for("the leader's command", LIMIT, || lock.path("leading").exists());
+    wait_for("the leader's command", LIMIT, || {
+        lock.path("leading").exists()
+    });
     let mut follower = peer_follower(&lock, e2e::FAST, &[], "follower.log");
     wait_for("the follower to follow through the peer", LIMIT, || {
-        e2e::read(&lock.path("follower.log")).contains("following the holder through its peer endpoint")
+        e2e::read(&lock.path("follower.log"))
+            .contains("following the holder through its peer endpoint")
     });
     send_signal(leader.id(), "KILL");
     let _ = wait_exit(&mut leader, LIMIT);
     let last = lock.record();
-    assert_eq!(last["term"], 1, "not taken over while the leader's lease ran: {last}");
+    assert_eq!(
+        last["term"], 1,
+        "not taken over while the leader's lease ran: {last}"
+    );
     wait_for("the follower to take over", LIMIT, || {
         lock.path("took-over").exists()
     });
@@ -440,7 +465,10 @@ fn takeover_after_kill_9_of_a_peer_mode_leader_still_waits_the_lease_on_s3() {
     let record = lock.record();
     assert_eq!(record["term"], 2, "{record}");
     let waited = seconds_between(&last["renewed_at"], &record["acquired_at"]);
-    assert!(waited >= 4.0, "took over {waited} s after the last renewal (lease 4 s)");
+    assert!(
+        waited >= 4.0,
+        "took over {waited} s after the last renewal (lease 4 s)"
+    );
     let fell_back = log.find("does not answer as leader; reading the store");
     let elected = log.find("\"elected\"").or_else(|| log.find("elected"));
     assert!(fell_back.is_some() && fell_back < elected, "{log}");
@@ -501,7 +529,13 @@ fn current_etag(lock: &Lock) -> String {
     let (bucket, key) = lock.s3.clone().expect("an S3 lock");
     e2e::block_on(async {
         let c = support::s3_client().await;
-        let head = c.head_object().bucket(bucket).key(key).send().await.expect("head");
+        let head = c
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("head");
         head.e_tag().expect("an ETag").trim_matches('"').to_owned()
     })
 }
@@ -511,12 +545,18 @@ fn current_etag(lock: &Lock) -> String {
 /// ETag: "alive", as a leader whose writes are blackholed would). The follower must not
 /// take over while the real leader renews (it keeps its lease and its term), and must
 /// take over once the leader is dead, after its lease.
-fn a_lying_peer_cannot_hasten_or_stop_a_takeover(lock: Lock, first: Option<&str>, then: Option<&str>) {
+fn a_lying_peer_cannot_hasten_or_stop_a_takeover(
+    lock: Lock,
+    first: Option<&str>,
+    then: Option<&str>,
+) {
     let port = free_port();
     let stale = "0123456789abcdef0123456789abcdef";
     let liar = LyingPeer::start(stale);
     let mut leader = peer_leader(&lock, e2e::FAST, port, &liar.url(), "leader.log");
-    wait_for("the leader's command", LIMIT, || lock.path("leading").exists());
+    wait_for("the leader's command", LIMIT, || {
+        lock.path("leading").exists()
+    });
     // Stale: the first record's ETag, out of date at the leader's next renewal.
     let first = first.map_or_else(|| current_etag(&lock), str::to_owned);
     liar.answer(&first);
@@ -524,32 +564,47 @@ fn a_lying_peer_cannot_hasten_or_stop_a_takeover(lock: Lock, first: Option<&str>
     let mut follower = peer_follower(&lock, e2e::FAST, &[], "follower.log");
     // Three leases of the leader's renewals (one a second, a 4 s lease).
     wait_for("the leader to renew for three leases", LIMIT, || {
-        lock.record()["seq"].as_u64().is_some_and(|s| s >= seq0 + 12)
+        lock.record()["seq"]
+            .as_u64()
+            .is_some_and(|s| s >= seq0 + 12)
     });
     let record = lock.record();
     assert_eq!(record["term"], 1, "the leader keeps its term: {record}");
     assert_eq!(record["holder"], "leader", "{record}");
-    assert!(!lock.path("took-over").exists(), "{}", e2e::read(&lock.path("follower.log")));
+    assert!(
+        !lock.path("took-over").exists(),
+        "{}",
+        e2e::read(&lock.path("follower.log"))
+    );
     send_signal(leader.id(), "KILL");
     let _ = wait_exit(&mut leader, LIMIT);
     let last = lock.record();
     liar.answer(&then.map_or_else(|| current_etag(&lock), str::to_owned));
-    wait_for("the follower to take over from the dead leader", LIMIT, || {
-        lock.path("took-over").exists()
-    });
+    wait_for(
+        "the follower to take over from the dead leader",
+        LIMIT,
+        || lock.path("took-over").exists(),
+    );
     let st = wait_exit(&mut follower, LIMIT);
     let log = e2e::read(&lock.path("follower.log"));
     assert_eq!(st.code(), Some(0), "{log}");
     let record = lock.record();
     assert_eq!(record["term"], 2, "{record}");
     let waited = seconds_between(&last["renewed_at"], &record["acquired_at"]);
-    assert!(waited >= 4.0, "took over {waited} s after the last renewal (lease 4 s)");
+    assert!(
+        waited >= 4.0,
+        "took over {waited} s after the last renewal (lease 4 s)"
+    );
     drop(leader);
 }
 
 #[test]
 fn a_peer_answering_a_stale_etag_cannot_hasten_or_stop_a_takeover_on_s3() {
-    a_lying_peer_cannot_hasten_or_stop_a_takeover(Lock::s3("peer_stale"), None, Some("0123456789abcdef0123456789abcdef"));
+    a_lying_peer_cannot_hasten_or_stop_a_takeover(
+        Lock::s3("peer_stale"),
+        None,
+        Some("0123456789abcdef0123456789abcdef"),
+    );
 }
 
 #[test]
@@ -585,6 +640,10 @@ fn a_bad_advertise_url_is_refused() {
         LIMIT,
     );
     assert_eq!(f.code, Some(s3lead::exit::USAGE), "{}", f.stderr);
-    assert!(f.stderr.contains("--advertise") && f.stderr.contains(&lock.url), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("--advertise") && f.stderr.contains(&lock.url),
+        "{}",
+        f.stderr
+    );
     assert!(lock.bytes().is_none(), "no request was made");
 }

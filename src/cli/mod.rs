@@ -265,7 +265,12 @@ pub struct RunArgs {
     /// --peer-listen) into the lock's record while leading: followers then long-poll it
     /// for each renewal instead of reading the store, and read the store again when it
     /// does not answer as leader. No answer of it can cause or hasten a takeover.
-    #[arg(long, value_name = "URL", requires = "peer_listen", env = "S3LEAD_ADVERTISE")]
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "peer_listen",
+        env = "S3LEAD_ADVERTISE"
+    )]
     pub advertise: Option<String>,
 
     /// Run STRING with $SHELL -c (default /bin/sh) instead of a command after `--`.

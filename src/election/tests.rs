@@ -1011,7 +1011,12 @@ fn advertising(name: &str) -> Election {
 }
 
 /// Runs `e` at `now` like [`run`], counting the reads it sends.
-fn run_counting_reads(e: &mut Election, net: &mut Net, now: Instant, reads: &mut u32) -> Vec<Event> {
+fn run_counting_reads(
+    e: &mut Election,
+    net: &mut Net,
+    now: Instant,
+    reads: &mut u32,
+) -> Vec<Event> {
     let mut events = Vec::new();
     for _ in 0..100 {
         match e.poll(now) {
@@ -1081,7 +1086,10 @@ fn a_follower_told_each_renewal_by_the_peer_reads_nothing_and_counts_from_the_an
         assert_eq!(elected(&ev), None);
         t += 250;
     }
-    assert_eq!(reads, 0, "no read of the store while the peer told every renewal");
+    assert_eq!(
+        reads, 0,
+        "no read of the store while the peer told every renewal"
+    );
     assert!(b.peer_answering());
     // `a` renewed last at 60 s and dies; its endpoint goes with it.
     let last = net.current();
@@ -1092,7 +1100,11 @@ fn a_follower_told_each_renewal_by_the_peer_reads_nothing_and_counts_from_the_an
     // The renewal the peer told of at 60 s counts from that answer: 30 s later.
     for t in 61_001..90_000 {
         let ev = run(&mut b, &mut net, at(t));
-        assert_eq!(elected(&ev), None, "took over at {t}, before the lease since the sighting");
+        assert_eq!(
+            elected(&ev),
+            None,
+            "took over at {t}, before the lease since the sighting"
+        );
     }
     let ev = run(&mut b, &mut net, at(90_000));
     assert_eq!(elected(&ev), Some(last.term.next().expect("a next term")));
@@ -1119,7 +1131,11 @@ fn a_lying_peer_can_delay_a_takeover_but_not_hasten_or_prevent_it() {
                 b.peer_answered(leading(Some(&told)), at(t - 500), at(t));
             }
             let ev = run(&mut b, &mut net, at(t));
-            assert_eq!(elected(&ev), None, "{lie}: took over from a live leader at {t}");
+            assert_eq!(
+                elected(&ev),
+                None,
+                "{lie}: took over from a live leader at {t}"
+            );
             t += 250;
         }
         assert_eq!(net.current().holder, "a");
@@ -1137,7 +1153,10 @@ fn a_lying_peer_can_delay_a_takeover_but_not_hasten_or_prevent_it() {
             t += 250;
         }
         let won = won.unwrap_or_else(|| panic!("{lie}: never took over from a dead leader"));
-        assert!(won >= 130_000, "{lie}: took over at {won}, before the lease ran out");
+        assert!(
+            won >= 130_000,
+            "{lie}: took over at {won}, before the lease ran out"
+        );
     }
 }
 
