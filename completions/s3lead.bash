@@ -173,7 +173,7 @@ _s3lead() {
             return 0
             ;;
         s3lead__subcmd__run)
-            opts="-k -s -n -w -E -c -v -q -h -V --id --lease-duration --renew-every --retry-period --follow-every --kill-after --request-timeout --signal --nonblock --timeout --min-hold --once-per --once-per-offset --retry-failed --conflict-exit-code --lost-exit-code --stats --no-verify-store --on-elected --on-lost --on-released --hook-timeout --peer-listen --peer-token-file --command --endpoint-url --region --profile --path-style --verbose --quiet --log-format --help --version"
+            opts="-k -s -n -w -E -c -v -q -h -V --id --lease-duration --renew-every --retry-period --follow-every --kill-after --request-timeout --signal --nonblock --timeout --min-hold --once-per --once-per-offset --retry-failed --conflict-exit-code --lost-exit-code --stats --no-verify-store --on-elected --on-lost --on-released --hook-timeout --peer-listen --peer-token-file --advertise --command --endpoint-url --region --profile --path-style --verbose --quiet --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -272,6 +272,10 @@ _s3lead() {
                     return 0
                     ;;
                 --peer-token-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --advertise)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -95,6 +95,30 @@ pub enum Step {
     Done,
 }
 
+/// A long-poll of the holder's peer endpoint (the record's `advertise`), which the driver
+/// may run while the election waits ([`Election::watch`]): "answer when the lock's ETag
+/// is no longer `after`, or after `hold`". Its answer goes to [`Election::peer_answered`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watch {
+    /// The endpoint's base URL, as the holder advertised it.
+    pub url: String,
+    /// The newest ETag this follower knows of.
+    pub after: Etag,
+    /// How long the endpoint may hold the request before answering "unchanged".
+    pub hold: Duration,
+}
+
+/// What a holder's peer endpoint answered to a [`Watch`]. Nothing in it is trusted for a
+/// takeover: an ETag is only ever a reason to read the store later, a change of leader
+/// only a reason to read it now (docs/design.md §3 "Peer mode").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerAnswer {
+    /// The ETag of the lock object as the endpoint's candidate last wrote it.
+    pub etag: Option<Etag>,
+    /// Whether that candidate says it leads.
+    pub leading: bool,
+}
+
 /// A change worth telling the holder (and the log) about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -273,6 +297,42 @@ struct Observed {
     record: LockRecord,
 }
 
+/// A newer ETag a peer told of, not yet seen in the store.
+#[derive(Clone, Debug)]
+struct Sighting {
+    etag: Etag,
+    /// Local instant after the peer's answer arrived.
+    at: Instant,
+}
+
+/// The follower's long-poll of the holder's endpoint.
+#[derive(Debug, Default)]
+struct PeerWatch {
+    /// The peer's last answer was a good one: its news stands in for the store's reads,
+    /// which wait until a takeover could be due.
+    answering: bool,
+    /// The peer is not asked again before this instant.
+    retry_at: Instant,
+    /// The newest ETag it told of, until a read of the store answers.
+    sighting: Option<Sighting>,
+}
+
+impl PeerWatch {
+    /// How long the next long-poll may be held: not at all while the peer has not yet
+    /// answered (or after it failed), so that the follower knows at once whether it
+    /// answers; then a renewal interval, at most [`MAX_PEER_HOLD`].
+    fn hold(&self, timing: &Timing) -> Duration {
+        if self.answering {
+            timing.renew_every().min(MAX_PEER_HOLD)
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+/// The longest a follower asks a peer to hold a long-poll.
+const MAX_PEER_HOLD: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum InFlight {
     None,
@@ -303,6 +363,8 @@ struct Follower {
     next_at: Instant,
     /// The observed record's renewal is overdue: read at the fast period.
     overdue: bool,
+    /// The holder's peer endpoint, when its record advertises one.
+    peer: PeerWatch,
 }
 
 impl Follower {
@@ -320,6 +382,7 @@ impl Follower {
             fatal_unless_landed: None,
             next_at: Instant::default(),
             overdue: false,
+            peer: PeerWatch::default(),
         }
     }
 
@@ -386,13 +449,30 @@ impl Follower {
     /// often as it would itself (`--renew-every`, at most the holder's lease). A wrong
     /// guess costs reads, never safety: takeover still waits out the whole lease.
     fn next_read(&mut self, o: &Observed, now: Instant, pace: &Pace) -> Instant {
+        if self.peer.answering {
+            // The peer tells of every renewal: the store is read again only when a
+            // takeover could be due.
+            self.overdue = false;
+            return self.takeover_due(o);
+        }
         let renew = pace.renew_every.min(o.record.lease());
         self.overdue = now >= o.first_seen + renew + pace.fast_period;
         let next = if self.overdue { pace.fast } else { pace.slow };
         next.min(o.first_seen + o.record.lease())
     }
 
+    /// When the store must next be read (or a takeover sent) while the peer answers: a
+    /// lease after the newest ETag seen, in the store or told by the peer.
+    fn takeover_due(&self, o: &Observed) -> Instant {
+        let lease = self
+            .longest_lease
+            .map_or(o.record.lease(), |l| l.max(o.record.lease()));
+        let basis = self.peer.sighting.as_ref().map_or(o.first_seen, |s| s.at);
+        basis + lease
+    }
+
     /// A read, answered at `now`, found a record; a new one is told as an event.
+    /// `sighted` is what the peer told of before the read.
     fn found(
         &mut self,
         etag: Etag,
@@ -400,6 +480,7 @@ impl Follower {
         now: Instant,
         pace: &Pace,
         events: &mut VecDeque<Event>,
+        sighted: Option<Sighting>,
     ) -> FollowerNext {
         let retry = pace.fast;
         self.reconcile = false;
@@ -445,9 +526,15 @@ impl Follower {
                 term: record.term,
                 released: record.released,
             });
+            // An ETag a peer told of before this read counts from that answer's arrival:
+            // the peer could only tell of it once it was in the store (it learns an ETag
+            // from the answer to the write), so the write was sent before then, and the
+            // holder's lease counts from that send, as after a read (docs/design.md §3
+            // "Peer mode"). A stale, foreign or invented ETag never matches.
+            let first_seen = sighted.filter(|s| s.etag == etag).map_or(now, |s| s.at);
             self.observed = Some(Observed {
                 etag,
-                first_seen: now,
+                first_seen,
                 record,
             });
         }
@@ -547,6 +634,8 @@ pub struct Election {
     once_per: Option<OncePer>,
     /// How this lease's run ended, written with every later write of the lease.
     run_end: Option<RunEnd>,
+    /// `--advertise`: our peer endpoint, written into our records.
+    advertise: Option<String>,
     jitter: Jitter,
 }
 
@@ -616,6 +705,7 @@ impl Election {
             resign: false,
             once_per: None,
             run_end: None,
+            advertise: None,
             jitter: Jitter::random(),
         }
     }
@@ -653,6 +743,112 @@ impl Election {
     pub fn with_once_per(mut self, once_per: Option<OncePer>) -> Election {
         self.once_per = once_per;
         self
+    }
+
+    /// Writes `url` into every record of our leases (`--advertise`): followers then
+    /// long-poll it for our renewals instead of reading the store.
+    pub fn with_advertise(mut self, url: Option<String>) -> Election {
+        self.advertise = url;
+        self
+    }
+
+    /// The long-poll of the holder's peer endpoint the driver may run during the
+    /// current wait: `None` unless following a live record that advertises one, with no
+    /// write of ours to settle, and the peer not in its retry pause.
+    pub fn watch(&self, now: Instant) -> Option<Watch> {
+        let Phase::Following(f) = &self.phase else {
+            return None;
+        };
+        if self.in_flight != InFlight::None
+            || f.reconcile
+            || f.attempt.is_some()
+            || now < f.peer.retry_at
+        {
+            return None;
+        }
+        let o = f.observed.as_ref()?;
+        if o.record.released {
+            return None;
+        }
+        let url = o.record.advertise.clone()?;
+        let after = f
+            .peer
+            .sighting
+            .as_ref()
+            .map_or(&o.etag, |s| &s.etag)
+            .clone();
+        Some(Watch {
+            url,
+            after,
+            hold: f.peer.hold(&self.timing),
+        })
+    }
+
+    /// The answer to the [`Watch`] sent at `sent`, arrived at `now` (`Err`: none, or
+    /// not one we understand). A new ETag defers the store's next read to a lease after
+    /// `now`; a peer that no longer leads, or cannot be asked, sends the follower back
+    /// to reading the store at once, and at its usual pace until the peer answers again.
+    /// No answer ever brings a takeover closer.
+    pub fn peer_answered(
+        &mut self,
+        answer: Result<PeerAnswer, String>,
+        sent: Instant,
+        now: Instant,
+    ) {
+        let timing = self.timing;
+        let Phase::Following(f) = &mut self.phase else {
+            return;
+        };
+        let Some(o) = f.observed.take() else {
+            return;
+        };
+        let after = f
+            .peer
+            .sighting
+            .as_ref()
+            .map_or(&o.etag, |s| &s.etag)
+            .clone();
+        match answer {
+            Ok(PeerAnswer {
+                etag: Some(etag),
+                leading: true,
+            }) => {
+                let hold = f.peer.hold(&timing);
+                f.peer.answering = true;
+                if etag != after {
+                    f.peer.sighting = (etag != o.etag).then_some(Sighting { etag, at: now });
+                    f.peer.retry_at = now;
+                } else {
+                    // An endpoint holds an unchanged answer for `hold`; one that answers
+                    // "unchanged" at once is not asked again in a tight loop.
+                    f.peer.retry_at = sent + hold / 2;
+                }
+                f.next_at = f.takeover_due(&o);
+                if f.overdue {
+                    f.overdue = false;
+                    self.events.push_back(Event::RenewalOverdue(false));
+                }
+            }
+            other => {
+                // Not the leader any more (released, lost, or never was), no answer, or
+                // garbage: the store is the authority, so ask it now if the peer had
+                // stood in for it.
+                if f.peer.answering {
+                    f.next_at = f.next_at.min(now);
+                }
+                f.peer.answering = false;
+                f.peer.retry_at = now + timing.fast_poll();
+                if matches!(other, Ok(PeerAnswer { leading: false, .. })) {
+                    f.next_at = f.next_at.min(now);
+                }
+            }
+        }
+        f.observed = Some(o);
+    }
+
+    /// Whether the follower is taking the holder's renewals from its peer endpoint.
+    pub fn peer_answering(&self) -> bool {
+        matches!(&self.phase, Phase::Following(f) if f.peer.answering)
     }
 
     /// The record of our lease as last known in the store, while leading.
@@ -810,9 +1006,10 @@ impl Election {
                         return Step::Done;
                     };
                     let lease_id = LeaseId::random();
-                    let record =
+                    let mut record =
                         LockRecord::acquired(term, &self.holder, lease_id, self.timing.lease())
                             .with_last_run(None, self.once_per.as_ref());
+                    record.advertise.clone_from(&self.advertise);
                     Write::new(record, Condition::Absent, now)
                 }
             };
@@ -820,6 +1017,13 @@ impl Election {
             a.resend(now);
             return Step::Send(a.request());
         };
+        if f.peer.sighting.is_some() {
+            // The peer told of a newer write: learn it from the store (its body, its
+            // term) before any takeover. A takeover only ever follows the store's answer.
+            return Step::Send(Request::Read {
+                known: Some(obs.etag.clone()),
+            });
+        }
         let expires = obs.first_seen + obs.record.lease();
         if obs.record.released || now >= expires {
             let condition = Condition::Matches(obs.etag.clone());
@@ -830,13 +1034,14 @@ impl Election {
                     self.fatal(FatalError::terms_exhausted());
                     return Step::Done;
                 };
-                let record = LockRecord::acquired(
+                let mut record = LockRecord::acquired(
                     term,
                     &self.holder,
                     LeaseId::random(),
                     self.timing.lease(),
                 )
                 .with_last_run(obs.record.last_run.as_ref(), self.once_per.as_ref());
+                record.advertise.clone_from(&self.advertise);
                 f.attempt = Some(Write::new(record, condition, now));
             }
             if let Some(a) = f.attempt.as_mut() {
@@ -921,11 +1126,16 @@ impl Election {
             return;
         };
         let was_overdue = f.overdue;
+        // The store's answer supersedes what the peer told before it.
+        let sighted = match &reply {
+            Reply::Read(Ok(_)) => f.peer.sighting.take(),
+            _ => None,
+        };
         let next = match reply {
             Reply::Read(Ok(ReadReply::Missing)) => f.found_missing(now, retry),
             Reply::Read(Ok(ReadReply::NotModified)) => f.not_modified(now, &pace),
             Reply::Read(Ok(ReadReply::Found { etag, body })) => {
-                f.found(etag, &body, now, &pace, &mut self.events)
+                f.found(etag, &body, now, &pace, &mut self.events, sighted)
             }
             Reply::Read(Err(e)) => {
                 if let StoreError::Fatal(kind, msg) = e {

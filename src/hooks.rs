@@ -87,7 +87,7 @@ impl Hooks {
 
     fn start(&mut self, e: LeaseEvent) {
         let (flag, name, cmd, term, lease_id) = match &e {
-            LeaseEvent::Elected { term, lease_id } => (
+            LeaseEvent::Elected { term, lease_id, .. } => (
                 "--on-elected",
                 "elected",
                 &self.commands.on_elected,

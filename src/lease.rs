@@ -19,11 +19,15 @@
 //! protocol as ambiguous, never retried here.
 
 use crate::clock::{Instant, boot_now, sleep_until};
-use crate::election::{Election, Event, FatalError, LossReason, Reply, Request, Step};
+use crate::election::{
+    Election, Event, FatalError, LossReason, PeerAnswer, Reply, Request, Step, Watch,
+};
 use crate::record::{LastRun, LeaseId, OncePer, RunEnd, Term};
 use crate::store::proof::{self, Condition, Proof};
-use crate::store::{LockStore, StoreError};
+use crate::store::{Etag, LockStore, StoreError};
 use crate::timing::{Dur, Timing};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -105,11 +109,15 @@ pub enum LeaseEvent {
         term: Term,
         /// The lease's random id.
         lease_id: LeaseId,
+        /// The lock object's ETag after the winning write.
+        etag: Option<Etag>,
     },
     /// A renewal landed and moved the lease's end.
     Renewed {
         /// The lease's fencing term.
         term: Term,
+        /// The lock object's ETag after the renewal.
+        etag: Option<Etag>,
     },
     /// The lease can no longer be counted on: renewals failed up to the stop point
     /// ([`LeaseState::AtRisk`]) or it is gone ([`LeaseState::Lost`]); `state` says which.
@@ -126,6 +134,19 @@ pub enum LeaseEvent {
     },
 }
 
+/// How a follower asks the holder's peer endpoint for its renewals (docs/design.md §3
+/// "Peer mode"): the binary's is an HTTP client of `GET /v1/lease?after=ETAG`. The
+/// driver runs a [`Watch`] while the election waits, and drops it unfinished when the
+/// wait ends first; whatever comes back can only delay a takeover, never bring one on.
+pub trait PeerLink: Send + Sync + 'static {
+    /// Asks `watch.url` for the lock's ETag once it differs from `watch.after`, or after
+    /// `watch.hold`; `Err` with the cause when no usable answer came.
+    fn watch<'a>(
+        &'a self,
+        watch: &'a Watch,
+    ) -> Pin<Box<dyn Future<Output = Result<PeerAnswer, String>> + Send + 'a>>;
+}
+
 /// The callback of [`Candidate::on_event`].
 type EventSink = Arc<dyn Fn(LeaseEvent) + Send + Sync>;
 
@@ -139,6 +160,30 @@ pub struct Candidate<S: LockStore> {
 }
 
 impl<S: LockStore> Candidate<S> {
+    /// While following a holder whose record advertises a peer endpoint, long-poll it
+    /// through `link` for the holder's renewals instead of reading the store (the store is
+    /// read again when the peer stops answering, leads no more, or a takeover is due).
+    pub fn peer_link(mut self, link: Arc<dyn PeerLink>) -> Self {
+        self.driver.peer = Some(link);
+        self
+    }
+
+    /// Writes `url` (our peer endpoint, `--advertise`) into the records of the lease this
+    /// campaign wins, so that followers long-poll it.
+    pub fn advertise(mut self, url: Option<String>) -> Self {
+        let Driver {
+            store,
+            election,
+            peer,
+        } = self.driver;
+        self.driver = Driver {
+            store,
+            election: election.with_advertise(url),
+            peer,
+        };
+        self
+    }
+
     /// `lock` is the lock's name as the user wrote it, for logs and messages.
     pub fn new(
         store: S,
@@ -150,6 +195,7 @@ impl<S: LockStore> Candidate<S> {
             driver: Driver {
                 store: Arc::new(store),
                 election: Election::new(timing, holder),
+                peer: None,
             },
             lock: lock.into(),
             once_per: None,
@@ -182,10 +228,15 @@ impl<S: LockStore> Candidate<S> {
     /// with [`CampaignError::AlreadyRan`] as soon as it reads a record whose last run
     /// spends the current window, and the acquisition claims the window in its own write.
     pub fn once_per(mut self, once_per: Option<OncePer>) -> Self {
-        let Driver { store, election } = self.driver;
+        let Driver {
+            store,
+            election,
+            peer,
+        } = self.driver;
         self.driver = Driver {
             store,
             election: election.with_once_per(once_per),
+            peer,
         };
         self.once_per = once_per;
         self
@@ -203,6 +254,13 @@ impl<S: LockStore> Candidate<S> {
             match self.driver.next(opts.give_up_at, None).await {
                 Progress::Answered(failure) => trouble.answered(failure.as_ref(), retrying),
                 Progress::Woken => {}
+                Progress::Peer { answering, url } => {
+                    if answering {
+                        info!(lock = %self.lock, "following the holder through its peer endpoint {url}; reading the store only when a takeover could be due");
+                    } else {
+                        info!(lock = %self.lock, "the holder's peer endpoint {url} does not answer as leader; reading the store");
+                    }
+                }
                 Progress::Event(Event::Observed {
                     holder,
                     term,
@@ -233,6 +291,7 @@ impl<S: LockStore> Candidate<S> {
                         f(LeaseEvent::Elected {
                             term,
                             lease_id: lease_id.clone(),
+                            etag: self.driver.election.etag().cloned(),
                         });
                     }
                     return Ok(Leadership::start(self, term, lease_id, proven));
@@ -463,6 +522,8 @@ struct Sightings {
 struct Driver<S> {
     store: Arc<S>,
     election: Election,
+    /// How to long-poll a holder's peer endpoint ([`Candidate::peer_link`]).
+    peer: Option<Arc<dyn PeerLink>>,
 }
 
 /// What [`Driver::next`] came back with.
@@ -476,6 +537,14 @@ enum Progress {
     GaveUp,
     /// The holder asked for something during a wait (`wake`): see its mailbox.
     Woken,
+    /// The holder's peer endpoint at `url` began (`answering`) or stopped standing in for
+    /// the store's reads.
+    Peer {
+        /// Whether it now answers as the leader.
+        answering: bool,
+        /// Its URL.
+        url: String,
+    },
     /// The election is over.
     Done,
 }
@@ -522,10 +591,37 @@ impl<S: LockStore> Driver<S> {
                             None => std::future::pending().await,
                         }
                     };
+                    // A follower of a holder that advertises a peer endpoint asks it
+                    // meanwhile; the wait ending first drops the request.
+                    let watch = self.peer.as_ref().and(self.election.watch(now));
+                    let peer = self.peer.clone();
+                    let asked = async {
+                        match (&peer, &watch) {
+                            (Some(link), Some(w)) => {
+                                let limit = w.hold + timing.request_timeout();
+                                tokio::time::timeout(limit, link.watch(w))
+                                    .await
+                                    .unwrap_or_else(|_| Err(NO_ANSWER.into()))
+                            }
+                            _ => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         _ = sleep_until(t) => {}
                         _ = woken => return Progress::Woken,
                         _ = changed => self.election.wake(boot_now()),
+                        answer = asked => {
+                            let was = self.election.peer_answering();
+                            if let (Err(cause), Some(w)) = (&answer, &watch) {
+                                debug!(url = %w.url, "peer endpoint: {cause}");
+                            }
+                            self.election.peer_answered(answer, now, boot_now());
+                            let answering = self.election.peer_answering();
+                            if was != answering {
+                                let url = watch.map(|w| w.url).unwrap_or_default();
+                                return Progress::Peer { answering, url };
+                            }
+                        }
                     }
                 }
                 Step::Done => return Progress::Done,
@@ -831,6 +927,7 @@ impl<S: LockStore> Renewal<S> {
         loop {
             match self.driver.next(None, Some(&wake)).await {
                 Progress::Woken => self.read_mail(),
+                Progress::Peer { .. } => {}
                 Progress::Answered(failure) => self.answered(failure),
                 Progress::Event(e) => self.event(e),
                 // Only a deadline gives up, and the renewal has none.
@@ -862,7 +959,8 @@ impl<S: LockStore> Renewal<S> {
         let mut status = self.status.borrow().clone();
         if status.track(&self.driver.election) {
             let term = self.term;
-            self.tell(LeaseEvent::Renewed { term });
+            let etag = self.driver.election.etag().cloned();
+            self.tell(LeaseEvent::Renewed { term, etag });
         }
         let election = &self.driver.election;
         self.status.send_if_modified(|st| st.track(election));

@@ -8,6 +8,11 @@
 //! hyper's HTTP/1 connection on the supervisor's runtime; each answer only locks the view
 //! for as long as it takes to copy it, so it never holds the stop path.
 //!
+//! `GET /v1/lease?after=ETAG&wait=MS` is the long-poll of a follower in peer mode: it
+//! answers as soon as this candidate's ETag is no longer `ETAG` (a renewal) or it leads
+//! no more (a release, a loss), and otherwise after `wait` (at most a minute) with the
+//! same ETag. [`PeerClient`] is the follower's side of it (docs/design.md §3 "Peer mode").
+//!
 //! With `--peer-token-file`, `/metrics` and `/v1/lease` ask for `Authorization: Bearer
 //! TOKEN` (401 without it); `/healthz` stays open for probes. The token is read from the
 //! file once, never taken on the command line, and never logged.
@@ -24,11 +29,15 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use s3lead::clock::{Instant, boot_now};
-use s3lead::lease::{LeaseEvent, LeaseState};
-use s3lead::store::RequestCounters;
+use s3lead::election::{PeerAnswer, Watch};
+use s3lead::lease::{LeaseEvent, LeaseState, PeerLink};
+use s3lead::store::{Etag, RequestCounters};
 use std::fmt::Write as _;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::debug;
 
@@ -51,6 +60,8 @@ struct Known {
     /// When this candidate's lease was last written (elected or renewed), on the boot
     /// clock.
     last_renewal: Option<Instant>,
+    /// The lock object's ETag after this candidate's last write.
+    etag: Option<Etag>,
 }
 
 impl Known {
@@ -72,14 +83,18 @@ impl Known {
                 self.leader = Some(holder.clone());
                 self.released = *released;
             }
-            LeaseEvent::Elected { term, .. } => {
+            LeaseEvent::Elected { term, etag, .. } => {
+                self.etag.clone_from(etag);
                 self.saw_term(term.get());
                 self.leader = Some(holder.to_owned());
                 self.released = false;
                 self.is_leader = true;
                 self.last_renewal = Some(boot_now());
             }
-            LeaseEvent::Renewed { .. } => self.last_renewal = Some(boot_now()),
+            LeaseEvent::Renewed { etag, .. } => {
+                self.etag.clone_from(etag);
+                self.last_renewal = Some(boot_now());
+            }
             LeaseEvent::Lost { state, .. } => {
                 if *state == LeaseState::AtRisk {
                     self.at_risk += 1;
@@ -100,6 +115,8 @@ pub struct View {
     lock: String,
     holder: String,
     known: Arc<Mutex<Known>>,
+    /// Bumped after every event, for the long-polls waiting on a change.
+    changed: Arc<tokio::sync::watch::Sender<()>>,
     counters: Option<RequestCounters>,
 }
 
@@ -111,6 +128,7 @@ impl View {
             lock: lock.to_owned(),
             holder: holder.to_owned(),
             known: Arc::default(),
+            changed: Arc::new(tokio::sync::watch::Sender::new(())),
             counters,
         }
     }
@@ -121,6 +139,29 @@ impl View {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .on_event(&self.holder, e);
+        self.changed.send_replace(());
+    }
+
+    /// `GET /v1/lease?after=ETAG&wait=MS`: waits until this candidate's ETag is no
+    /// longer `after` or it leads no more, or `wait` has passed, and answers the lease.
+    async fn lease_after(&self, after: Option<&str>, wait: Duration) -> String {
+        let mut changed = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_HOLD);
+        loop {
+            let news = {
+                let k = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+                let etag = k.etag.as_ref().map(Etag::normalized);
+                after.is_none() || !k.is_leader || etag != after
+            };
+            if news {
+                break;
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.lease_json()
     }
 
     fn snapshot(
@@ -149,6 +190,14 @@ impl View {
     /// `GET /v1/lease`: the lease as this candidate knows it.
     fn lease_json(&self) -> String {
         let (is_leader, term, leader, released, ..) = self.snapshot();
+        let etag = self
+            .known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .etag
+            .as_ref()
+            .filter(|_| is_leader)
+            .map(|e| e.normalized().to_owned());
         let state = match (is_leader, &term, released) {
             (true, ..) => "leading",
             (false, None, _) => "campaigning",
@@ -163,6 +212,7 @@ impl View {
             "term": term,
             "holder": leader,
             "released": released,
+            "etag": etag,
         })
         .to_string()
     }
@@ -233,6 +283,9 @@ impl View {
     }
 }
 
+/// The longest a long-poll is held, whatever it asks for.
+const MAX_HOLD: Duration = Duration::from_secs(60);
+
 /// A label value with `\`, `"` and newlines escaped, as the text format asks.
 fn label_value(s: &str) -> String {
     s.replace('\\', r"\\")
@@ -285,8 +338,12 @@ impl Endpoint {
             let lock = lock.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let answer = answer(&view, token.as_deref(), &req);
-                    async move { Ok::<_, std::convert::Infallible>(answer) }
+                    let (view, token) = (view.clone(), token.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            answer(&view, token.as_deref(), &req).await,
+                        )
+                    }
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -300,7 +357,11 @@ impl Endpoint {
 }
 
 /// The answer to one request.
-fn answer(view: &View, token: Option<&str>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(
+    view: &View,
+    token: Option<&str>,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only\n");
     }
@@ -332,10 +393,157 @@ fn answer(view: &View, token: Option<&str>, req: &Request<Incoming>) -> Response
         );
         r
     } else {
-        let mut r = plain(StatusCode::OK, view.lease_json());
+        let (mut after, mut wait) = (None, Duration::ZERO);
+        for pair in req.uri().query().unwrap_or("").split('&') {
+            match pair.split_once('=') {
+                Some(("after", v)) => after = Some(percent_decode(v)),
+                Some(("wait", v)) => {
+                    wait = Duration::from_millis(v.parse().unwrap_or(0));
+                }
+                _ => {}
+            }
+        }
+        let after = after.map(|a| Etag::new(a).normalized().to_owned());
+        let body = view.lease_after(after.as_deref(), wait).await;
+        let mut r = plain(StatusCode::OK, body);
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
+    }
+}
+
+/// `%XX` escapes undone (an ETag is hex, but a store may put anything in it).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every byte but `[A-Za-z0-9._~-]` escaped, for a query value.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"._~-".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The follower's side of peer mode: `GET URL/v1/lease?after=ETAG&wait=MS` over one
+/// HTTP/1 connection per long-poll, with the bearer token of `--peer-token-file` if
+/// given. Only `http://` URLs: the endpoint serves nothing secret, and no answer of it
+/// can cause a takeover (docs/design.md §3 "Peer mode").
+pub struct PeerClient {
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("PeerClient")
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+/// The largest answer read from a peer.
+const MAX_ANSWER: usize = 64 * 1024;
+
+impl PeerClient {
+    /// A client that sends `token` as `Authorization: Bearer`, if given.
+    pub fn new(token: Option<String>) -> PeerClient {
+        PeerClient { token }
+    }
+
+    async fn ask(&self, w: &Watch) -> Result<PeerAnswer, String> {
+        use http_body_util::BodyExt as _;
+        let rest = w
+            .url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{}: only http:// peer URLs are followed", w.url))?;
+        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_end_matches('/');
+        let stream = tokio::net::TcpStream::connect(authority)
+            .await
+            .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("{authority}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let path = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("/{prefix}")
+        };
+        let uri = format!(
+            "{path}/v1/lease?after={}&wait={}",
+            percent_encode(w.after.normalized()),
+            w.hold.as_millis()
+        );
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .header(hyper::header::HOST, authority);
+        if let Some(t) = &self.token {
+            req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| format!("{}: {e}", w.url))?;
+        let answer = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("{}: {e}", w.url))?;
+        let status = answer.status();
+        let body = http_body_util::Limited::new(answer.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("{}: {e}", w.url))?
+            .to_bytes();
+        if status != StatusCode::OK {
+            return Err(format!("{} answered {status}", w.url));
+        }
+        #[derive(serde::Deserialize)]
+        struct Lease {
+            is_leader: bool,
+            etag: Option<String>,
+        }
+        let lease: Lease = serde_json::from_slice(&body)
+            .map_err(|e| format!("{} answered no lease: {e}", w.url))?;
+        Ok(PeerAnswer {
+            etag: lease.etag.map(Etag::new),
+            leading: lease.is_leader,
+        })
+    }
+}
+
+impl PeerLink for PeerClient {
+    fn watch<'a>(
+        &'a self,
+        watch: &'a Watch,
+    ) -> Pin<Box<dyn Future<Output = Result<PeerAnswer, String>> + Send + 'a>> {
+        Box::pin(self.ask(watch))
     }
 }
 
@@ -378,7 +586,9 @@ mod tests {
         v.on_event(&LeaseEvent::Elected {
             term,
             lease_id: LeaseId::random(),
+            etag: Some(Etag::new("\"abc\"")),
         });
+        assert!(v.lease_json().contains("\"etag\":\"abc\""));
         let m = v.metrics();
         assert!(m.contains("s3lead_is_leader{lock=\"s3://b/k\"} 1\n"), "{m}");
         assert!(m.contains("s3lead_term{lock=\"s3://b/k\"} 2\n"), "{m}");
@@ -400,6 +610,13 @@ mod tests {
             "{m}"
         );
         assert!(!m.contains("s3lead_seconds_since_last_renewal{"), "{m}");
+    }
+
+    #[test]
+    fn query_values_round_trip() {
+        for s in ["abc-1", "\"q\" &=%/", "é"] {
+            assert_eq!(percent_decode(&percent_encode(s)), s);
+        }
     }
 
     #[test]

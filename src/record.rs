@@ -141,6 +141,12 @@ pub struct LockRecord {
         deserialize_with = "lenient_last_run"
     )]
     pub last_run: Option<LastRun>,
+    /// The holder's peer endpoint (`--advertise`), which followers long-poll for each
+    /// renewal's ETag instead of reading the store (docs/design.md §3 "Peer mode"). Absent
+    /// from records written without it, whose bytes stay as before; it is a hint for
+    /// saving reads, and no takeover is decided on what that endpoint says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
 }
 
 /// A `last_run` this binary cannot read (written by hand, or by a later format's
@@ -320,6 +326,7 @@ impl LockRecord {
             renewed_at: now,
             released: false,
             last_run: None,
+            advertise: None,
         }
     }
 

@@ -60,6 +60,10 @@ pub struct Job {
     pub hooks: HookCommands,
     /// Told every event of the election as well (the `--peer-listen` endpoint's view).
     pub tap: Option<EventTap>,
+    /// `--advertise`: our endpoint's URL, written into our records.
+    pub advertise: Option<String>,
+    /// How a follower long-polls a leader's advertised endpoint (peer mode).
+    pub peer_link: Option<Arc<crate::peer::PeerClient>>,
 }
 
 /// A callback told every [`LeaseEvent`] of the run's election; it must return at once.
@@ -217,6 +221,12 @@ async fn lead_with_runway<S: LockStore>(
         let campaign = Candidate::new(store.clone(), timing, job.holder.clone(), lock)
             .once_per(once_per)
             .verify_store(verify)
+            .advertise(job.advertise.clone());
+        let campaign = match &job.peer_link {
+            Some(link) => campaign.peer_link(link.clone()),
+            None => campaign,
+        };
+        let campaign = campaign
             .on_event({
                 let (hooks, tap) = (hooks.sink(), job.tap.clone());
                 move |e| {

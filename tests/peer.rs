@@ -265,3 +265,385 @@ fn an_empty_token_file_is_refused_before_any_request() {
     );
     assert!(lock.bytes().is_none(), "no request was made");
 }
+
+// ---- Peer mode: a follower long-polls the leader's advertised endpoint -------------
+
+/// A leader in peer mode: it serves its endpoint on `port` and advertises `advertise`
+/// (its own endpoint unless a test points followers elsewhere). Its command touches
+/// `leading` and sleeps.
+fn peer_leader(lock: &Lock, timings: &[&str], port: u16, advertise: &str, log: &str) -> Child {
+    let listen = format!("127.0.0.1:{port}");
+    let cmd = format!("touch {}; exec sleep 600", lock.path("leading").display());
+    lock.run_timed(
+        timings,
+        &[
+            "--id",
+            "leader",
+            "--peer-listen",
+            &listen,
+            "--advertise",
+            advertise,
+            "-c",
+            &cmd,
+        ],
+    )
+    .stderr(std::fs::File::create(lock.path(log)).expect("log file"))
+    .spawn()
+    .expect("spawn the leader")
+}
+
+/// A follower (no endpoint of its own) whose command touches `took-over`; `--stats`
+/// reports its requests to the store at exit.
+fn peer_follower(lock: &Lock, timings: &[&str], extra: &[&str], log: &str) -> Child {
+    let cmd = format!("touch {}", lock.path("took-over").display());
+    let mut args = vec!["--id", "follower", "--stats", "--no-verify-store"];
+    args.extend(extra);
+    args.extend(["-c", &cmd]);
+    lock.run_timed(timings, &args)
+        .stderr(std::fs::File::create(lock.path(log)).expect("log file"))
+        .spawn()
+        .expect("spawn the follower")
+}
+
+/// The `--stats` line's counters, from a JSON log.
+fn stats(log: &str) -> serde_json::Value {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("requests:"))
+        })
+        .unwrap_or_else(|| panic!("one --stats line: {log}"))["fields"]
+        .clone()
+}
+
+/// Reads of the store in a `--stats` line: GETs answered with the object, 304s and 404s.
+fn reads(stats: &serde_json::Value) -> u64 {
+    ["get", "not_modified", "missing"]
+        .iter()
+        .map(|k| stats[k].as_u64().expect("a count"))
+        .sum()
+}
+
+/// Seconds from RFC 3339 `a` to `b`.
+fn seconds_between(a: &serde_json::Value, b: &serde_json::Value) -> f64 {
+    let t = |v: &serde_json::Value| {
+        humantime::parse_rfc3339(v.as_str().expect("a time")).expect("RFC 3339")
+    };
+    t(b).duration_since(t(a))
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_else(|e| -e.duration().as_secs_f64())
+}
+
+const SLOW: &[&str] = &[
+    "--lease-duration",
+    "1h",
+    "--renew-every",
+    "10m",
+    "--retry-period",
+    "10m",
+    "--kill-after",
+    "1s",
+    "--follow-every",
+    "10m",
+    "--request-timeout",
+    "5s",
+];
+
+/// While the leader renews (every second, a 4 s lease), a follower in peer mode learns
+/// each renewal from the leader's endpoint and reads the store once, to find the record
+/// and its advertised URL; without peer mode it would read it every second.
+#[test]
+fn a_peer_mode_follower_makes_no_store_read_while_the_leader_lives_on_s3() {
+    let lock = Lock::s3("peer_no_reads");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let leader = peer_leader(&lock, e2e::FAST, port, &url, "leader.log");
+    wait_for("the leader's command", LIMIT, || {
+        lock.path("leading").exists()
+    });
+    let seq0 = lock.record()["seq"].as_u64().expect("seq");
+    let mut follower = peer_follower(&lock, e2e::FAST, &["-w", "10s"], "follower.log");
+    let st = wait_exit(&mut follower, LIMIT);
+    let log = e2e::read(&lock.path("follower.log"));
+    assert_eq!(st.code(), Some(s3lead::exit::CONFLICT), "{log}");
+    let seq1 = lock.record()["seq"].as_u64().expect("seq");
+    assert!(
+        seq1 >= seq0 + 5,
+        "the leader renewed meanwhile ({seq0} → {seq1})"
+    );
+    assert!(
+        log.contains(&format!(
+            "following the holder through its peer endpoint {url}"
+        )),
+        "{log}"
+    );
+    let s = stats(&log);
+    // The first read finds the record; one poll may come before the peer's first answer.
+    assert!(reads(&s) <= 2, "store reads while the leader lived: {s}");
+    assert_eq!(s["put"], 0, "{s}");
+    assert!(!lock.path("took-over").exists());
+    assert_eq!(lock.record()["term"], 1);
+    stop(leader);
+}
+
+/// With an hour's lease and ten minutes between the follower's polls, only the
+/// leader's endpoint can tell the follower of a release in time: its long-poll answers
+/// when the leader stops leading, and the follower reads the store and takes over at
+/// once (two reads in all: the first, and the one after the release).
+#[test]
+fn a_graceful_stop_in_peer_mode_hands_over_without_waiting_a_poll_on_s3() {
+    let lock = Lock::s3("peer_handoff");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut leader = peer_leader(&lock, SLOW, port, &url, "leader.log");
+    wait_for("the leader's command", LIMIT, || {
+        lock.path("leading").exists()
+    });
+    let mut follower = peer_follower(&lock, SLOW, &[], "follower.log");
+    wait_for("the follower to follow through the peer", LIMIT, || {
+        e2e::read(&lock.path("follower.log"))
+            .contains("following the holder through its peer endpoint")
+    });
+    send_signal(leader.id(), "TERM");
+    let st = wait_exit(&mut leader, LIMIT);
+    assert_eq!(
+        st.code(),
+        Some(143),
+        "{}",
+        e2e::read(&lock.path("leader.log"))
+    );
+    wait_for("the follower to take over the release", LIMIT, || {
+        lock.path("took-over").exists()
+    });
+    let st = wait_exit(&mut follower, LIMIT);
+    let log = e2e::read(&lock.path("follower.log"));
+    assert_eq!(st.code(), Some(0), "{log}");
+    let record = lock.record();
+    assert_eq!(record["term"], 2, "{record}");
+    assert_eq!(record["holder"], "follower", "{record}");
+    let s = stats(&log);
+    assert_eq!(
+        reads(&s),
+        2,
+        "the first read and the one after the release: {s}"
+    );
+}
+
+/// `kill -9` of a leader in peer mode: its endpoint goes with it, the follower falls
+/// back to the store at once, and still takes over only once the leader's last write
+/// has gone unrenewed for a whole lease (by the record's own wall-clock times, on this
+/// one host: a lower bound, which a slow machine can only lengthen).
+#[test]
+fn takeover_after_kill_9_of_a_peer_mode_leader_still_waits_the_lease_on_s3() {
+    let lock = Lock::s3("peer_kill9");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut leader = peer_leader(&lock, e2e::FAST, port, &url, "leader.log");
+    wait_for("the leader's command", LIMIT, || {
+        lock.path("leading").exists()
+    });
+    let mut follower = peer_follower(&lock, e2e::FAST, &[], "follower.log");
+    wait_for("the follower to follow through the peer", LIMIT, || {
+        e2e::read(&lock.path("follower.log"))
+            .contains("following the holder through its peer endpoint")
+    });
+    send_signal(leader.id(), "KILL");
+    let _ = wait_exit(&mut leader, LIMIT);
+    let last = lock.record();
+    assert_eq!(
+        last["term"], 1,
+        "not taken over while the leader's lease ran: {last}"
+    );
+    wait_for("the follower to take over", LIMIT, || {
+        lock.path("took-over").exists()
+    });
+    let st = wait_exit(&mut follower, LIMIT);
+    let log = e2e::read(&lock.path("follower.log"));
+    assert_eq!(st.code(), Some(0), "{log}");
+    let record = lock.record();
+    assert_eq!(record["term"], 2, "{record}");
+    let waited = seconds_between(&last["renewed_at"], &record["acquired_at"]);
+    assert!(
+        waited >= 4.0,
+        "took over {waited} s after the last renewal (lease 4 s)"
+    );
+    let fell_back = log.find("does not answer as leader; reading the store");
+    let elected = log.find("\"elected\"").or_else(|| log.find("elected"));
+    assert!(fell_back.is_some() && fell_back < elected, "{log}");
+}
+
+/// A stand-in for a peer endpoint that lies: it answers every long-poll at once, as
+/// leader, with whatever ETag the test put in `etag`.
+struct LyingPeer {
+    port: u16,
+    etag: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl LyingPeer {
+    fn start(etag: &str) -> LyingPeer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let etag = std::sync::Arc::new(std::sync::Mutex::new(etag.to_owned()));
+        let shared = etag.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let etag = shared.lock().expect("etag").clone();
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match s.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let body = serde_json::json!({
+                        "state": "leading", "is_leader": true, "term": 1, "etag": etag,
+                    })
+                    .to_string();
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        LyingPeer { port, etag }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn answer(&self, etag: &str) {
+        *self.etag.lock().expect("etag") = etag.to_owned();
+    }
+}
+
+/// The lock object's ETag now, as the store gives it.
+fn current_etag(lock: &Lock) -> String {
+    let (bucket, key) = lock.s3.clone().expect("an S3 lock");
+    e2e::block_on(async {
+        let c = support::s3_client().await;
+        let head = c
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("head");
+        head.e_tag().expect("an ETag").trim_matches('"').to_owned()
+    })
+}
+
+/// The leader's record advertises a peer that lies (`first` is what it answers while the
+/// leader lives; once the leader is killed, it answers `then`, or the leader's last
+/// ETag: "alive", as a leader whose writes are blackholed would). The follower must not
+/// take over while the real leader renews (it keeps its lease and its term), and must
+/// take over once the leader is dead, after its lease.
+fn a_lying_peer_cannot_hasten_or_stop_a_takeover(
+    lock: Lock,
+    first: Option<&str>,
+    then: Option<&str>,
+) {
+    let port = free_port();
+    let stale = "0123456789abcdef0123456789abcdef";
+    let liar = LyingPeer::start(stale);
+    let mut leader = peer_leader(&lock, e2e::FAST, port, &liar.url(), "leader.log");
+    wait_for("the leader's command", LIMIT, || {
+        lock.path("leading").exists()
+    });
+    // Stale: the first record's ETag, out of date at the leader's next renewal.
+    let first = first.map_or_else(|| current_etag(&lock), str::to_owned);
+    liar.answer(&first);
+    let seq0 = lock.record()["seq"].as_u64().expect("seq");
+    let mut follower = peer_follower(&lock, e2e::FAST, &[], "follower.log");
+    // Three leases of the leader's renewals (one a second, a 4 s lease).
+    wait_for("the leader to renew for three leases", LIMIT, || {
+        lock.record()["seq"]
+            .as_u64()
+            .is_some_and(|s| s >= seq0 + 12)
+    });
+    let record = lock.record();
+    assert_eq!(record["term"], 1, "the leader keeps its term: {record}");
+    assert_eq!(record["holder"], "leader", "{record}");
+    assert!(
+        !lock.path("took-over").exists(),
+        "{}",
+        e2e::read(&lock.path("follower.log"))
+    );
+    send_signal(leader.id(), "KILL");
+    let _ = wait_exit(&mut leader, LIMIT);
+    let last = lock.record();
+    liar.answer(&then.map_or_else(|| current_etag(&lock), str::to_owned));
+    wait_for(
+        "the follower to take over from the dead leader",
+        LIMIT,
+        || lock.path("took-over").exists(),
+    );
+    let st = wait_exit(&mut follower, LIMIT);
+    let log = e2e::read(&lock.path("follower.log"));
+    assert_eq!(st.code(), Some(0), "{log}");
+    let record = lock.record();
+    assert_eq!(record["term"], 2, "{record}");
+    let waited = seconds_between(&last["renewed_at"], &record["acquired_at"]);
+    assert!(
+        waited >= 4.0,
+        "took over {waited} s after the last renewal (lease 4 s)"
+    );
+    drop(leader);
+}
+
+#[test]
+fn a_peer_answering_a_stale_etag_cannot_hasten_or_stop_a_takeover_on_s3() {
+    a_lying_peer_cannot_hasten_or_stop_a_takeover(
+        Lock::s3("peer_stale"),
+        None,
+        Some("0123456789abcdef0123456789abcdef"),
+    );
+}
+
+#[test]
+fn a_peer_answering_a_foreign_etag_cannot_hasten_or_stop_a_takeover_on_s3() {
+    a_lying_peer_cannot_hasten_or_stop_a_takeover(
+        Lock::s3("peer_foreign"),
+        Some("ffffffffffffffffffffffffffffffff"),
+        Some("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"),
+    );
+}
+
+/// After the leader is killed, the liar keeps saying it is alive with the leader's last
+/// ETag, as the endpoint of a leader cut off from the store would: the takeover comes
+/// after the lease, not later.
+#[test]
+fn a_peer_alive_but_not_renewing_cannot_stop_a_takeover_on_s3() {
+    a_lying_peer_cannot_hasten_or_stop_a_takeover(Lock::s3("peer_frozen"), None, None);
+}
+
+/// `--advertise` must be an http:// URL: one line, the usage code, no request made.
+#[test]
+fn a_bad_advertise_url_is_refused() {
+    let lock = Lock::file();
+    let f = e2e::finish(
+        lock.run(&[
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--advertise",
+            "https://peer:9464",
+            "-c",
+            "true",
+        ]),
+        LIMIT,
+    );
+    assert_eq!(f.code, Some(s3lead::exit::USAGE), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("--advertise") && f.stderr.contains(&lock.url),
+        "{}",
+        f.stderr
+    );
+    assert!(lock.bytes().is_none(), "no request was made");
+}

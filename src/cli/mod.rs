@@ -256,15 +256,22 @@ pub struct RunArgs {
     pub peer_listen: Option<std::net::SocketAddr>,
 
     /// Ask for `Authorization: Bearer TOKEN` on /metrics and /v1/lease (/healthz stays
-    /// open), TOKEN being the first line of FILE. Never on the command line, never
-    /// logged.
+    /// open), TOKEN being the first line of FILE; a follower also sends it to the
+    /// leader's advertised endpoint. Never on the command line, never logged.
+    #[arg(long, value_name = "FILE", env = "S3LEAD_PEER_TOKEN_FILE")]
+    pub peer_token_file: Option<std::path::PathBuf>,
+
+    /// Write URL (http://HOST:PORT, where other candidates reach this one's
+    /// --peer-listen) into the lock's record while leading: followers then long-poll it
+    /// for each renewal instead of reading the store, and read the store again when it
+    /// does not answer as leader. No answer of it can cause or hasten a takeover.
     #[arg(
         long,
-        value_name = "FILE",
+        value_name = "URL",
         requires = "peer_listen",
-        env = "S3LEAD_PEER_TOKEN_FILE"
+        env = "S3LEAD_ADVERTISE"
     )]
-    pub peer_token_file: Option<std::path::PathBuf>,
+    pub advertise: Option<String>,
 
     /// Run STRING with $SHELL -c (default /bin/sh) instead of a command after `--`.
     #[arg(

@@ -123,6 +123,20 @@ impl RunPlan {
             None => None,
             Some(path) => Some(read_token(&lock, path)?),
         };
+        if let Some(url) = &args.advertise {
+            let ok = url
+                .strip_prefix("http://")
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+            if !ok {
+                return Err(Failure::new(
+                    exit::USAGE,
+                    format!("{lock}: --advertise {url:?} is not an http://HOST:PORT URL"),
+                ));
+            }
+        }
+        let peer_link = Some(std::sync::Arc::new(crate::peer::PeerClient::new(
+            peer_token.clone(),
+        )));
         let program = match args.shell_command {
             Some(line) => Program::Shell(line),
             None => Program::Argv(args.argv),
@@ -149,6 +163,8 @@ impl RunPlan {
                     timeout: args.hook_timeout,
                 },
                 tap: None,
+                advertise: args.advertise,
+                peer_link,
             },
             peer_listen: args.peer_listen,
             peer_token,

@@ -135,6 +135,9 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
                 println!("  acquired   {}", r.acquired_at);
                 println!("  renewed    {}{age}", r.renewed_at);
                 println!("  lease id   {}", r.lease_id);
+                if let Some(url) = &r.advertise {
+                    println!("  peer       {url} (followers long-poll it for renewals)");
+                }
                 if appears_live {
                     println!(
                         "  appears    live (renewed within its lease by this host's clock; one read cannot prove it)"

@@ -1002,3 +1002,184 @@ fn a_lease_recognised_with_exactly_the_runway_left_is_announced_at_once() {
     assert!(leading, "{ev:?}");
     assert_eq!(elected(&ev), Some(Term::FIRST));
 }
+
+// ---- Peer mode ------------------------------------------------------------------------
+
+/// A candidate that advertises a peer endpoint in its records.
+fn advertising(name: &str) -> Election {
+    candidate(name).with_advertise(Some(format!("http://{name}:9464")))
+}
+
+/// Runs `e` at `now` like [`run`], counting the reads it sends.
+fn run_counting_reads(
+    e: &mut Election,
+    net: &mut Net,
+    now: Instant,
+    reads: &mut u32,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        match e.poll(now) {
+            Step::Send(req) => {
+                if matches!(req, Request::Read { .. }) {
+                    *reads += 1;
+                }
+                let reply = net.perform(req);
+                e.handle(reply, now);
+            }
+            Step::Event(ev) => events.push(ev),
+            Step::Wait(t) if t <= now => continue,
+            Step::Wait(_) | Step::Done => return events,
+        }
+    }
+    panic!("election did not settle at {now:?}: {events:?}");
+}
+
+fn leading(etag: Option<&Etag>) -> Result<PeerAnswer, String> {
+    Ok(PeerAnswer {
+        etag: etag.cloned(),
+        leading: true,
+    })
+}
+
+#[test]
+fn the_record_carries_the_advertised_url_and_followers_watch_it() {
+    let mut net = Net::new();
+    let mut a = advertising("a");
+    run(&mut a, &mut net, at(0));
+    assert_eq!(net.current().advertise.as_deref(), Some("http://a:9464"));
+    let mut b = candidate("b");
+    assert_eq!(b.watch(at(0)), None, "nothing read yet");
+    run(&mut b, &mut net, at(5_000));
+    let w = b.watch(at(5_000)).expect("a watch");
+    assert_eq!(w.url, "http://a:9464");
+    assert_eq!(Some(&w.after), a.etag());
+    // A record without the field keeps its bytes: no "advertise" key at all.
+    let mut c = candidate("c");
+    let mut other = Net::new();
+    run(&mut c, &mut other, at(0));
+    let body = String::from_utf8(other.store.body().expect("a body")).expect("utf-8");
+    assert!(!body.contains("advertise"), "{body}");
+}
+
+#[test]
+fn a_follower_told_each_renewal_by_the_peer_reads_nothing_and_counts_from_the_answer() {
+    let mut net = Net::new();
+    let mut a = advertising("a");
+    run(&mut a, &mut net, at(0));
+    let mut b = candidate("b");
+    let mut reads = 0;
+    run_counting_reads(&mut b, &mut net, at(5_000), &mut reads);
+    assert_eq!(reads, 1);
+    reads = 0;
+    // The first long-poll is held (nothing new) and answered.
+    b.peer_answered(leading(a.etag()), at(5_000), at(9_000));
+    let mut t = 5_250;
+    while t <= 60_000 {
+        let before = a.etag().cloned();
+        run(&mut a, &mut net, at(t));
+        if a.etag() != before.as_ref() {
+            // The peer's long-poll answers the renewal at once.
+            b.peer_answered(leading(a.etag()), at(t - 1), at(t));
+        }
+        let ev = run_counting_reads(&mut b, &mut net, at(t), &mut reads);
+        assert_eq!(elected(&ev), None);
+        t += 250;
+    }
+    assert_eq!(
+        reads, 0,
+        "no read of the store while the peer told every renewal"
+    );
+    assert!(b.peer_answering());
+    // `a` renewed last at 60 s and dies; its endpoint goes with it.
+    let last = net.current();
+    b.peer_answered(Err("connection refused".into()), at(61_000), at(61_000));
+    let ev = run_counting_reads(&mut b, &mut net, at(61_000), &mut reads);
+    assert_eq!(reads, 1, "the store is read at once");
+    assert_eq!(elected(&ev), None);
+    // The renewal the peer told of at 60 s counts from that answer: 30 s later.
+    for t in 61_001..90_000 {
+        let ev = run(&mut b, &mut net, at(t));
+        assert_eq!(
+            elected(&ev),
+            None,
+            "took over at {t}, before the lease since the sighting"
+        );
+    }
+    let ev = run(&mut b, &mut net, at(90_000));
+    assert_eq!(elected(&ev), Some(last.term.next().expect("a next term")));
+}
+
+#[test]
+fn a_lying_peer_can_delay_a_takeover_but_not_hasten_or_prevent_it() {
+    for lie in ["invented", "stale"] {
+        let mut net = Net::new();
+        let mut a = advertising("a");
+        run(&mut a, &mut net, at(0));
+        let stale = a.etag().cloned().expect("an etag");
+        let told = match lie {
+            "stale" => stale,
+            _ => Etag::new("0123456789abcdef"),
+        };
+        let mut b = candidate("b");
+        run(&mut b, &mut net, at(5_000));
+        let mut t = 5_000;
+        // `a` lives and renews until 100 s; the peer answers the lie every second.
+        while t <= 100_000 {
+            run(&mut a, &mut net, at(t));
+            if t % 1_000 == 0 {
+                b.peer_answered(leading(Some(&told)), at(t - 500), at(t));
+            }
+            let ev = run(&mut b, &mut net, at(t));
+            assert_eq!(
+                elected(&ev),
+                None,
+                "{lie}: took over from a live leader at {t}"
+            );
+            t += 250;
+        }
+        assert_eq!(net.current().holder, "a");
+        // `a` dies (its last renewal at 100 s); the liar goes on.
+        let mut won = None;
+        while t <= 100_000 + 4 * 30_000 {
+            if t % 1_000 == 0 {
+                b.peer_answered(leading(Some(&told)), at(t - 500), at(t));
+            }
+            let ev = run(&mut b, &mut net, at(t));
+            if elected(&ev).is_some() {
+                won = Some(t);
+                break;
+            }
+            t += 250;
+        }
+        let won = won.unwrap_or_else(|| panic!("{lie}: never took over from a dead leader"));
+        assert!(
+            won >= 130_000,
+            "{lie}: took over at {won}, before the lease ran out"
+        );
+    }
+}
+
+#[test]
+fn a_peer_that_stops_leading_sends_the_follower_to_the_store_at_once() {
+    let mut net = Net::new();
+    let mut a = advertising("a");
+    run(&mut a, &mut net, at(0));
+    let mut b = default_follower("b");
+    run(&mut b, &mut net, at(1_000));
+    b.peer_answered(leading(a.etag()), at(1_000), at(1_500));
+    a.resign();
+    run(&mut a, &mut net, at(2_000));
+    assert!(net.current().released);
+    // Long before b's next read (a lease away while the peer answers):
+    b.peer_answered(
+        Ok(PeerAnswer {
+            etag: None,
+            leading: false,
+        }),
+        at(1_500),
+        at(2_001),
+    );
+    let ev = run(&mut b, &mut net, at(2_001));
+    assert_eq!(elected(&ev), Some(Term::new_for_test(2)));
+}
