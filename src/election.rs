@@ -318,6 +318,11 @@ struct PeerWatch {
 }
 
 impl PeerWatch {
+    /// The newest ETag known: the peer's last sighting, else the store's last read.
+    fn newest_etag<'a>(&'a self, read: &'a Observed) -> &'a Etag {
+        self.sighting.as_ref().map_or(&read.etag, |s| &s.etag)
+    }
+
     /// How long the next long-poll may be held: not at all while the peer has not yet
     /// answered (or after it failed), so that the follower knows at once whether it
     /// answers; then a renewal interval, at most [`MAX_PEER_HOLD`].
@@ -771,12 +776,7 @@ impl Election {
             return None;
         }
         let url = o.record.advertise.clone()?;
-        let after = f
-            .peer
-            .sighting
-            .as_ref()
-            .map_or(&o.etag, |s| &s.etag)
-            .clone();
+        let after = f.peer.newest_etag(o).clone();
         Some(Watch {
             url,
             after,
@@ -802,12 +802,7 @@ impl Election {
         let Some(o) = f.observed.take() else {
             return;
         };
-        let after = f
-            .peer
-            .sighting
-            .as_ref()
-            .map_or(&o.etag, |s| &s.etag)
-            .clone();
+        let after = f.peer.newest_etag(&o).clone();
         match answer {
             Ok(PeerAnswer {
                 etag: Some(etag),

@@ -171,16 +171,7 @@ impl<S: LockStore> Candidate<S> {
     /// Writes `url` (our peer endpoint, `--advertise`) into the records of the lease this
     /// campaign wins, so that followers long-poll it.
     pub fn advertise(mut self, url: Option<String>) -> Self {
-        let Driver {
-            store,
-            election,
-            peer,
-        } = self.driver;
-        self.driver = Driver {
-            store,
-            election: election.with_advertise(url),
-            peer,
-        };
+        self.driver.election = self.driver.election.with_advertise(url);
         self
     }
 
@@ -228,16 +219,7 @@ impl<S: LockStore> Candidate<S> {
     /// with [`CampaignError::AlreadyRan`] as soon as it reads a record whose last run
     /// spends the current window, and the acquisition claims the window in its own write.
     pub fn once_per(mut self, once_per: Option<OncePer>) -> Self {
-        let Driver {
-            store,
-            election,
-            peer,
-        } = self.driver;
-        self.driver = Driver {
-            store,
-            election: election.with_once_per(once_per),
-            peer,
-        };
+        self.driver.election = self.driver.election.with_once_per(once_per);
         self.once_per = once_per;
         self
     }
