@@ -173,6 +173,10 @@ fn status_watch_prints_text_lines_until_sigterm() {
         .stdout(std::fs::File::create(&out_path).expect("watch.out"))
         .spawn()
         .expect("start status --watch");
+    // Its first read before the holder's first write, so that the first line is "absent".
+    wait_for("a line for the absent lock", LIMIT, || {
+        e2e::read(&out_path).contains(": absent (no lock object)")
+    });
     let mut holder = lock.hold(&["--id", "texty"]);
     wait_for("a line for the holder", LIMIT, || {
         e2e::read(&out_path).contains(": held by texty, term 1")
