@@ -597,13 +597,26 @@ fn lifecycle_rule_for_noncurrent_lock_versions_is_accepted_on_s3() {
         );
         assert!(rules[0].expiration().is_none(), "{rules:?}");
 
-        // s3lead works on the versioned bucket as on any other.
+        // s3lead works on the versioned bucket as on any other, but for Ceph RGW 16.2,
+        // which does not keep conditional writes on a versioned bucket (a create of an
+        // existing object is accepted): its proof at acquisition refuses the store.
         let lock = format!("s3://{bucket}/{prefix}versioned");
         let mut run = e2e::s3lead();
         run.args(["run", &lock, "--", "true"])
             .envs(support::s3_env());
         let ran = finish(run, Duration::from_secs(60));
-        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+        if support::s3_server().kind == "rgw" {
+            assert_eq!(ran.code, Some(78), "{}", ran.stderr);
+            assert!(
+                ran.final_lines()
+                    .iter()
+                    .any(|l| l.contains("ignores If-None-Match")),
+                "{}",
+                ran.stderr
+            );
+        } else {
+            assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+        }
 
         client
             .delete_bucket_lifecycle()

@@ -121,9 +121,15 @@ fn followers_started_together_do_not_read_in_step_on_s3() {
             let offsets: Vec<f64> = (2..12).map(|k| reads[a][k] - reads[b][k]).collect();
             let lo = offsets.iter().cloned().fold(f64::INFINITY, f64::min);
             let hi = offsets.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            // Each wait is shortened by up to 5 %: over ten of them the offset wanders by
+            // several per cent of the period, whichever period the followers were in (the
+            // slow one, or the fast one when a loaded store made renewals look late). In
+            // step, it would stay put but for a millisecond or two of noise.
+            let period = (reads[a][11] - reads[a][2]) / 9.0;
+            let least = (0.01 * period).max(0.005);
             assert!(
-                hi - lo >= 0.040,
-                "followers {a} and {b} read in step: offsets {offsets:?}"
+                hi - lo >= least,
+                "followers {a} and {b} read in step: offsets {offsets:?} wander by less than {least:.3} s (period {period:.3} s)"
             );
         }
     }

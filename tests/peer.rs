@@ -424,9 +424,12 @@ fn a_graceful_stop_in_peer_mode_hands_over_without_waiting_a_poll_on_s3() {
     assert_eq!(record["term"], 2, "{record}");
     assert_eq!(record["holder"], "follower", "{record}");
     let s = stats(&log);
+    // On a store that refuses a quoted If-Match (Ceph RGW), the takeover's first PUT is
+    // answered 412 and one more read tells the quirk: that read is not a poll.
+    let quirk = s["precondition_failed"].as_u64().unwrap_or(0);
     assert_eq!(
         reads(&s),
-        2,
+        2 + quirk,
         "the first read and the one after the release: {s}"
     );
 }
