@@ -247,19 +247,6 @@ fn bucket_reply(mode: Mode, objects: &Mutex<Objects>, req: &Request) -> Reply {
         {
             Reply::error(501, "NotImplemented")
         }
-        "PUT" if mode == Mode::Keeps => {
-            let mut objects = lock();
-            let current = objects.by_key.get(&req.key).map(|(etag, _)| etag.clone());
-            match (req.header("if-none-match"), req.header("if-match"), current) {
-                (Some(_), _, Some(_)) => return Reply::error(412, "PreconditionFailed"),
-                (_, Some(_), None) => return Reply::error(404, "NoSuchKey"),
-                (_, Some(sent), Some(etag)) if unquoted(sent) != unquoted(&etag) => {
-                    return Reply::error(412, "PreconditionFailed");
-                }
-                _ => {}
-            }
-            objects.write(&req.key, &req.body)
-        }
         "PUT" if mode == Mode::WantsUnquotedIfMatch => {
             let mut objects = lock();
             let current = objects.by_key.get(&req.key).map(|(etag, _)| etag.clone());
@@ -274,7 +261,13 @@ fn bucket_reply(mode: Mode, objects: &Mutex<Objects>, req: &Request) -> Reply {
             }
             objects.write(&req.key, &req.body)
         }
-        "PUT" if matches!(mode, Mode::IgnoresIfNoneMatch | Mode::IgnoresIfMatch) => {
+        // Keeps the contract, or ignores one of its two conditions.
+        "PUT"
+            if matches!(
+                mode,
+                Mode::Keeps | Mode::IgnoresIfNoneMatch | Mode::IgnoresIfMatch
+            ) =>
+        {
             let mut objects = lock();
             let current = objects.by_key.get(&req.key).map(|(etag, _)| etag.clone());
             let if_none_match = req
