@@ -12,6 +12,9 @@
 //! answers as soon as this candidate's ETag is no longer `ETAG` (a renewal) or it leads
 //! no more (a release, a loss), and otherwise after `wait` (at most a minute) with the
 //! same ETag. [`PeerClient`] is the follower's side of it (docs/design.md §3 "Peer mode").
+//! A follower names itself in it (`candidate=ID`, its `--id`): the candidates heard that
+//! way are this endpoint's [`Followers`], which `s3lead status` lists and `--quorum`
+//! counts. They cost no request to the store.
 //!
 //! With `--peer-token-file`, `/metrics` and `/v1/lease` ask for `Authorization: Bearer
 //! TOKEN` (401 without it); `/healthz` stays open for probes. The token is read from the
@@ -118,6 +121,7 @@ pub struct View {
     /// Bumped after every event, for the long-polls waiting on a change.
     changed: Arc<tokio::sync::watch::Sender<()>>,
     counters: Option<RequestCounters>,
+    followers: Followers,
 }
 
 impl View {
@@ -130,7 +134,13 @@ impl View {
             known: Arc::default(),
             changed: Arc::new(tokio::sync::watch::Sender::new(())),
             counters,
+            followers: Followers::new(holder),
         }
+    }
+
+    /// The candidates heard following this one.
+    pub fn followers(&self) -> &Followers {
+        &self.followers
     }
 
     /// Takes in one event of the election.
@@ -204,6 +214,20 @@ impl View {
             (false, Some(_), true) => "released",
             (false, Some(_), false) => "following",
         };
+        let now = boot_now();
+        let followers: Vec<_> = self
+            .followers
+            .live(now)
+            .into_iter()
+            .map(|h| {
+                serde_json::json!({
+                    "id": h.id,
+                    "last_heard": humantime::format_rfc3339_millis(h.wall).to_string(),
+                    "heard_ms_ago": u64::try_from(now.saturating_since(h.at).as_millis())
+                        .unwrap_or(u64::MAX),
+                })
+            })
+            .collect();
         serde_json::json!({
             "lock": self.lock,
             "candidate": self.holder,
@@ -213,6 +237,7 @@ impl View {
             "holder": leader,
             "released": released,
             "etag": etag,
+            "followers": followers,
         })
         .to_string()
     }
@@ -246,6 +271,15 @@ impl View {
             "counter",
             "Times the lock's leader changed, as this candidate saw it.",
             &[(String::new(), changes.to_string())],
+        );
+        family(
+            "s3lead_followers",
+            "gauge",
+            "Candidates heard following this one through its endpoint (peer mode), within their long-poll's hold.",
+            &[(
+                String::new(),
+                self.followers.live(boot_now()).len().to_string(),
+            )],
         );
         family(
             "s3lead_renewals_at_risk_total",
@@ -285,6 +319,151 @@ impl View {
 
 /// The longest a long-poll is held, whatever it asks for.
 const MAX_HOLD: Duration = Duration::from_secs(60);
+
+/// A follower counts as live for this long after the end of the hold it asked for: the
+/// time it takes to read the answer and ask again, on a loaded host.
+pub const LIVE_GRACE: Duration = Duration::from_secs(2);
+
+/// The most followers remembered: an endpoint without a token must not grow without
+/// bound for whoever sends made-up names.
+const MAX_FOLLOWERS: usize = 1024;
+
+/// One follower, as its long-polls were heard.
+#[derive(Clone, Debug)]
+pub struct Heard {
+    /// The follower's `--id`.
+    pub id: String,
+    /// When its last long-poll arrived, on the boot clock.
+    pub at: Instant,
+    /// The same, by this host's wall clock (for people).
+    pub wall: std::time::SystemTime,
+    /// It counts as live until then: the end of the hold it asked for, and
+    /// [`LIVE_GRACE`].
+    pub live_until: Instant,
+}
+
+/// The candidates that follow this one through its endpoint: each long-poll that names
+/// its candidate (`candidate=ID`) is a sign of life until the hold it asked for has
+/// ended, and [`LIVE_GRACE`] after. Nothing here touches the lease: it is what
+/// `s3lead status` shows and what `--quorum` counts, an availability policy.
+#[derive(Clone, Debug)]
+pub struct Followers {
+    /// This candidate's own id: a long-poll in its name is not a follower.
+    own: String,
+    heard: Arc<Mutex<Vec<Heard>>>,
+    /// Bumped when a follower is heard that was not live before.
+    news: Arc<tokio::sync::watch::Sender<()>>,
+}
+
+impl Followers {
+    /// No follower heard yet, for the candidate named `own`.
+    pub fn new(own: &str) -> Followers {
+        Followers {
+            own: own.to_owned(),
+            heard: Arc::default(),
+            news: Arc::new(tokio::sync::watch::Sender::new(())),
+        }
+    }
+
+    /// A long-poll of follower `id` arrived now, asking to be held for `hold`.
+    pub fn heard(&self, id: &str, hold: Duration) {
+        if id.is_empty() || id == self.own {
+            return;
+        }
+        let now = boot_now();
+        let entry = Heard {
+            id: id.to_owned(),
+            at: now,
+            wall: std::time::SystemTime::now(),
+            live_until: now + hold.min(MAX_HOLD) + LIVE_GRACE,
+        };
+        let new = {
+            let mut heard = self.heard.lock().unwrap_or_else(PoisonError::into_inner);
+            heard.retain(|h| h.live_until > now);
+            if let Some(h) = heard.iter_mut().find(|h| h.id == id) {
+                *h = entry;
+                false
+            } else if heard.len() < MAX_FOLLOWERS {
+                heard.push(entry);
+                true
+            } else {
+                false
+            }
+        };
+        if new {
+            self.news.send_replace(());
+        }
+    }
+
+    /// The followers live at `now`, by id.
+    pub fn live(&self, now: Instant) -> Vec<Heard> {
+        let mut live: Vec<Heard> = self
+            .heard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|h| h.live_until > now)
+            .cloned()
+            .collect();
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        live
+    }
+
+    /// When the first of the followers live at `now` stops counting, unless heard again.
+    fn next_expiry(&self, now: Instant) -> Option<Instant> {
+        self.heard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|h| h.live_until)
+            .filter(|t| *t > now)
+            .min()
+    }
+}
+
+/// `--quorum N`: the command runs only while at least `need` candidates are live, this
+/// one included (the leader, which counts itself, and the [`Followers`] it hears).
+#[derive(Clone, Debug)]
+pub struct Quorum {
+    /// N.
+    pub need: usize,
+    /// Who follows this candidate.
+    pub followers: Followers,
+}
+
+impl Quorum {
+    /// The candidates live at `now`, this one included.
+    pub fn live(&self, now: Instant) -> usize {
+        1 + self.followers.live(now).len()
+    }
+
+    /// Whether the quorum is met at `now`.
+    pub fn met(&self, now: Instant) -> bool {
+        self.live(now) >= self.need
+    }
+
+    /// Resolves once whether the quorum is met is `met`: a new follower heard, or the
+    /// last sign of life of one running out. Cancel-safe.
+    pub async fn until(&self, met: bool) {
+        loop {
+            let mut news = self.followers.news.subscribe();
+            let now = boot_now();
+            if self.met(now) == met {
+                return;
+            }
+            let expiry = self.followers.next_expiry(now);
+            tokio::select! {
+                _ = news.changed() => {}
+                () = async {
+                    match expiry {
+                        Some(t) => s3lead::clock::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+        }
+    }
+}
 
 /// A label value with `\`, `"` and newlines escaped, as the text format asks.
 fn label_value(s: &str) -> String {
@@ -393,15 +572,19 @@ async fn answer(
         );
         r
     } else {
-        let (mut after, mut wait) = (None, Duration::ZERO);
+        let (mut after, mut wait, mut candidate) = (None, Duration::ZERO, None);
         for pair in req.uri().query().unwrap_or("").split('&') {
             match pair.split_once('=') {
                 Some(("after", v)) => after = Some(percent_decode(v)),
                 Some(("wait", v)) => {
                     wait = Duration::from_millis(v.parse().unwrap_or(0));
                 }
+                Some(("candidate", v)) => candidate = Some(percent_decode(v)),
                 _ => {}
             }
+        }
+        if let Some(id) = candidate {
+            view.followers.heard(&id, wait);
         }
         let after = after.map(|a| Etag::new(a).normalized().to_owned());
         let body = view.lease_after(after.as_deref(), wait).await;
@@ -454,6 +637,9 @@ fn percent_encode(s: &str) -> String {
 /// can cause a takeover (docs/design.md §3 "Peer mode").
 pub struct PeerClient {
     token: Option<String>,
+    /// This candidate's `--id`, named in each long-poll so that the leader can list
+    /// and count its followers.
+    id: String,
 }
 
 impl std::fmt::Debug for PeerClient {
@@ -461,6 +647,7 @@ impl std::fmt::Debug for PeerClient {
         // Never the token.
         f.debug_struct("PeerClient")
             .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("id", &self.id)
             .finish()
     }
 }
@@ -468,18 +655,45 @@ impl std::fmt::Debug for PeerClient {
 /// The largest answer read from a peer.
 const MAX_ANSWER: usize = 64 * 1024;
 
+/// What a peer's `/v1/lease` answers, as far as a follower or `status` reads it.
+#[derive(Debug, serde::Deserialize)]
+pub struct PeerLease {
+    /// The peer leads.
+    pub is_leader: bool,
+    /// Its lock object's ETag after its last write, while it leads.
+    pub etag: Option<String>,
+    /// The followers it hears (older endpoints answer none).
+    #[serde(default)]
+    pub followers: Vec<PeerFollower>,
+}
+
+/// One follower in a [`PeerLease`].
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+pub struct PeerFollower {
+    /// Its `--id`.
+    pub id: String,
+    /// When it was last heard, by the leader's wall clock.
+    pub last_heard: String,
+    /// How long ago, by the leader's boot clock (exact, whatever the clocks' offset).
+    pub heard_ms_ago: u64,
+}
+
 impl PeerClient {
-    /// A client that sends `token` as `Authorization: Bearer`, if given.
-    pub fn new(token: Option<String>) -> PeerClient {
-        PeerClient { token }
+    /// A client for candidate `id` that sends `token` as `Authorization: Bearer`, if
+    /// given.
+    pub fn new(token: Option<String>, id: &str) -> PeerClient {
+        PeerClient {
+            token,
+            id: id.to_owned(),
+        }
     }
 
-    async fn ask(&self, w: &Watch) -> Result<PeerAnswer, String> {
+    /// `GET URL/v1/lease?QUERY` over one HTTP/1 connection.
+    pub async fn lease(&self, url: &str, query: &str) -> Result<PeerLease, String> {
         use http_body_util::BodyExt as _;
-        let rest = w
-            .url
+        let rest = url
             .strip_prefix("http://")
-            .ok_or_else(|| format!("{}: only http:// peer URLs are followed", w.url))?;
+            .ok_or_else(|| format!("{url}: only http:// peer URLs are followed"))?;
         let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let prefix = prefix.trim_end_matches('/');
         let stream = tokio::net::TcpStream::connect(authority)
@@ -496,41 +710,40 @@ impl PeerClient {
         } else {
             format!("/{prefix}")
         };
-        let uri = format!(
-            "{path}/v1/lease?after={}&wait={}",
-            percent_encode(w.after.normalized()),
-            w.hold.as_millis()
-        );
         let mut req = Request::builder()
             .method(Method::GET)
-            .uri(uri)
+            .uri(format!("{path}/v1/lease?{query}"))
             .header(hyper::header::HOST, authority);
         if let Some(t) = &self.token {
             req = req.header(AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = req
             .body(http_body_util::Empty::<Bytes>::new())
-            .map_err(|e| format!("{}: {e}", w.url))?;
+            .map_err(|e| format!("{url}: {e}"))?;
         let answer = sender
             .send_request(req)
             .await
-            .map_err(|e| format!("{}: {e}", w.url))?;
+            .map_err(|e| format!("{url}: {e}"))?;
         let status = answer.status();
         let body = http_body_util::Limited::new(answer.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| format!("{}: {e}", w.url))?
+            .map_err(|e| format!("{url}: {e}"))?
             .to_bytes();
         if status != StatusCode::OK {
-            return Err(format!("{} answered {status}", w.url));
+            return Err(format!("{url} answered {status}"));
         }
-        #[derive(serde::Deserialize)]
-        struct Lease {
-            is_leader: bool,
-            etag: Option<String>,
-        }
-        let lease: Lease = serde_json::from_slice(&body)
-            .map_err(|e| format!("{} answered no lease: {e}", w.url))?;
+        serde_json::from_slice(&body).map_err(|e| format!("{url} answered no lease: {e}"))
+    }
+
+    async fn ask(&self, w: &Watch) -> Result<PeerAnswer, String> {
+        let query = format!(
+            "after={}&wait={}&candidate={}",
+            percent_encode(w.after.normalized()),
+            w.hold.as_millis(),
+            percent_encode(&self.id)
+        );
+        let lease = self.lease(&w.url, &query).await?;
         Ok(PeerAnswer {
             etag: lease.etag.map(Etag::new),
             leading: lease.is_leader,

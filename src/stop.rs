@@ -74,6 +74,8 @@ pub enum StopWhy {
     Expired,
     /// The command exited and left processes behind.
     Leftovers,
+    /// Fewer candidates than `--quorum` are live; the lease is kept.
+    QuorumLost,
 }
 
 /// Why SIGKILL is sent.
@@ -113,6 +115,10 @@ pub enum Action {
     Kill(KillWhy),
     /// Release the lease: nothing of the command is left and the lease is still ours.
     Release,
+    /// The command was stopped for a lost quorum and nothing of it is left, while the
+    /// lease is still held and was never at risk: keep the lease, and start the command
+    /// again under a new policy once the quorum is back. This policy is done.
+    Pause,
     /// The run is over: exit with this status.
     Exit(i32),
     /// Nothing to do before this instant (or before the next event, if `None`).
@@ -166,6 +172,8 @@ pub struct StopPolicy {
     exited: bool,
     /// `--min-hold`: once nothing of the command is left, keep the lease until then.
     hold_until: Option<Instant>,
+    /// The command is being stopped because the quorum was lost (`--quorum`).
+    quorum_lost: bool,
 }
 
 impl StopPolicy {
@@ -185,6 +193,7 @@ impl StopPolicy {
             actions: VecDeque::new(),
             exited: false,
             hold_until: None,
+            quorum_lost: false,
         }
     }
 
@@ -229,6 +238,18 @@ impl StopPolicy {
             self.shutdown = true;
             self.begin_stop(sig, StopWhy::Shutdown(sig), now);
         }
+    }
+
+    /// Fewer candidates than `--quorum` are live: stop the command as on a lost lease (the
+    /// stop signal, SIGKILL after the grace) but keep the lease; once nothing of the
+    /// command is left, [`Action::Pause`]. Nothing changes once the command has exited
+    /// or a stop is under way for a signal to s3lead: that run is ending anyway.
+    pub fn on_quorum_lost(&mut self, now: Instant) {
+        if self.tree_gone || self.child.is_some() || self.shutdown || self.quorum_lost {
+            return;
+        }
+        self.quorum_lost = true;
+        self.begin_stop(self.config.stop_signal, StopWhy::QuorumLost, now);
     }
 
     /// The command itself exited (its descendants may live on).
@@ -320,6 +341,15 @@ impl StopPolicy {
             return Action::Wait(self.next_deadline());
         }
         // Nothing of the command is left.
+        if self.quorum_lost
+            && !self.shutdown
+            && self.verdict == Verdict::Kept
+            && self.release == Release::NotYet
+            && self.lease.state == LeaseState::Held
+        {
+            self.exited = true;
+            return Action::Pause;
+        }
         match (&self.verdict, self.release) {
             (Verdict::Lost, _) | (_, Release::Done) => {
                 self.exited = true;

@@ -112,8 +112,9 @@ pub enum TreeEvent {
 pub struct Supervised {
     guard_pid: Pid,
     child_pid: Pid,
-    ctl: tokio::net::unix::pipe::Sender,
-    reports: LineReader,
+    /// The pipes to and from the guard; `None` once handed back ([`Supervised::recycle`]).
+    ctl: Option<tokio::net::unix::pipe::Sender>,
+    reports: Option<LineReader>,
     sigchld: SignalStream,
     /// The guard is gone: s3lead reaps and kills what is left itself.
     orphaned: bool,
@@ -207,8 +208,8 @@ impl Supervised {
         let mut sup = Supervised {
             guard_pid: pid,
             child_pid: pid,
-            ctl,
-            reports: LineReader::new(receiver),
+            ctl: Some(ctl),
+            reports: Some(LineReader::new(receiver)),
             sigchld,
             orphaned: false,
             gone: false,
@@ -221,7 +222,7 @@ impl Supervised {
     /// Waits for the guard's first report: the command started, or why it did not.
     async fn started(&mut self, argv: &[OsString]) -> Result<(), SpawnError> {
         let guard_pid = self.guard_pid;
-        match self.reports.next_line().await {
+        match self.next_report().await {
             Some(line) => match guard::Report::parse(&line) {
                 Some(guard::Report::Started(pid)) => {
                     self.child_pid = pid;
@@ -324,7 +325,9 @@ impl Supervised {
         if self.orphaned {
             return;
         }
-        let _ = self.ctl.try_write(line.as_bytes());
+        if let Some(ctl) = &self.ctl {
+            let _ = ctl.try_write(line.as_bytes());
+        }
     }
 
     /// The next thing the command did. Cancel-safe: call it again after a `select!`.
@@ -346,7 +349,7 @@ impl Supervised {
             }
             // Only the guard holds the write end of the report pipe (close-on-exec keeps
             // it from the command): end-of-file means the guard is gone.
-            match self.reports.next_line().await {
+            match self.next_report().await {
                 Some(line) => match guard::Report::parse(&line) {
                     Some(guard::Report::Exited(e)) => return TreeEvent::ChildExited(e),
                     Some(guard::Report::Watchdog) => return TreeEvent::WatchdogFired,
@@ -358,6 +361,14 @@ impl Supervised {
                 },
                 None => return self.guard_died(),
             }
+        }
+    }
+
+    /// The guard's next report line; `None` once its pipe is closed.
+    async fn next_report(&mut self) -> Option<String> {
+        match self.reports.as_mut() {
+            Some(r) => r.next_line().await,
+            None => None,
         }
     }
 
@@ -399,6 +410,26 @@ impl Supervised {
             // never waits on it (a guard stopped by someone must not hold the release).
             let _ = waitpid(self.guard_pid, Some(WaitPidFlag::WNOHANG));
         }
+    }
+}
+
+impl Supervised {
+    /// Nothing of the command is left and the lease is kept to start it again
+    /// (`--quorum`): the guard goes back to waiting for a command, as at the start.
+    /// `None` if the guard is gone, or the command is not.
+    pub fn recycle(mut self) -> Option<Standby> {
+        if self.orphaned || !self.gone || self.finished {
+            return None;
+        }
+        self.tell("again\n");
+        self.finished = true;
+        let ctl = self.ctl.take()?.into_nonblocking_fd().ok()?;
+        let reports = self.reports.take()?.pipe.into_nonblocking_fd().ok()?;
+        Some(Standby {
+            pid: self.guard_pid,
+            ctl,
+            reports,
+        })
     }
 }
 

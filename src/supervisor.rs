@@ -10,6 +10,7 @@
 //! command is left. Signals to s3lead come in through `signals.rs`.
 
 use crate::hooks::{HookCommands, Hooks};
+use crate::peer::Quorum;
 use crate::proof_cache::ProofCache;
 use crate::supervise::{
     ChildExit, Program, SpawnError, Standby, Supervised, TreeEvent, become_subreaper,
@@ -64,6 +65,8 @@ pub struct Job {
     pub advertise: Option<String>,
     /// How a follower long-polls a leader's advertised endpoint (peer mode).
     pub peer_link: Option<Arc<crate::peer::PeerClient>>,
+    /// `--quorum N`: run the command only while N candidates are live.
+    pub quorum: Option<Quorum>,
 }
 
 /// A callback told every [`LeaseEvent`] of the run's election; it must return at once.
@@ -127,25 +130,78 @@ pub async fn run<S: LockStore>(
 async fn lead_and_supervise<S: LockStore>(
     job: &Job,
     store: S,
-    guard: Standby,
+    mut guard: Standby,
     mut signals: Signals,
     hooks: &mut Hooks,
 ) -> Result<Ended, RunError> {
     let lock = job.lock.as_str();
-    let leadership = match lead_with_runway(job, Arc::new(store), &mut signals, hooks).await? {
-        Ok(l) => l,
-        Err(sig) => return Ok(Ended::Interrupted(sig)),
-    };
-    let elected_at = boot_now();
-    let term = leadership.term();
-    if job.once_per.is_some() && !leadership.claimed_run() {
-        // The campaign ends before any takeover of a record whose run spends the window,
-        // so this is a backstop: the record we replaced showed the window spent.
-        if let Some(run) = leadership.last_run().cloned() {
-            leadership.release().await;
-            return Err(RunError::Campaign(CampaignError::AlreadyRan(Box::new(run))));
+    let store = Arc::new(store);
+    // A lease that ends while the command waits for its quorum sends us back here.
+    loop {
+        let leadership = match lead_with_runway(job, store.clone(), &mut signals, hooks).await? {
+            Ok(l) => l,
+            Err(sig) => return Ok(Ended::Interrupted(sig)),
+        };
+        let elected_at = boot_now();
+        if job.once_per.is_some() && !leadership.claimed_run() {
+            // The campaign ends before any takeover of a record whose run spends the
+            // window, so this is a backstop: the record we replaced showed the window
+            // spent.
+            if let Some(run) = leadership.last_run().cloned() {
+                leadership.release().await;
+                return Err(RunError::Campaign(CampaignError::AlreadyRan(Box::new(run))));
+            }
         }
+        // The command runs, and under `--quorum` runs again after each quorum loss, for
+        // as long as this lease lasts.
+        let mut leadership = leadership;
+        loop {
+            if let Some(quorum) = &job.quorum {
+                match wait_for_quorum(job, quorum, &mut leadership, &mut signals, hooks).await {
+                    QuorumWait::Met => {}
+                    QuorumWait::LeaseEnded => break,
+                    QuorumWait::Signal(sig) => {
+                        leadership.release().await;
+                        return Ok(Ended::Interrupted(sig));
+                    }
+                }
+            }
+            match supervise(job, guard, leadership, elected_at, &mut signals, hooks).await? {
+                Stint::Over(code) => return Ok(Ended::Exited(code)),
+                Stint::Paused(standby, l) => {
+                    guard = standby;
+                    leadership = l;
+                }
+            }
+        }
+        info!(
+            lock,
+            "the lease ended while the command waited for its quorum; campaigning again"
+        );
     }
+}
+
+/// How one run of the command under a lease ended.
+enum Stint {
+    /// The run is over: exit with this status.
+    Over(i32),
+    /// The command was stopped for a lost quorum and is gone; the lease is kept, and the
+    /// guard waits to start it again.
+    Paused(Standby, Leadership),
+}
+
+/// Spawns the command under the guard with the lease's environment, and supervises it
+/// until the stop policy ends the run or pauses it (`--quorum`).
+async fn supervise(
+    job: &Job,
+    guard: Standby,
+    leadership: Leadership,
+    elected_at: Instant,
+    signals: &mut Signals,
+    hooks: &mut Hooks,
+) -> Result<Stint, RunError> {
+    let lock = job.lock.as_str();
+    let term = leadership.term();
     let env = vec![
         ("S3LEAD_TERM".to_owned(), term.to_string()),
         ("S3LEAD_LOCK".to_owned(), lock.to_owned()),
@@ -177,7 +233,7 @@ async fn lead_and_supervise<S: LockStore>(
     if let Some(hold) = job.min_hold {
         policy.hold_until(elected_at + hold);
     }
-    let code = Supervision {
+    Ok(Supervision {
         lock,
         policy,
         child,
@@ -185,10 +241,77 @@ async fn lead_and_supervise<S: LockStore>(
         signals,
         run_recorded: false,
         hooks,
+        quorum: job.quorum.as_ref(),
     }
     .run()
-    .await;
-    Ok(Ended::Exited(code))
+    .await)
+}
+
+/// How a wait for the quorum ended.
+enum QuorumWait {
+    /// Enough candidates are live, and the lease leaves the command its runway.
+    Met,
+    /// The lease is at risk or lost: there is nothing to start the command under.
+    LeaseEnded,
+    /// A stop request to s3lead.
+    Signal(Signal),
+}
+
+/// `--quorum`: holds the lease (renewed as usual) without running the command until
+/// enough candidates are live. Says so once per change of the count.
+async fn wait_for_quorum(
+    job: &Job,
+    quorum: &Quorum,
+    leadership: &mut Leadership,
+    signals: &mut Signals,
+    hooks: &mut Hooks,
+) -> QuorumWait {
+    let lock = job.lock.as_str();
+    let need = quorum.need;
+    let mut said = None;
+    loop {
+        hooks.start_pending();
+        let now = boot_now();
+        let status = leadership.status();
+        if status.state != LeaseState::Held {
+            return QuorumWait::LeaseEnded;
+        }
+        let live = quorum.live(now);
+        if live >= need {
+            if status.stop_at.saturating_since(now) >= job.timing.min_runway() {
+                if said.is_some() {
+                    info!(
+                        lock,
+                        term = %leadership.term(),
+                        "quorum reached: {live} of the {need} candidates needed are live; starting the command"
+                    );
+                }
+                return QuorumWait::Met;
+            }
+        } else if said != Some(live) {
+            info!(
+                lock,
+                term = %leadership.term(),
+                "waiting for a quorum: {live} of the {need} candidates needed are live (this one and the followers heard on its endpoint); the lease is held and renewed, the command starts once {need} are"
+            );
+            said = Some(live);
+        }
+        tokio::select! {
+            () = quorum.until(live < need) => {}
+            st = leadership.changed() => {
+                if st.is_none() {
+                    return QuorumWait::LeaseEnded;
+                }
+            }
+            d = signals.recv() => {
+                if d.ends_wait() {
+                    let sig = d.signal();
+                    info!(lock, "{sig} while waiting for a quorum; releasing the lease");
+                    return QuorumWait::Signal(sig);
+                }
+            }
+        }
+    }
 }
 
 /// Campaigns until elected with enough runway to start the command (`Ok(Ok)`), a signal
@@ -283,17 +406,20 @@ struct Supervision<'a> {
     policy: StopPolicy,
     child: Supervised,
     leadership: Option<Leadership>,
-    signals: Signals,
+    signals: &'a mut Signals,
     /// The run's end has been handed to the lease (`--once-per`).
     run_recorded: bool,
     /// Started only when the policy has nothing to do now (`hooks.rs`).
     hooks: &'a mut Hooks,
+    /// `--quorum`: watched while the command runs.
+    quorum: Option<&'a Quorum>,
 }
 
 impl Supervision<'_> {
-    /// Until the policy says the run is over; returns the exit status.
-    async fn run(mut self) -> i32 {
+    /// Until the policy says the run is over, or paused for a lost quorum.
+    async fn run(mut self) -> Stint {
         let mut lease_open = true;
+        let mut quorum_watched = self.quorum.is_some();
         loop {
             let now = boot_now();
             let wait = match self.policy.poll(now) {
@@ -302,7 +428,11 @@ impl Supervision<'_> {
                     self.hooks.start_pending();
                     t
                 }
-                Action::Exit(code) => return code,
+                Action::Exit(code) => {
+                    self.child.finish();
+                    return Stint::Over(code);
+                }
+                Action::Pause => return self.pause().await,
                 action => {
                     self.perform(action, now).await;
                     continue;
@@ -340,7 +470,41 @@ impl Supervision<'_> {
                         }
                     }
                 },
+                () = lost_quorum(self.quorum), if quorum_watched => {
+                    quorum_watched = false;
+                    self.policy.on_quorum_lost(boot_now());
+                }
                 _ = sleep => {}
+            }
+        }
+    }
+
+    /// The command was stopped for a lost quorum and nothing of it is left: the guard
+    /// goes back to waiting, the lease is kept.
+    async fn pause(self) -> Stint {
+        let lock = self.lock;
+        let Supervision {
+            child, leadership, ..
+        } = self;
+        let Some(leadership) = leadership else {
+            return Stint::Over(s3lead::exit::INTERNAL);
+        };
+        match child.recycle() {
+            Some(standby) => {
+                info!(
+                    lock,
+                    term = %leadership.term(),
+                    "the command is gone; keeping the lease until the quorum is back"
+                );
+                Stint::Paused(standby, leadership)
+            }
+            None => {
+                error!(
+                    lock,
+                    "the guard process cannot start the command again; releasing the lease"
+                );
+                leadership.release().await;
+                Stint::Over(s3lead::exit::INTERNAL)
             }
         }
     }
@@ -378,7 +542,7 @@ impl Supervision<'_> {
                 }
                 self.policy.on_released();
             }
-            Action::Wait(_) | Action::Exit(_) => {}
+            Action::Wait(_) | Action::Exit(_) | Action::Pause => {}
         }
     }
 
@@ -399,7 +563,8 @@ impl Supervision<'_> {
                 "the watchdog's deadline passed: the guard is killing every process of the command"
             ),
             TreeEvent::Gone => {
-                self.child.finish();
+                // The guard is told "done" (or, for a quorum's pause, "again") once the
+                // policy has decided.
                 self.policy.on_tree_gone(now);
                 self.record_run_end();
             }
@@ -435,6 +600,17 @@ impl Supervision<'_> {
             StopWhy::AtRisk => "renewals failed up to the stop point".into(),
             StopWhy::Expired => "the lease ran out".into(),
             StopWhy::Leftovers => "the command exited and left processes behind".into(),
+            StopWhy::QuorumLost => {
+                let need = self.quorum.map_or(0, |q| q.need);
+                let live = self.quorum.map_or(0, |q| q.live(now));
+                warn!(
+                    lock,
+                    now_ms = ms(now),
+                    "sent {sig} to the command; SIGKILL in {} at the latest: the quorum was lost ({live} of the {need} candidates needed are live); the lease is kept, and the command starts again once {need} are",
+                    Dur(kill_at - now)
+                );
+                return;
+            }
         };
         if matches!(why, StopWhy::Shutdown(_) | StopWhy::Leftovers) {
             info!(
@@ -485,6 +661,14 @@ impl Supervision<'_> {
                  s3lead keeps the lease while it lives and cannot stop it (run s3lead as its user or root)"
             );
         }
+    }
+}
+
+/// Resolves once fewer candidates than the quorum are live; never without a quorum.
+async fn lost_quorum(quorum: Option<&Quorum>) {
+    match quorum {
+        Some(q) => q.until(false).await,
+        None => std::future::pending().await,
     }
 }
 

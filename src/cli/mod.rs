@@ -255,6 +255,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR", env = "S3LEAD_PEER_LISTEN")]
     pub peer_listen: Option<std::net::SocketAddr>,
 
+    /// Run the command only while at least N candidates are live, this one included: the
+    /// leader and the followers it hears long-polling its endpoint (peer mode; needs
+    /// --peer-listen and --advertise). Below N the command is stopped as on a lost lease
+    /// (the stop signal, SIGKILL after --kill-after) while the lease is kept and renewed;
+    /// it starts again, under the same term, once N are live. An availability policy:
+    /// the promise rests on the store's conditional writes, not on this.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..),
+          requires_all = ["peer_listen", "advertise"], conflicts_with = "once_per",
+          env = "S3LEAD_QUORUM")]
+    pub quorum: Option<u16>,
+
     /// Ask for `Authorization: Bearer TOKEN` on /metrics and /v1/lease (/healthz stays
     /// open), TOKEN being the first line of FILE; a follower also sends it to the
     /// leader's advertised endpoint. Never on the command line, never logged.

@@ -38,11 +38,16 @@ pub struct RunPlan {
     pub peer_listen: Option<std::net::SocketAddr>,
     /// The bearer token the endpoint asks for (`--peer-token-file`).
     pub peer_token: Option<String>,
+    /// `--quorum N` (it requires `--peer-listen` and `--advertise`).
+    pub quorum: Option<usize>,
 }
 
 /// The token of `--peer-token-file`: its first line, which must not be empty. The
 /// messages name the file, never what is in it.
-fn read_token(lock: &s3lead::store::LockUrl, path: &std::path::Path) -> Result<String, Failure> {
+pub(super) fn read_token(
+    lock: &s3lead::store::LockUrl,
+    path: &std::path::Path,
+) -> Result<String, Failure> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Failure::new(
             exit::USAGE,
@@ -134,8 +139,10 @@ impl RunPlan {
                 ));
             }
         }
+        let holder = args.id.unwrap_or_else(default_holder);
         let peer_link = Some(std::sync::Arc::new(crate::peer::PeerClient::new(
             peer_token.clone(),
+            &holder,
         )));
         let program = match args.shell_command {
             Some(line) => Program::Shell(line),
@@ -146,7 +153,7 @@ impl RunPlan {
             job: Job {
                 lock,
                 timing,
-                holder: args.id.unwrap_or_else(default_holder),
+                holder,
                 program,
                 nonblock: args.nonblock,
                 timeout: args.timeout,
@@ -165,7 +172,10 @@ impl RunPlan {
                 tap: None,
                 advertise: args.advertise,
                 peer_link,
+                // Set once the endpoint is up: the followers are those it hears.
+                quorum: None,
             },
+            quorum: args.quorum.map(usize::from),
             peer_listen: args.peer_listen,
             peer_token,
             conflict_exit_code: i32::from(args.conflict_exit_code),
@@ -213,6 +223,10 @@ pub async fn run(args: RunArgs, guard: Standby) -> Result<i32, Failure> {
         let bound = endpoint.local_addr().unwrap_or(addr);
         info!(lock = %plan.job.lock, "peer endpoint listening on http://{bound}");
         tokio::spawn(endpoint.serve());
+        plan.job.quorum = plan.quorum.map(|need| crate::peer::Quorum {
+            need,
+            followers: view.followers().clone(),
+        });
         plan.job.tap = Some(EventTap(std::sync::Arc::new(move |e| view.on_event(e))));
     }
     let lock = &plan.job.lock;

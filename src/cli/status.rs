@@ -13,6 +13,7 @@
 //! every 10 s, or every `--every`.
 
 use super::{Failure, S3Args};
+use crate::peer::{PeerClient, PeerFollower};
 use clap::Args;
 use s3lead::exit;
 use s3lead::record::{LastRun, LockRecord};
@@ -44,8 +45,32 @@ pub struct StatusArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "watch")]
     pub every: Option<Duration>,
 
+    /// The bearer token of the leader's endpoint (the first line of FILE), to list its
+    /// followers when it asks for one (`run --peer-token-file`).
+    #[arg(long, value_name = "FILE", env = "S3LEAD_PEER_TOKEN_FILE")]
+    pub peer_token_file: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+/// How long `status` waits for the leader's endpoint to list its followers.
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The followers the holder's endpoint hears (peer mode), asked once; `None` when the
+/// record advertises no endpoint or the lock is not held.
+async fn followers(
+    record: Option<&LockRecord>,
+    token: Option<String>,
+) -> Option<Result<Vec<PeerFollower>, String>> {
+    let url = record.filter(|r| !r.released)?.advertise.as_deref()?;
+    let client = PeerClient::new(token, "");
+    let asked = tokio::time::timeout(PEER_TIMEOUT, client.lease(url, "")).await;
+    Some(match asked {
+        Ok(Ok(lease)) => Ok(lease.followers),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(format!("{url} did not answer within {}", Dur(PEER_TIMEOUT))),
+    })
 }
 
 /// Runs `s3lead status`; returns the exit status.
@@ -85,6 +110,11 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
         (Some(r), Some(ago)) => !r.released && ago <= r.lease(),
         _ => false,
     };
+    let token = match &args.peer_token_file {
+        Some(path) => Some(super::run::read_token(&url, path)?),
+        None => None,
+    };
+    let followers = followers(record.as_ref(), token).await;
     let code = if appears_live {
         exit::STATUS_LIVE
     } else {
@@ -96,12 +126,19 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
             .and_then(|r| r.last_run.as_ref())
             .and_then(|run| age(&run.started_at))
             .map(|d| d.as_secs());
+        let (list, error) = match followers {
+            None => (None, None),
+            Some(Ok(list)) => (Some(list), None),
+            Some(Err(e)) => (None, Some(e)),
+        };
         let v = serde_json::json!({
             "lock": lock,
             "state": state,
             "appears_live": appears_live,
             "record": record,
             "last_run_age_s": last_run_age_s,
+            "followers": list,
+            "followers_error": error,
         });
         println!("{v}");
         return Ok(code);
@@ -137,6 +174,30 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
                 println!("  lease id   {}", r.lease_id);
                 if let Some(url) = &r.advertise {
                     println!("  peer       {url} (followers long-poll it for renewals)");
+                }
+                match &followers {
+                    None => {}
+                    Some(Ok(list)) if list.is_empty() => {
+                        println!("  followers  none heard on its endpoint");
+                    }
+                    Some(Ok(list)) => {
+                        let each: Vec<String> = list
+                            .iter()
+                            .map(|f| {
+                                format!(
+                                    "{} (heard {} ago)",
+                                    f.id,
+                                    Dur(Duration::from_millis(f.heard_ms_ago))
+                                )
+                            })
+                            .collect();
+                        println!(
+                            "  followers  {} heard on its endpoint: {}",
+                            list.len(),
+                            each.join(", ")
+                        );
+                    }
+                    Some(Err(e)) => println!("  followers  unknown ({e})"),
                 }
                 if appears_live {
                     println!(

@@ -195,7 +195,9 @@ impl Start {
 }
 
 /// The guard's whole life, from the fork: wait for `start` on `ctl`, then run the command
-/// and guard it, reporting on `report`. Returns the guard's exit status.
+/// and guard it, reporting on `report`; after `again` (the command is gone, and s3lead
+/// keeps its lease to start it again: `--quorum`), wait for the next `start`. Returns the
+/// guard's exit status.
 pub fn standby(ctl: OwnedFd, report: OwnedFd) -> i32 {
     for sig in CAUGHT {
         // SAFETY: SIG_IGN installs no handler code.
@@ -207,36 +209,33 @@ pub fn standby(ctl: OwnedFd, report: OwnedFd) -> i32 {
     if let Ok(name) = std::ffi::CString::new(NAME) {
         let _ = nix::sys::prctl::set_name(&name);
     }
-    let mut buf = Vec::new();
-    let start = loop {
-        match Start::take(&mut buf) {
-            Some(Ok(start)) => break start,
-            Some(Err(())) => return s3lead::exit::INTERNAL,
-            None => {}
-        }
-        let mut fds = [PollFd::new(ctl.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => return s3lead::exit::OS_ERROR,
-        }
-        let mut chunk = [0u8; 4096];
-        match nix::unistd::read(ctl.as_fd(), &mut chunk) {
-            // s3lead ended without a command to run (busy, interrupted, an error).
-            Ok(0) => return 0,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(Errno::EAGAIN | Errno::EINTR) => {}
-            Err(_) => return s3lead::exit::OS_ERROR,
-        }
-    };
-    let mut guard = match Guard::new(ctl, report, start.deadline_ns) {
+    let mut guard = match Guard::new(ctl, report) {
         Ok(g) => g,
         Err(_) => return s3lead::exit::OS_ERROR,
     };
-    // What s3lead wrote after `start` (a new deadline) is read in the run loop.
-    guard.ctl_buf = buf;
-    guard.terminal = Terminal::detect();
-    guard.spawn(&start);
-    guard.run()
+    loop {
+        let start = match guard.wait_start() {
+            Ok(start) => start,
+            Err(code) => return code,
+        };
+        if guard.arm(start.deadline_ns).is_err() {
+            return s3lead::exit::OS_ERROR;
+        }
+        guard.terminal = Terminal::detect();
+        guard.spawn(&start);
+        match guard.run() {
+            Ran::Done => return 0,
+            Ran::Again => guard.reset(),
+        }
+    }
+}
+
+/// How a guarded run ended.
+enum Ran {
+    /// The guard's work is over (`done`, or s3lead is gone and so is everything).
+    Done,
+    /// s3lead keeps the lease and will send another `start`.
+    Again,
 }
 
 struct Guard {
@@ -259,7 +258,7 @@ struct Guard {
 }
 
 impl Guard {
-    fn new(ctl: OwnedFd, report: OwnedFd, deadline_ns: u64) -> std::io::Result<Guard> {
+    fn new(ctl: OwnedFd, report: OwnedFd) -> std::io::Result<Guard> {
         nix::sys::prctl::set_child_subreaper(true)?;
         let (sigchld, sigchld_w) = UnixStream::pair()?;
         sigchld.set_nonblocking(true)?;
@@ -269,7 +268,7 @@ impl Guard {
             ClockId::CLOCK_BOOTTIME,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
-        let g = Guard {
+        Ok(Guard {
             ctl,
             report,
             timer,
@@ -282,9 +281,45 @@ impl Guard {
             ctl_buf: Vec::new(),
             terminal: None,
             suspended: None,
-        };
-        g.arm(deadline_ns)?;
-        Ok(g)
+        })
+    }
+
+    /// Waits for the next `start` on the control pipe (what came after it stays for the
+    /// run loop); `Err` with the guard's exit status when s3lead ended without one.
+    fn wait_start(&mut self) -> Result<Start, i32> {
+        loop {
+            match Start::take(&mut self.ctl_buf) {
+                Some(Ok(start)) => return Ok(start),
+                Some(Err(())) => return Err(s3lead::exit::INTERNAL),
+                None => {}
+            }
+            let mut fds = [PollFd::new(self.ctl.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(_) => return Err(s3lead::exit::OS_ERROR),
+            }
+            let mut chunk = [0u8; 4096];
+            match nix::unistd::read(self.ctl.as_fd(), &mut chunk) {
+                // s3lead ended without a command to run (busy, interrupted, an error).
+                Ok(0) => return Err(0),
+                Ok(n) => self.ctl_buf.extend_from_slice(&chunk[..n]),
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(_) => return Err(s3lead::exit::OS_ERROR),
+            }
+        }
+    }
+
+    /// Back to waiting for a `start`, after `again`: nothing of the command is left.
+    fn reset(&mut self) {
+        let _ = self.timer.unset();
+        let mut buf = [0u8; 8];
+        let _ = nix::unistd::read(self.timer.as_fd(), &mut buf);
+        self.child = None;
+        self.child_exited = false;
+        self.killing = false;
+        self.gone = false;
+        self.terminal = None;
+        self.suspended = None;
     }
 
     fn arm(&self, deadline_ns: u64) -> std::io::Result<()> {
@@ -372,14 +407,14 @@ impl Guard {
         }
     }
 
-    fn run(&mut self) -> i32 {
+    fn run(&mut self) -> Ran {
         loop {
             if self.killing {
                 tree::signal_all(nix::unistd::getpid(), Signal::SIGKILL, None);
             }
             self.reap();
             if self.gone && (self.orphaned || self.child.is_none()) {
-                return 0;
+                return Ran::Done;
             }
             self.follow_suspension();
             let timeout = if self.killing && !self.gone {
@@ -423,8 +458,10 @@ impl Guard {
                 let mut buf = [0u8; 64];
                 while matches!((&self.sigchld).read(&mut buf), Ok(n) if n > 0) {}
             }
-            if ctl_ready && self.read_ctl() {
-                return 0;
+            if ctl_ready {
+                if let Some(ran) = self.read_ctl() {
+                    return ran;
+                }
             }
         }
     }
@@ -450,18 +487,18 @@ impl Guard {
         }
     }
 
-    /// Reads and obeys control lines; true when s3lead says "done".
-    fn read_ctl(&mut self) -> bool {
+    /// Reads and obeys control lines; `Some` when s3lead says "done" or "again".
+    fn read_ctl(&mut self) -> Option<Ran> {
         let mut chunk = [0u8; 512];
         match nix::unistd::read(self.ctl.as_fd(), &mut chunk) {
             Ok(0) => {
                 // s3lead died: nothing it started may outlive it.
                 self.orphaned = true;
                 self.killing = true;
-                return false;
+                return None;
             }
             Ok(n) => self.ctl_buf.extend_from_slice(&chunk[..n]),
-            Err(_) => return false,
+            Err(_) => return None,
         }
         while let Some(line) = take_line(&mut self.ctl_buf) {
             let mut words = line.split(' ');
@@ -472,11 +509,13 @@ impl Guard {
                     }
                 }
                 (Some("kill"), None) => self.killing = true,
-                (Some("done"), None) => return true,
+                (Some("done"), None) => return Some(Ran::Done),
+                // Sent only once the guard said "gone"; what follows is the next start.
+                (Some("again"), None) if self.gone => return Some(Ran::Again),
                 _ => {}
             }
         }
-        false
+        None
     }
 
     /// The terminal back to s3lead's group, once the command (the leader of `group`) is

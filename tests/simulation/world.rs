@@ -897,6 +897,10 @@ impl World<'_> {
                     self.exit(c, &format!("the run is over, exit status {code}"));
                     return false;
                 }
+                Action::Pause => {
+                    // Only a lost quorum pauses, and the simulation runs without one.
+                    panic!("the stop policy paused a run that had no quorum to lose");
+                }
                 Action::Watchdog(t) => {
                     let due = self.real_at(c, t);
                     self.children[tree].watchdog.push((self.now, due));
