@@ -173,7 +173,7 @@ _s3lead() {
             return 0
             ;;
         s3lead__subcmd__run)
-            opts="-k -s -n -w -E -c -v -q -h -V --id --lease-duration --renew-every --retry-period --follow-every --kill-after --request-timeout --signal --nonblock --timeout --min-hold --once-per --once-per-offset --retry-failed --conflict-exit-code --lost-exit-code --stats --no-verify-store --on-elected --on-lost --on-released --hook-timeout --peer-listen --peer-token-file --advertise --command --endpoint-url --region --profile --path-style --verbose --quiet --log-format --help --version"
+            opts="-k -s -n -w -E -c -v -q -h -V --id --lease-duration --renew-every --retry-period --follow-every --kill-after --request-timeout --signal --nonblock --timeout --min-hold --once-per --once-per-offset --retry-failed --conflict-exit-code --lost-exit-code --stats --no-verify-store --on-elected --on-lost --on-released --hook-timeout --peer-listen --quorum --peer-token-file --advertise --command --endpoint-url --region --profile --path-style --verbose --quiet --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -271,6 +271,10 @@ _s3lead() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --quorum)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --peer-token-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -311,13 +315,17 @@ _s3lead() {
             return 0
             ;;
         s3lead__subcmd__status)
-            opts="-v -q -h -V --json --watch --every --endpoint-url --region --profile --path-style --verbose --quiet --log-format --help --version"
+            opts="-v -q -h -V --json --watch --every --peer-token-file --endpoint-url --region --profile --path-style --verbose --quiet --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --every)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --peer-token-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -699,4 +699,73 @@ mod tests {
         p.on_released();
         assert_eq!(p.poll(at(1_060)), Action::Exit(crate::exit::INTERNAL));
     }
+
+    #[test]
+    fn a_lost_quorum_stops_the_command_then_pauses_keeping_the_lease() {
+        let mut p = StopPolicy::new(config(), held(30_000));
+        drain(&mut p, at(0));
+        p.on_quorum_lost(at(1_000));
+        let (acts, wait) = drain(&mut p, at(1_000));
+        assert_eq!(
+            acts,
+            [Action::Stop {
+                sig: Signal::SIGTERM,
+                why: StopWhy::QuorumLost
+            }]
+        );
+        assert_eq!(
+            wait,
+            Action::Wait(Some(at(6_000))),
+            "SIGKILL after the grace"
+        );
+        p.on_quorum_lost(at(2_000));
+        assert_eq!(p.poll(at(2_000)), Action::Wait(Some(at(6_000))), "once");
+        let (acts, _) = drain(&mut p, at(6_000));
+        assert_eq!(acts, [Action::Kill(KillWhy::GraceOver)]);
+        p.on_child_exit(ChildExit::Signaled(Signal::SIGKILL), at(6_001));
+        p.on_tree_gone(at(6_001));
+        assert_eq!(
+            p.poll(at(6_001)),
+            Action::Pause,
+            "no release: the lease is kept"
+        );
+        assert_eq!(p.poll(at(6_001)), Action::Wait(None), "this policy is done");
+    }
+
+    #[test]
+    fn a_lost_quorum_does_not_pause_a_run_that_ends_or_loses_its_lease() {
+        // The command had exited already: the run ends as it would have.
+        let mut p = StopPolicy::new(config(), held(30_000));
+        drain(&mut p, at(0));
+        p.on_child_exit(ChildExit::Code(4), at(1_000));
+        p.on_quorum_lost(at(1_000));
+        p.on_tree_gone(at(1_000));
+        assert_eq!(p.poll(at(1_000)), Action::Release);
+        p.on_released();
+        assert_eq!(p.poll(at(1_000)), Action::Exit(4));
+
+        // A stop request during the quorum's stop: release and exit.
+        let mut p = StopPolicy::new(config(), held(30_000));
+        drain(&mut p, at(0));
+        p.on_quorum_lost(at(1_000));
+        drain(&mut p, at(1_000));
+        p.on_signal(Signal::SIGTERM, at(1_500));
+        p.on_child_exit(ChildExit::Code(0), at(1_600));
+        p.on_tree_gone(at(1_600));
+        assert_eq!(p.poll(at(1_600)), Action::Release);
+
+        // The lease at risk during the quorum's stop: lost, no pause, no release.
+        let mut p = StopPolicy::new(config(), held(30_000));
+        drain(&mut p, at(0));
+        p.on_quorum_lost(at(1_000));
+        drain(&mut p, at(1_000));
+        p.on_lease(LeaseStatus {
+            state: LeaseState::AtRisk,
+            ..held(30_000)
+        });
+        p.on_child_exit(ChildExit::Code(0), at(2_000));
+        p.on_tree_gone(at(2_000));
+        let (_, end) = drain(&mut p, at(2_000));
+        assert_eq!(end, Action::Exit(config().lost_exit_code));
+    }
 }

@@ -168,10 +168,7 @@ async fn lead_and_supervise<S: LockStore>(
             }
             match supervise(job, guard, leadership, elected_at, &mut signals, hooks).await? {
                 Stint::Over(code) => return Ok(Ended::Exited(code)),
-                Stint::Paused(standby, l) => {
-                    guard = standby;
-                    leadership = l;
-                }
+                Stint::Paused(paused) => (guard, leadership) = *paused,
             }
         }
         info!(
@@ -187,7 +184,7 @@ enum Stint {
     Over(i32),
     /// The command was stopped for a lost quorum and is gone; the lease is kept, and the
     /// guard waits to start it again.
-    Paused(Standby, Leadership),
+    Paused(Box<(Standby, Leadership)>),
 }
 
 /// Spawns the command under the guard with the lease's environment, and supervises it
@@ -496,7 +493,7 @@ impl Supervision<'_> {
                     term = %leadership.term(),
                     "the command is gone; keeping the lease until the quorum is back"
                 );
-                Stint::Paused(standby, leadership)
+                Stint::Paused(Box::new((standby, leadership)))
             }
             None => {
                 error!(

@@ -263,8 +263,14 @@ pub fn default_margin(lease: Duration) -> Duration {
 pub struct Dur(pub Duration);
 
 impl fmt::Display for Dur {
+    /// To the millisecond (`999ms`, not `999ms 998us 694ns`), unless shorter than one.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        humantime::format_duration(self.0).fmt(f)
+        let d = if self.0 >= Duration::from_millis(1) {
+            Duration::from_millis(u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX))
+        } else {
+            self.0
+        };
+        humantime::format_duration(d).fmt(f)
     }
 }
 

@@ -6,6 +6,9 @@
 //! by another host's clock. So "appears live" is information for people and scripts; no
 //! safety decision rests on it.
 //!
+//! A holder that advertises a peer endpoint is asked once for the followers it hears
+//! (`peer.rs`), at no cost in store requests.
+//!
 //! `--watch` keeps reading, and prints one line each time the holder, the term or the
 //! release state changes (renewals change none of them, so they print nothing), until
 //! SIGINT or SIGTERM ends it with status 0. It reads on a follower's cheap schedule: a
@@ -29,8 +32,11 @@ pub struct StatusArgs {
     pub lock: String,
 
     /// Print one JSON object: {"lock", "state": "held"|"released"|"absent",
-    /// "appears_live": bool, "record", "last_run_age_s"}; the record's "last_run" is the
-    /// last --once-per run.
+    /// "appears_live": bool, "record", "last_run_age_s", "followers",
+    /// "followers_error"}; the record's "last_run" is the last --once-per run;
+    /// "followers" lists the candidates the holder's endpoint hears (peer mode: each
+    /// {"id", "last_heard", "heard_ms_ago"}), null when it advertises none or cannot be
+    /// asked (then "followers_error" says why).
     #[arg(long)]
     pub json: bool,
 
