@@ -128,6 +128,9 @@ struct Verdict {
     /// Liveness and the model's own sanity checks.
     other: Vec<Violation>,
     elections: u64,
+    /// Commands started again under the lease they ran under, after a pause for the
+    /// quorum.
+    quorum_restarts: u64,
     fenced_overlaps: u64,
     late_children: u64,
     term_restarts: u64,
@@ -162,6 +165,13 @@ fn judge(sc: &Scenario, outcome: &world::Outcome) -> Verdict {
         end_of_run: outcome.end_at,
     };
     let safety = check::safety(&outcome.children, &env);
+    // A takeover is a lease won; the runs of one lease count once.
+    let leases = outcome
+        .children
+        .iter()
+        .map(|c| (c.cand, c.incarnation, c.term))
+        .collect::<std::collections::HashSet<_>>()
+        .len() as u64;
     let mut other = outcome.violations.clone();
     let bound = sc.liveness_bound();
     let liveness = check::liveness(&outcome.children, outcome.drained_at, outcome.end_at, bound);
@@ -170,7 +180,8 @@ fn judge(sc: &Scenario, outcome: &world::Outcome) -> Verdict {
         seed: sc.seed,
         safety: safety.violations,
         other,
-        elections: outcome.children.len() as u64,
+        elections: leases,
+        quorum_restarts: outcome.children.len() as u64 - leases,
         fenced_overlaps: safety.fenced_overlaps,
         late_children: safety.late_children,
         term_restarts: safety.term_restarts,
@@ -362,11 +373,13 @@ fn the_protocol_keeps_its_promise_under_faults() {
     let late: u64 = verdicts.iter().map(|v| v.late_children).sum();
     let restarts: u64 = verdicts.iter().map(|v| v.term_restarts).sum();
     let deletions: u64 = verdicts.iter().map(|v| v.deletions).sum();
+    let quorum_restarts: u64 = verdicts.iter().map(|v| v.quorum_restarts).sum();
     if let Some(v) = verdicts.iter().max_by_key(|v| v.longest_gap_permille) {
         eprintln!(
             "details: {late} children outlived their watchdog because their whole host was paused, \
              {fenced} overlaps they caused (all fenced unless counted above); \
              {deletions} deletions of the object, across which {restarts} terms started again; \
+             {quorum_restarts} commands started again under their lease after a pause for the quorum; \
              longest calm stretch without a leader: {:.1} % of the bound (seed {})",
             v.longest_gap_permille as f64 / 10.0,
             v.seed

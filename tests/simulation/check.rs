@@ -99,7 +99,8 @@ pub struct Safety {
 /// in between excuses it (docs/design.md §1's exception); such a late child may overlap a child
 /// that started after its deadline, but only one with a higher term.
 ///
-/// Terms grow from each leader to the next in the order their acquisitions landed,
+/// Terms grow from each leader to the next in the order their acquisitions landed (the
+/// runs of one lease, started again after a pause for the quorum, are one leader's),
 /// except across a deletion of the object: a candidate that finds the object gone can
 /// only count on from the terms it saw, and one that saw none starts again from the
 /// first.
@@ -109,7 +110,11 @@ pub fn safety(children: &[ChildRun], env: &Environment<'_>) -> Safety {
     order.sort_by_key(|c| c.acquired);
     for pair in order.windows(2) {
         let (x, y) = (pair[0], pair[1]);
-        if y.term > x.term {
+        // Two runs of one lease (the command started again after a pause for its
+        // quorum) are one leader's: its term need not grow.
+        let one_lease = (x.cand, x.incarnation, x.term, x.acquired)
+            == (y.cand, y.incarnation, y.term, y.acquired);
+        if y.term > x.term || one_lease {
             continue;
         }
         if env

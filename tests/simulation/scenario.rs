@@ -423,6 +423,10 @@ pub struct Faults {
     /// Chance that the lock object is deleted (an operator, a lifecycle rule) shortly
     /// after a leader's renewal landed, when a follower's view is most out of date.
     pub delete_after_renewal: f64,
+    /// Chance that a command, once started, loses its leader's `--quorum` a while later:
+    /// the policy stops it and pauses, the lease is kept, and the command starts again
+    /// under the same lease when the quorum is back.
+    pub quorum_loss: f64,
 }
 
 /// How the supervised command behaves: its stop signal may be ignored, it may leave a
@@ -554,6 +558,9 @@ impl Scenario {
             cut_after_renewal: 0.0,
             host_pause: 0.0,
             delete_after_renewal: 0.0,
+            // From a stream of its own, so that a seed without quorum losses plays out
+            // exactly as before they were simulated.
+            quorum_loss: Rng::new(seed ^ 0x0909_0A0A).pick(&[0.0, 0.0, 0.3, 0.8]),
         };
         // Half the runs without each of the answers that hide a landed write, so that
         // the others are seen on their own too.
@@ -741,7 +748,7 @@ impl fmt::Display for Scenario {
             f,
             "  restart within {}, crashes at {:?}, pauses at {:?} (whole host {:.2}), \
              network cut at {:?} (after a renewal {:.2}), congested at {:?}, operator signals at {:?}, \
-             object deleted at {:?} (after a renewal {:.2})",
+             object deleted at {:?} (after a renewal {:.2}), quorum lost after a start {:.2}",
             At(fl.restart_within),
             instants(&self.crashes),
             instants(&self.freezes),
@@ -751,7 +758,8 @@ impl fmt::Display for Scenario {
             instants(&self.congestions),
             instants(&self.signals),
             instants(&self.deletions),
-            fl.delete_after_renewal
+            fl.delete_after_renewal,
+            fl.quorum_loss
         )
     }
 }

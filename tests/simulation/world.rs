@@ -14,7 +14,10 @@
 //!   loop of `cli/run.rs`, which feeds the stop policy the lease, the command's exit, the
 //!   end of its last process and the operator's signals, performs the actions the policy
 //!   returns and sleeps until the instant it names. Paused (SIGSTOP, a stall), it handles
-//!   nothing until it resumes; killed, it is restarted with no memory.
+//!   nothing until it resumes; killed, it is restarted with no memory. Under a
+//!   `--quorum` that is lost, its policy stops the command and pauses; the supervisor
+//!   keeps the lease and starts the command again under it once the quorum is back, with
+//!   runway, or campaigns again if the lease ended meanwhile (`supervisor.rs`).
 //! - **The guard** (`supervise/guard.rs`): holds the last deadline the policy handed
 //!   it and SIGKILLs the command when the host's clock reaches it, and at once when its
 //!   supervisor dies. It pauses only with its whole host.
@@ -78,6 +81,8 @@ pub fn run(sc: &Scenario, tracing: bool) -> Outcome {
         sc,
         // A different stream from the scenario's: the scenario is fixed before the run.
         rng: Rng::new(sc.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xD1CE),
+        // And one for the quorum's losses, so that a run without them plays as before.
+        quorum_rng: Rng::new(sc.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x0909),
         now: 0,
         seq: 0,
         queue: BinaryHeap::new(),
@@ -262,6 +267,17 @@ enum Ev {
     Thaw {
         c: usize,
     },
+    /// Fewer candidates than `--quorum` are live around the leader whose command is
+    /// `tree`.
+    QuorumLost {
+        c: usize,
+        tree: usize,
+    },
+    /// Enough candidates are live again around leader `c`, paused for its quorum.
+    QuorumBack {
+        c: usize,
+        inc: u32,
+    },
     Calm,
 }
 
@@ -355,6 +371,9 @@ struct Supervision {
     resign_at_next_wait: bool,
     /// The policy asked for the release; it is complete when the renewal task ends.
     releasing: bool,
+    /// The policy paused for a lost quorum: the command is gone, the lease kept, and
+    /// `supervisor.rs` waits for the quorum to start the command again.
+    paused: bool,
 }
 
 /// The guard of one command and the command's processes.
@@ -389,6 +408,7 @@ struct Proc {
 struct World<'a> {
     sc: &'a Scenario,
     rng: Rng,
+    quorum_rng: Rng,
     now: Nanos,
     seq: u64,
     queue: BinaryHeap<Scheduled>,
@@ -492,7 +512,9 @@ impl World<'_> {
             | Ev::PolicyWake { c, .. }
             | Ev::Answer { c, .. }
             | Ev::Report { c, .. }
-            | Ev::Signal { c, .. } => Actor::Supervisor(*c),
+            | Ev::Signal { c, .. }
+            | Ev::QuorumLost { c, .. }
+            | Ev::QuorumBack { c, .. } => Actor::Supervisor(*c),
             Ev::GuardDue { tree, .. } | Ev::ProcEnds { tree, .. } => {
                 Actor::Host(self.trees[*tree].cand)
             }
@@ -556,6 +578,8 @@ impl World<'_> {
             Ev::OperatorSignal => self.operator_signal(),
             Ev::Delete { tries } => self.delete(tries),
             Ev::Thaw { c } => self.thaw(c),
+            Ev::QuorumLost { c, tree } => self.quorum_lost(c, tree),
+            Ev::QuorumBack { c, inc } => self.quorum_back(c, inc),
             Ev::Calm => {
                 self.calm = true;
                 self.drained_at = self.now.max(self.horizon);
@@ -670,6 +694,10 @@ impl World<'_> {
         }
         // `lease.rs`: a machine that ended without saying how leaves the lease lost.
         self.publish(c, LeaseStatus::close);
+        if self.supervision(c).is_some_and(|s| s.paused) {
+            // No command to wait for: released on a stop request, or lost.
+            return self.exit(c, "the lease ended while it waited for its quorum");
+        }
         if let Some(s) = self.supervision(c).filter(|s| s.releasing) {
             s.policy.on_released();
         }
@@ -748,6 +776,10 @@ impl World<'_> {
         if change(&mut s.lease) {
             s.policy.on_lease(s.lease.clone());
         }
+        if s.paused && !s.releasing && s.lease.state != LeaseState::Held {
+            // `wait_for_quorum`: a lease at risk or lost sends it back to campaigning.
+            self.exit(c, "the lease ended while it waited for its quorum");
+        }
     }
 
     /// After each answer, as `lease.rs` publishes it: the machine's current
@@ -778,10 +810,9 @@ impl World<'_> {
 
     /// Elected: the command starts under its guard, whose watchdog holds the lease's
     /// `valid_until` before the command exists (`Supervised::spawn`), and the stop policy
-    /// takes over (`cli/run.rs`).
+    /// takes over (`supervisor.rs`).
     fn spawn(&mut self, c: usize, term: u64, acquired: Nanos) {
-        let inc = self.cands[c].incarnation;
-        let timing = self.cands[c].timing;
+        let config = self.stop_config(c);
         let Some(p) = self.cands[c].process.as_mut() else {
             return;
         };
@@ -791,21 +822,40 @@ impl World<'_> {
         let Some(lease) = LeaseStatus::elected(&p.election) else {
             return self.violation(format!("c{c}: elected without a valid_until"));
         };
-        let valid_until = lease.valid_until;
-        let config = StopConfig {
-            stop_signal: Signal::SIGTERM,
-            kill_after: timing.kill_after(),
-            lost_exit_code: s3lead::exit::LOST,
-        };
-        let tree = self.trees.len();
         p.run = Some(Supervision {
-            tree,
+            tree: usize::MAX,
             policy: StopPolicy::new(config, lease.clone()),
             lease,
             policy_gen: 0,
             resign_at_next_wait: false,
             releasing: false,
+            paused: false,
         });
+        self.start_command(c, term, acquired, "ELECTED");
+    }
+
+    fn stop_config(&self, c: usize) -> StopConfig {
+        StopConfig {
+            stop_signal: Signal::SIGTERM,
+            kill_after: self.cands[c].timing.kill_after(),
+            lost_exit_code: s3lead::exit::LOST,
+        }
+    }
+
+    /// The command starts under the supervision's lease, with a policy of its own: at
+    /// the election, and again after a pause for the quorum.
+    fn start_command(&mut self, c: usize, term: u64, acquired: Nanos, why: &str) {
+        let inc = self.cands[c].incarnation;
+        let timing = self.cands[c].timing;
+        let tree = self.trees.len();
+        let config = self.stop_config(c);
+        let Some(s) = self.supervision(c) else {
+            return;
+        };
+        s.tree = tree;
+        s.paused = false;
+        s.policy = StopPolicy::new(config, s.lease.clone());
+        let valid_until = s.lease.valid_until;
         let due = self.real_at(c, valid_until);
         let mut procs = vec![self.new_proc(c)];
         if self.rng.chance(self.sc.command.leftover) {
@@ -832,7 +882,7 @@ impl World<'_> {
         note!(
             self,
             self.who(c),
-            "ELECTED, term {term}: the command starts ({} process{}); the watchdog holds {}",
+            "{why}, term {term}: the command starts ({} process{}); the watchdog holds {}",
             self.trees[tree].procs.len(),
             if self.trees[tree].procs.len() > 1 {
                 "es"
@@ -853,7 +903,59 @@ impl World<'_> {
                 }
             }
         }
+        let q = self.sc.faults.quorum_loss;
+        if q > 0.0 && self.quorum_rng.chance(q) {
+            let at = self.now + self.quorum_rng.upto(2 * lease);
+            if at < self.sc.fault_phase {
+                self.schedule(at, Ev::QuorumLost { c, tree });
+            }
+        }
         self.maybe_cut_off_leader(c);
+    }
+
+    /// `supervisor.rs`: the quorum is lost while the command runs.
+    fn quorum_lost(&mut self, c: usize, tree: usize) {
+        let local = self.local(c);
+        let Some(s) = self.supervision(c) else {
+            return;
+        };
+        if s.tree != tree || s.paused {
+            return;
+        }
+        s.policy.on_quorum_lost(local);
+        note!(self, self.who(c), "the quorum is lost");
+        self.drive(c);
+    }
+
+    /// `supervisor.rs`, `wait_for_quorum`: the quorum is back. The command starts again
+    /// under the same lease if it is held with runway; a lease no longer held sends the
+    /// supervisor back to campaigning (here: it starts again, with no memory).
+    fn quorum_back(&mut self, c: usize, inc: u32) {
+        let local = self.local(c);
+        let min_runway = self.cands[c].timing.min_runway();
+        let retry = nanos(self.cands[c].timing.retry_period());
+        if self.process(c, inc).is_none() {
+            return;
+        }
+        let Some(s) = self.supervision(c) else {
+            return;
+        };
+        if !s.paused || s.releasing {
+            return;
+        }
+        if s.lease.state != LeaseState::Held {
+            return self.exit(c, "the lease ended while it waited for its quorum");
+        }
+        if s.lease.stop_at.saturating_since(local) < min_runway {
+            note!(self, self.who(c), "the quorum is back; waits for runway");
+            let at = self.now + retry;
+            self.fault_consequence(at);
+            return self.schedule(at, Ev::QuorumBack { c, inc });
+        }
+        let last = s.tree;
+        let (term, acquired) = (self.children[last].term, self.children[last].acquired);
+        self.start_command(c, term, acquired, "the quorum is back");
+        self.drive(c);
     }
 
     fn new_proc(&mut self, c: usize) -> Proc {
@@ -898,8 +1000,25 @@ impl World<'_> {
                     return false;
                 }
                 Action::Pause => {
-                    // Only a lost quorum pauses, and the simulation runs without one.
-                    panic!("the stop policy paused a run that had no quorum to lose");
+                    note!(
+                        self,
+                        self.who(c),
+                        "nothing of the command is left: keeps the lease, waits for the quorum"
+                    );
+                    let inc = self.cands[c].incarnation;
+                    let lease = nanos(self.cands[c].timing.lease());
+                    if let Some(s) = self.supervision(c) {
+                        s.paused = true;
+                    }
+                    // In the calm phase every candidate is live again.
+                    let at = if self.calm {
+                        self.now
+                    } else {
+                        self.now + self.quorum_rng.upto(lease)
+                    };
+                    self.fault_consequence(at);
+                    self.schedule(at, Ev::QuorumBack { c, inc });
+                    return false;
                 }
                 Action::Watchdog(t) => {
                     let due = self.real_at(c, t);
@@ -1112,17 +1231,39 @@ impl World<'_> {
             return;
         }
         note!(self, self.who(c), "gets {sig} from the operator");
+        let ends_wait = matches!(
+            sig,
+            Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGQUIT
+        );
         match self.supervision(c) {
+            // `supervisor.rs`, `wait_for_quorum`: a stop request releases the lease.
+            Some(s) if s.paused => {
+                if !ends_wait || s.releasing {
+                    return;
+                }
+                s.releasing = true;
+                let Some(p) = self.cands[c].process.as_mut() else {
+                    return;
+                };
+                if p.election_done {
+                    return self.exit(c, "stopped while waiting for its quorum");
+                }
+                if p.awaiting.is_some() {
+                    if let Some(s) = p.run.as_mut() {
+                        s.resign_at_next_wait = true;
+                    }
+                } else {
+                    p.election.resign();
+                    self.drive(c);
+                }
+            }
             Some(s) => {
                 s.policy.on_signal(sig, local);
                 self.drive(c);
             }
             // `cli/run.rs`: a stop request while waiting for the lock ends the wait.
             None => {
-                if matches!(
-                    sig,
-                    Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGQUIT
-                ) {
+                if ends_wait {
                     self.exit(c, "stopped while waiting for the lock");
                 }
             }
