@@ -14,6 +14,7 @@
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use s3lead::lease::{LeaseEvent, LeaseState};
+use s3lead::record::Term;
 use s3lead::timing::Dur;
 use std::process::Stdio;
 use std::time::Duration;
@@ -140,43 +141,54 @@ impl Hooks {
                 "at risk: renewals failed up to the stop point",
             );
         }
-        let mut child = match command.spawn() {
+        let child = match command.spawn() {
             Ok(c) => c,
             Err(err) => {
                 warn!(lock = %lock, %term, "the {flag} hook could not be started: {err}");
                 return;
             }
         };
-        let pid = child.id();
-        debug!(lock = %lock, %term, pid, "started the {flag} hook");
+        debug!(lock = %lock, %term, pid = child.id(), "started the {flag} hook");
         let timeout = self.commands.timeout;
-        self.running.spawn(async move {
-            match tokio::time::timeout(timeout, child.wait()).await {
-                Ok(Ok(status)) if status.success() => {
-                    debug!(lock = %lock, %term, "the {flag} hook succeeded")
-                }
-                Ok(Ok(status)) => warn!(
-                    lock = %lock,
-                    %term,
-                    "the {flag} hook failed ({status}); nothing else changes"
-                ),
-                Ok(Err(err)) => {
-                    warn!(lock = %lock, %term, "cannot wait for the {flag} hook: {err}")
-                }
-                Err(_) => {
-                    // Its own process group: whatever the hook started dies with it.
-                    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                    }
-                    let _ = child.wait().await;
-                    warn!(
-                        lock = %lock,
-                        %term,
-                        "the {flag} hook still ran after --hook-timeout ({}); killed it",
-                        Dur(timeout)
-                    );
-                }
+        self.running
+            .spawn(watch_hook(child, lock, flag, term, timeout));
+    }
+}
+
+/// Waits for a hook, at most `timeout`: says how it failed, kills it (and its process
+/// group) once the timeout is over.
+async fn watch_hook(
+    mut child: tokio::process::Child,
+    lock: String,
+    flag: &'static str,
+    term: Term,
+    timeout: Duration,
+) {
+    let pid = child.id();
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => {
+            debug!(lock = %lock, %term, "the {flag} hook succeeded")
+        }
+        Ok(Ok(status)) => warn!(
+            lock = %lock,
+            %term,
+            "the {flag} hook failed ({status}); nothing else changes"
+        ),
+        Ok(Err(err)) => {
+            warn!(lock = %lock, %term, "cannot wait for the {flag} hook: {err}")
+        }
+        Err(_) => {
+            // Its own process group: whatever the hook started dies with it.
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
             }
-        });
+            let _ = child.wait().await;
+            warn!(
+                lock = %lock,
+                %term,
+                "the {flag} hook still ran after --hook-timeout ({}); killed it",
+                Dur(timeout)
+            );
+        }
     }
 }

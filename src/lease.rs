@@ -258,45 +258,10 @@ impl<S: LockStore> Candidate<S> {
                     self.observed(opts, &mut seen, holder, term, released)?
                 }
                 Progress::Event(Event::Elected { term, lease_id }) => {
-                    info!(lock = %self.lock, %term, "elected");
-                    let proven = match self.prove_store().await {
-                        Ok(proven) => proven,
-                        Err(condition) => {
-                            let lost = Leadership::start(self, term, lease_id, false);
-                            lost.release().await;
-                            return Err(CampaignError::UnsafeStore(condition));
-                        }
-                    };
-                    // Told only once the store is proven: on a store that ignores
-                    // conditions nobody is elected.
-                    if let Some(f) = &self.on_event {
-                        f(LeaseEvent::Elected {
-                            term,
-                            lease_id: lease_id.clone(),
-                            etag: self.driver.election.etag().cloned(),
-                        });
-                    }
-                    return Ok(Leadership::start(self, term, lease_id, proven));
+                    return self.elected(term, lease_id).await;
                 }
                 Progress::Event(Event::Fatal(e)) => return Err(CampaignError::Fatal(e)),
-                Progress::Event(Event::RenewalOverdue(overdue)) => {
-                    let timing = self.driver.election.timing();
-                    if overdue {
-                        info!(
-                            lock = %self.lock,
-                            period_ms = timing.fast_poll().as_millis() as u64,
-                            "the holder's renewal is overdue; reading every {}",
-                            Dur(timing.fast_poll())
-                        );
-                    } else {
-                        info!(
-                            lock = %self.lock,
-                            period_ms = timing.follow_every().as_millis() as u64,
-                            "the holder renews again; reading every {}",
-                            Dur(timing.follow_every())
-                        );
-                    }
-                }
+                Progress::Event(Event::RenewalOverdue(overdue)) => self.say_pace(overdue),
                 Progress::Event(other) => debug!(lock = %self.lock, "campaign event {other:?}"),
                 Progress::GaveUp => {
                     return Err(match seen.holder {
@@ -312,6 +277,51 @@ impl<S: LockStore> Candidate<S> {
                     )));
                 }
             }
+        }
+    }
+
+    /// The campaign won `term`: the store is proven (unless not asked for), the event
+    /// told, and the lease handed over to its renewal task.
+    async fn elected(self, term: Term, lease_id: LeaseId) -> Result<Leadership, CampaignError> {
+        info!(lock = %self.lock, %term, "elected");
+        let proven = match self.prove_store().await {
+            Ok(proven) => proven,
+            Err(condition) => {
+                let lost = Leadership::start(self, term, lease_id, false);
+                lost.release().await;
+                return Err(CampaignError::UnsafeStore(condition));
+            }
+        };
+        // Told only once the store is proven: on a store that ignores conditions nobody
+        // is elected.
+        if let Some(f) = &self.on_event {
+            f(LeaseEvent::Elected {
+                term,
+                lease_id: lease_id.clone(),
+                etag: self.driver.election.etag().cloned(),
+            });
+        }
+        Ok(Leadership::start(self, term, lease_id, proven))
+    }
+
+    /// One line when the follower changes speed: the holder's renewal is overdue (read
+    /// fast) or on time again (read slowly).
+    fn say_pace(&self, overdue: bool) {
+        let timing = self.driver.election.timing();
+        if overdue {
+            info!(
+                lock = %self.lock,
+                period_ms = timing.fast_poll().as_millis() as u64,
+                "the holder's renewal is overdue; reading every {}",
+                Dur(timing.fast_poll())
+            );
+        } else {
+            info!(
+                lock = %self.lock,
+                period_ms = timing.follow_every().as_millis() as u64,
+                "the holder renews again; reading every {}",
+                Dur(timing.follow_every())
+            );
         }
     }
 

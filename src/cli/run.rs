@@ -86,32 +86,7 @@ impl RunPlan {
             follow_every: args.follow_every,
         })
         .map_err(|e| Failure::new(exit::USAGE, format!("{lock}: {e}")))?;
-        let once_per = match args.once_per {
-            None => None,
-            Some(every) => {
-                let offset = args.once_per_offset.unwrap_or_default();
-                for (flag, d) in [("--once-per", every), ("--once-per-offset", offset)] {
-                    if d.subsec_nanos() != 0 {
-                        return Err(Failure::new(
-                            exit::USAGE,
-                            format!("{lock}: {flag} must be whole seconds (got {})", Dur(d)),
-                        ));
-                    }
-                }
-                if every.is_zero() {
-                    return Err(Failure::new(
-                        exit::USAGE,
-                        format!("{lock}: --once-per must be at least 1s"),
-                    ));
-                }
-                Some(OncePer {
-                    every,
-                    offset,
-                    retry_failed: args.retry_failed,
-                    unused_claim: None,
-                })
-            }
-        };
+        let once_per = once_per_plan(&lock, &args)?;
         if args.hook_timeout.is_zero() {
             return Err(Failure::new(
                 exit::USAGE,
@@ -129,15 +104,7 @@ impl RunPlan {
             Some(path) => Some(read_token(&lock, path)?),
         };
         if let Some(url) = &args.advertise {
-            let ok = url
-                .strip_prefix("http://")
-                .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
-            if !ok {
-                return Err(Failure::new(
-                    exit::USAGE,
-                    format!("{lock}: --advertise {url:?} is not an http://HOST:PORT URL"),
-                ));
-            }
+            check_advertise(&lock, url)?;
         }
         let holder = args.id.unwrap_or_else(default_holder);
         let peer_link = Some(std::sync::Arc::new(crate::peer::PeerClient::new(
@@ -183,6 +150,53 @@ impl RunPlan {
             verify_store: !args.no_verify_store,
         })
     }
+}
+
+/// `--once-per WINDOW` and its offset, validated: whole seconds, a window of 1s at least.
+fn once_per_plan(
+    lock: &s3lead::store::LockUrl,
+    args: &RunArgs,
+) -> Result<Option<OncePer>, Failure> {
+    Ok(match args.once_per {
+        None => None,
+        Some(every) => {
+            let offset = args.once_per_offset.unwrap_or_default();
+            for (flag, d) in [("--once-per", every), ("--once-per-offset", offset)] {
+                if d.subsec_nanos() != 0 {
+                    return Err(Failure::new(
+                        exit::USAGE,
+                        format!("{lock}: {flag} must be whole seconds (got {})", Dur(d)),
+                    ));
+                }
+            }
+            if every.is_zero() {
+                return Err(Failure::new(
+                    exit::USAGE,
+                    format!("{lock}: --once-per must be at least 1s"),
+                ));
+            }
+            Some(OncePer {
+                every,
+                offset,
+                retry_failed: args.retry_failed,
+                unused_claim: None,
+            })
+        }
+    })
+}
+
+/// `--advertise` must be an `http://HOST:PORT` URL: followers only follow those.
+fn check_advertise(lock: &s3lead::store::LockUrl, url: &str) -> Result<(), Failure> {
+    let ok = url
+        .strip_prefix("http://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+    if ok {
+        return Ok(());
+    }
+    Err(Failure::new(
+        exit::USAGE,
+        format!("{lock}: --advertise {url:?} is not an http://HOST:PORT URL"),
+    ))
 }
 
 /// Runs `s3lead run`; returns the exit status.

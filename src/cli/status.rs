@@ -98,129 +98,170 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
         ),
         ReadReply::Missing | ReadReply::NotModified => None,
     };
-    let state = match &record {
-        None => "absent",
-        Some(r) if r.released => "released",
-        Some(_) => "held",
-    };
-    let renewed_ago = record.as_ref().and_then(|r| {
-        let renewed = humantime::parse_rfc3339(&r.renewed_at).ok()?;
-        // A renewal "in the future" by this host's clock is a clock offset: age zero.
-        Some(
-            SystemTime::now()
-                .duration_since(renewed)
-                .unwrap_or(Duration::ZERO),
-        )
-    });
-    let appears_live = match (&record, renewed_ago) {
-        (Some(r), Some(ago)) => !r.released && ago <= r.lease(),
-        _ => false,
-    };
     let token = match &args.peer_token_file {
         Some(path) => Some(super::run::read_token(&url, path)?),
         None => None,
     };
     let followers = followers(record.as_ref(), token).await;
-    let code = if appears_live {
+    let shown = Shown::new(lock, record, followers);
+    if args.json {
+        shown.print_json();
+    } else {
+        shown.print_text();
+    }
+    Ok(if shown.appears_live {
         exit::STATUS_LIVE
     } else {
         exit::STATUS_NOT_LIVE
-    };
-    if args.json {
-        let last_run_age_s = record
+    })
+}
+
+/// What one read of the lock shows, with what this host makes of it.
+struct Shown<'a> {
+    lock: &'a str,
+    record: Option<LockRecord>,
+    /// How long ago the record was renewed, by this host's clock.
+    renewed_ago: Option<Duration>,
+    /// Held, and renewed within its lease by this host's clock.
+    appears_live: bool,
+    followers: Option<Result<Vec<PeerFollower>, String>>,
+}
+
+impl<'a> Shown<'a> {
+    fn new(
+        lock: &'a str,
+        record: Option<LockRecord>,
+        followers: Option<Result<Vec<PeerFollower>, String>>,
+    ) -> Shown<'a> {
+        let renewed_ago = record.as_ref().and_then(|r| {
+            let renewed = humantime::parse_rfc3339(&r.renewed_at).ok()?;
+            // A renewal "in the future" by this host's clock is a clock offset: age zero.
+            Some(
+                SystemTime::now()
+                    .duration_since(renewed)
+                    .unwrap_or(Duration::ZERO),
+            )
+        });
+        let appears_live = match (&record, renewed_ago) {
+            (Some(r), Some(ago)) => !r.released && ago <= r.lease(),
+            _ => false,
+        };
+        Shown {
+            lock,
+            record,
+            renewed_ago,
+            appears_live,
+            followers,
+        }
+    }
+
+    fn print_json(&self) {
+        let state = match &self.record {
+            None => "absent",
+            Some(r) if r.released => "released",
+            Some(_) => "held",
+        };
+        let last_run_age_s = self
+            .record
             .as_ref()
             .and_then(|r| r.last_run.as_ref())
             .and_then(|run| age(&run.started_at))
             .map(|d| d.as_secs());
-        let (list, error) = match followers {
+        let (list, error) = match &self.followers {
             None => (None, None),
             Some(Ok(list)) => (Some(list), None),
             Some(Err(e)) => (None, Some(e)),
         };
         let v = serde_json::json!({
-            "lock": lock,
+            "lock": self.lock,
             "state": state,
-            "appears_live": appears_live,
-            "record": record,
+            "appears_live": self.appears_live,
+            "record": self.record,
             "last_run_age_s": last_run_age_s,
             "followers": list,
             "followers_error": error,
         });
         println!("{v}");
-        return Ok(code);
     }
-    match record {
-        None => println!("{lock}: free (no lock object yet; the first holder gets term 1)"),
-        Some(r) => {
-            let age = renewed_ago
-                .map(|d| {
-                    format!(
-                        ", {} ago by this host's clock",
-                        Dur(Duration::from_secs(d.as_secs()))
-                    )
-                })
-                .unwrap_or_default();
-            if r.released {
-                match r.term.next() {
-                    Some(next) => println!(
-                        "{lock}: free (released by {}, term {}; the next holder gets term {next})",
-                        r.holder, r.term
-                    ),
-                    None => println!(
-                        "{lock}: released by {}, but its term {} is the highest: no holder can take it (use a new lock key)",
-                        r.holder, r.term
-                    ),
-                }
-            } else {
-                println!("{lock}: held by {}", r.holder);
-                println!("  term       {}", r.term);
-                println!("  lease      {}", Dur(r.lease()));
-                println!("  acquired   {}", r.acquired_at);
-                println!("  renewed    {}{age}", r.renewed_at);
-                println!("  lease id   {}", r.lease_id);
-                if let Some(url) = &r.advertise {
-                    println!("  peer       {url} (followers long-poll it for renewals)");
-                }
-                match &followers {
-                    None => {}
-                    Some(Ok(list)) if list.is_empty() => {
-                        println!("  followers  none heard on its endpoint");
-                    }
-                    Some(Ok(list)) => {
-                        let each: Vec<String> = list
-                            .iter()
-                            .map(|f| {
-                                format!(
-                                    "{} (heard {} ago)",
-                                    f.id,
-                                    Dur(Duration::from_millis(f.heard_ms_ago))
-                                )
-                            })
-                            .collect();
-                        println!(
-                            "  followers  {} heard on its endpoint: {}",
-                            list.len(),
-                            each.join(", ")
-                        );
-                    }
-                    Some(Err(e)) => println!("  followers  unknown ({e})"),
-                }
-                if appears_live {
-                    println!(
-                        "  appears    live (renewed within its lease by this host's clock; one read cannot prove it)"
-                    );
-                } else {
-                    println!(
-                        "  appears    stale (not renewed within its lease by this host's clock: its holder may be gone, or the clocks differ)"
-                    );
-                }
+
+    fn print_text(&self) {
+        let lock = self.lock;
+        let Some(r) = &self.record else {
+            println!("{lock}: free (no lock object yet; the first holder gets term 1)");
+            return;
+        };
+        if r.released {
+            match r.term.next() {
+                Some(next) => println!(
+                    "{lock}: free (released by {}, term {}; the next holder gets term {next})",
+                    r.holder, r.term
+                ),
+                None => println!(
+                    "{lock}: released by {}, but its term {} is the highest: no holder can take it (use a new lock key)",
+                    r.holder, r.term
+                ),
             }
-            if let Some(run) = &r.last_run {
-                print_last_run(run);
-            }
+        } else {
+            self.print_held(r);
+        }
+        if let Some(run) = &r.last_run {
+            print_last_run(run);
         }
     }
-    Ok(code)
+
+    fn print_held(&self, r: &LockRecord) {
+        let age = self
+            .renewed_ago
+            .map(|d| {
+                format!(
+                    ", {} ago by this host's clock",
+                    Dur(Duration::from_secs(d.as_secs()))
+                )
+            })
+            .unwrap_or_default();
+        println!("{}: held by {}", self.lock, r.holder);
+        println!("  term       {}", r.term);
+        println!("  lease      {}", Dur(r.lease()));
+        println!("  acquired   {}", r.acquired_at);
+        println!("  renewed    {}{age}", r.renewed_at);
+        println!("  lease id   {}", r.lease_id);
+        if let Some(url) = &r.advertise {
+            println!("  peer       {url} (followers long-poll it for renewals)");
+        }
+        match &self.followers {
+            None => {}
+            Some(Ok(list)) if list.is_empty() => {
+                println!("  followers  none heard on its endpoint");
+            }
+            Some(Ok(list)) => {
+                let each: Vec<String> = list
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{} (heard {} ago)",
+                            f.id,
+                            Dur(Duration::from_millis(f.heard_ms_ago))
+                        )
+                    })
+                    .collect();
+                println!(
+                    "  followers  {} heard on its endpoint: {}",
+                    list.len(),
+                    each.join(", ")
+                );
+            }
+            Some(Err(e)) => println!("  followers  unknown ({e})"),
+        }
+        if self.appears_live {
+            println!(
+                "  appears    live (renewed within its lease by this host's clock; one read cannot prove it)"
+            );
+        } else {
+            println!(
+                "  appears    stale (not renewed within its lease by this host's clock: its holder may be gone, or the clocks differ)"
+            );
+        }
+    }
 }
 
 /// How long ago `t` (RFC 3339) was by this host's clock.

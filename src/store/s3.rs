@@ -130,58 +130,8 @@ impl S3Store {
         opts: &S3Options,
         credentials: Option<Credentials>,
     ) -> Result<S3Store, StoreError> {
-        let fatal = |msg: String| StoreError::Fatal(FatalKind::Other, msg);
-        if bucket.is_empty() {
-            return Err(fatal("no bucket name".into()));
-        }
-        if key.is_empty() {
-            return Err(fatal(
-                "no object key (the lock needs a key inside the bucket)".into(),
-            ));
-        }
-        if opts.request_timeout.is_zero() {
-            return Err(fatal("the request timeout must be positive".into()));
-        }
-        if let Some(url) = &opts.endpoint_url {
-            // Checked here because the SDK reports a bad endpoint only per request, as a
-            // dispatch failure that looks like a network error.
-            check_endpoint_url(url).map_err(fatal)?;
-        }
-
-        let endpoint_known_early = opts.endpoint_url.is_some() || endpoint_from_env().is_some();
-        let mut region = match &opts.region {
-            Some(r) => Some(Region::new(r.clone())),
-            None => static_region(opts.profile.as_deref()).await,
-        };
-        if region.is_none() && endpoint_known_early {
-            region = Some(Region::new(FALLBACK_REGION));
-        }
-        let mut sdk_config = config_loader(opts, region.clone(), credentials.clone())
-            .load()
-            .await;
-        // A profile's `endpoint_url` is only known once the profile has been loaded.
-        let custom_endpoint = endpoint_known_early || sdk_config.endpoint_url().is_some();
-        if region.is_none() {
-            region = if custom_endpoint {
-                Some(Region::new(FALLBACK_REGION))
-            } else {
-                // Only now, with no endpoint and no configured region, is it worth asking
-                // the instance metadata service (this is how EC2 hosts learn it).
-                ImdsRegionProvider::builder().build().region().await
-            };
-            if region.is_some() {
-                // Reload so that credential providers that need a region (STS, SSO) see it.
-                sdk_config = config_loader(opts, region.clone(), credentials.clone())
-                    .load()
-                    .await;
-            }
-        }
-        let Some(region) = region else {
-            return Err(fatal(
-                "no AWS region configured (pass --region, or set AWS_REGION)".into(),
-            ));
-        };
-
+        check_options(bucket, key, opts)?;
+        let (sdk_config, region, custom_endpoint) = load_config(opts, credentials).await?;
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(opts.request_timeout)
             .operation_attempt_timeout(opts.request_timeout)
@@ -934,6 +884,72 @@ fn certificate_problem(chain: &str) -> &str {
 /// hyper's connector ("dns error"), the SDK's HTTP client, which gives it no type.
 fn is_dns_failure(chain: &str) -> bool {
     chain.contains("dns error")
+}
+
+/// What `connect` refuses before loading anything: an empty bucket or key, a zero
+/// timeout, an endpoint URL that is not one.
+fn check_options(bucket: &str, key: &str, opts: &S3Options) -> Result<(), StoreError> {
+    let fatal = |msg: String| StoreError::Fatal(FatalKind::Other, msg);
+    if bucket.is_empty() {
+        return Err(fatal("no bucket name".into()));
+    }
+    if key.is_empty() {
+        return Err(fatal(
+            "no object key (the lock needs a key inside the bucket)".into(),
+        ));
+    }
+    if opts.request_timeout.is_zero() {
+        return Err(fatal("the request timeout must be positive".into()));
+    }
+    if let Some(url) = &opts.endpoint_url {
+        // Checked here because the SDK reports a bad endpoint only per request, as a
+        // dispatch failure that looks like a network error.
+        check_endpoint_url(url).map_err(fatal)?;
+    }
+    Ok(())
+}
+
+/// The SDK's configuration and the region, asking the instance metadata service only
+/// when nothing else names one; `true` when a custom endpoint is configured.
+async fn load_config(
+    opts: &S3Options,
+    credentials: Option<Credentials>,
+) -> Result<(aws_config::SdkConfig, Region, bool), StoreError> {
+    let endpoint_known_early = opts.endpoint_url.is_some() || endpoint_from_env().is_some();
+    let mut region = match &opts.region {
+        Some(r) => Some(Region::new(r.clone())),
+        None => static_region(opts.profile.as_deref()).await,
+    };
+    if region.is_none() && endpoint_known_early {
+        region = Some(Region::new(FALLBACK_REGION));
+    }
+    let mut sdk_config = config_loader(opts, region.clone(), credentials.clone())
+        .load()
+        .await;
+    // A profile's `endpoint_url` is only known once the profile has been loaded.
+    let custom_endpoint = endpoint_known_early || sdk_config.endpoint_url().is_some();
+    if region.is_none() {
+        region = if custom_endpoint {
+            Some(Region::new(FALLBACK_REGION))
+        } else {
+            // Only now, with no endpoint and no configured region, is it worth asking
+            // the instance metadata service (this is how EC2 hosts learn it).
+            ImdsRegionProvider::builder().build().region().await
+        };
+        if region.is_some() {
+            // Reload so that credential providers that need a region (STS, SSO) see it.
+            sdk_config = config_loader(opts, region.clone(), credentials.clone())
+                .load()
+                .await;
+        }
+    }
+    let Some(region) = region else {
+        return Err(StoreError::Fatal(
+            FatalKind::Other,
+            "no AWS region configured (pass --region, or set AWS_REGION)".into(),
+        ));
+    };
+    Ok((sdk_config, region, custom_endpoint))
 }
 
 /// An endpoint URL the client can use: http or https, a host, an optional numeric port.
