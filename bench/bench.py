@@ -22,6 +22,7 @@ import resource
 import select
 import selectors
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -405,20 +406,36 @@ def idle_rates(proxy_l, proxy_f):
 FLEET_SIZES = [int(n) for n in os.environ.get("BENCH_FLEET", "1,10,50").split(",")]
 
 
-def fleet_rates(proxy, followers):
+def free_port():
+    """A TCP port free on 127.0.0.1 a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fleet_rates(proxy, followers, peer=False):
     """Requests per lock-hour of a leader with `followers` followers at default timings,
     all through one counting proxy, measured over IDLE_SECS after start-up and
-    extrapolated: {method: requests per hour}, and how many GETs were answered 304."""
-    progress(f"S3 requests per lock-hour: a leader and {followers} followers, {IDLE_SECS:g} s, default timings")
-    key = f"s3://{BUCKET}/bench-fleet-{followers}"
-    leader = spawn(s3lead(key) + LEADER_CMD, env=proxy.env, stderr_name=f"fleet-{followers}-leader.err")
+    extrapolated: {method: requests per hour}, and the share of GETs answered 304 (None
+    without a GET). With `peer`, the leader serves its endpoint and advertises it in the
+    record; the followers, with no option of their own, find it there and long-poll it
+    instead of reading the store (peer mode, docs/design.md §3)."""
+    mode = "peer mode" if peer else "no peer mode"
+    progress(f"S3 requests per lock-hour: a leader and {followers} followers, {mode}, {IDLE_SECS:g} s, default timings")
+    name = f"fleet-{'peer-' if peer else ''}{followers}"
+    key = f"s3://{BUCKET}/bench-{name}"
+    opts = []
+    if peer:
+        port = free_port()
+        opts = ["--peer-listen", f"127.0.0.1:{port}", "--advertise", f"http://127.0.0.1:{port}"]
+    leader = spawn(s3lead(key, *opts) + LEADER_CMD, env=proxy.env, stderr_name=f"{name}-leader.err")
     procs = []
     try:
         t, line = read_line(leader, 30)
         if t is None:
             raise RuntimeError(f"fleet leader: {line}")
         ORPHANS.add(int(line.split()[1]))
-        procs = [spawn(s3lead(key) + FOLLOWER_CMD, env=proxy.env, stderr_name=f"fleet-{followers}-{i}.err")
+        procs = [spawn(s3lead(key) + FOLLOWER_CMD, env=proxy.env, stderr_name=f"{name}-{i}.err")
                  for i in range(followers)]
         time.sleep(2)  # past every follower's first read
         t0 = time.monotonic()
@@ -437,7 +454,8 @@ def fleet_rates(proxy, followers):
     hours = (t1 - t0) / 3600
     per_hour = {m: v / hours for m, v in by_method(reqs).items()}
     not_modified = sum(1 for m, st in reqs if m == "GET" and st == "304")
-    return per_hour, not_modified / max(1, sum(1 for m, _ in reqs if m == "GET"))
+    gets = sum(1 for m, _ in reqs if m == "GET")
+    return per_hour, (not_modified / gets if gets else None)
 
 
 def seed_per_hour(renew_s, poll_s, followers):
@@ -813,6 +831,7 @@ def main():
         if "fleet" in ONLY:
             proxy_fleet = Proxy("fleet")
             fleet = {n: fleet_rates(proxy_fleet, n) for n in FLEET_SIZES}
+            fleet_peer = {n: fleet_rates(proxy_fleet, n, peer=True) for n in FLEET_SIZES}
         if "failover" in ONLY:
             fo = failovers()
         if "memory" in ONLY:
@@ -952,12 +971,15 @@ def main():
     if "fleet" in ONLY:
         fleet_rows = []
         for n in FLEET_SIZES:
-            ph, share_304 = fleet[n]
-            fleet_rows.append([f"leader + {n} followers", f"{describe(ph)} ({share_304:.0%} of GETs 304)",
-                               f"{ph['GET'] / max(n, 1):.0f}", f"${cost(ph, 24 * 30):.2f}",
-                               f"{describe(seed_per_hour(5, 5, n))} = ${cost(seed_per_hour(5, 5, n), 24 * 30):.2f}",
-                               f"{describe(seed_per_hour(10, 10, n))} = "
-                               f"${cost(seed_per_hour(10, 10, n), 24 * 30):.2f}"])
+            for label, (ph, share_304) in ((f"leader + {n} followers, without peer mode", fleet[n]),
+                                           ("  same, with peer mode", fleet_peer[n])):
+                seeds = ([f"{describe(seed_per_hour(5, 5, n))} = ${cost(seed_per_hour(5, 5, n), 24 * 30):.2f}",
+                          f"{describe(seed_per_hour(10, 10, n))} = "
+                          f"${cost(seed_per_hour(10, 10, n), 24 * 30):.2f}"]
+                         if label.startswith("leader") else ["-", "-"])
+                share = "no GET" if share_304 is None else f"{share_304:.0%} of GETs 304"
+                fleet_rows.append([label, f"{describe(ph)} ({share})",
+                                   f"{ph['GET'] / max(n, 1):.0f}", f"${cost(ph, 24 * 30):.2f}", *seeds])
         fhead = ["per lock-hour, default timings", "s3lead S3, measured", "GETs/h per follower",
                  "s3lead $/month", "S3lect defaults (5 s), computed", "LeaderElection.S3 (10 s), computed"]
         fleet_table = table(fleet_rows, fhead) + [""]
@@ -966,6 +988,9 @@ def main():
             "  after start-up, extrapolated to an hour; $/month is 720 such hours. The seed libraries'",
             "  columns are computed from their published defaults (S3lect: 5 s interval; LeaderElection.S3:",
             "  30 s lease, 10 s renew), assuming one PUT per renewal and one GET per follower poll.",
+            "  With peer mode the leader also runs --peer-listen 127.0.0.1:PORT --advertise",
+            "  http://127.0.0.1:PORT; the followers are started as without it, find the URL in the",
+            "  record and long-poll it, reading the store only when the leader does not answer.",
         ]
     out = header() + [""] + (table(rows) + [""] if rows else []) + fleet_table + ["Notes:"] + notes
     print("\n".join(out))

@@ -10,7 +10,8 @@
 #   3. failover: kill -9 of the leader (short timings, and 3 trials at the default 30 s
 #      lease), and handover after SIGTERM to it
 #   4. S3 requests per lock-hour of a leader with 1, 10 and 50 followers at default
-#      timings, and their monthly cost beside the seed libraries' published defaults
+#      timings, without and with peer mode (the leader's --peer-listen/--advertise), and
+#      their monthly cost beside the seed libraries' published defaults
 #   5. memory (VmRSS, Pss, RssAnon) of an idle leader and an idle follower after 60 s,
 #      s3lead's two processes (s3lead and its guard) summed and the guard alone
 #   6. 200 locks held at once on one host, one run each: their total VmRSS, Pss and

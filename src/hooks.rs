@@ -45,6 +45,9 @@ pub struct Hooks {
     events: mpsc::UnboundedReceiver<LeaseEvent>,
     sender: mpsc::UnboundedSender<LeaseEvent>,
     running: JoinSet<()>,
+    /// The term whose `--on-lost` hook has started: one per lease, whichever of the
+    /// lease ([`Hooks::sink`]) and the supervisor ([`Hooks::lease_at_risk`]) told first.
+    lost_started: Option<Term>,
 }
 
 impl Hooks {
@@ -58,6 +61,7 @@ impl Hooks {
             events,
             sender,
             running: JoinSet::new(),
+            lost_started: None,
         }
     }
 
@@ -67,6 +71,17 @@ impl Hooks {
         move |e| {
             let _ = sender.send(e);
         }
+    }
+
+    /// The supervisor's stop policy reached the lease's stop point on its own timer. The
+    /// renewal task says so too when it gets there, but it may be waiting on a request to
+    /// a store that does not answer, and the run may end first: without this, a
+    /// partition (the case `--on-lost` is for) would run no hook at all.
+    pub fn lease_at_risk(&self, term: Term) {
+        let _ = self.sender.send(LeaseEvent::Lost {
+            term,
+            state: LeaseState::AtRisk,
+        });
     }
 
     /// Starts the hook of every event queued so far. Call only when nothing on the stop
@@ -96,6 +111,9 @@ impl Hooks {
                 Some(lease_id.to_string()),
             ),
             LeaseEvent::Lost { term, .. } => {
+                if self.lost_started.replace(*term) == Some(*term) {
+                    return;
+                }
                 ("--on-lost", "lost", &self.commands.on_lost, *term, None)
             }
             LeaseEvent::Released { term } => (

@@ -519,6 +519,9 @@ impl Supervision<'_> {
                 let refused = self.child.stop(sig);
                 self.report_stop(sig, &why, now);
                 self.report_refused(&refused);
+                if let (StopWhy::AtRisk | StopWhy::Expired, Some(l)) = (&why, &self.leadership) {
+                    self.hooks.lease_at_risk(l.term());
+                }
             }
             Action::Kill(why) => {
                 let refused = self.child.kill();

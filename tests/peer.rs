@@ -7,6 +7,7 @@
 mod e2e;
 mod support;
 
+use e2e::proxy::{Mode, Proxy, endpoint_addr};
 use e2e::{Lock, send_signal, wait_exit, wait_for};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -649,4 +650,116 @@ fn a_bad_advertise_url_is_refused() {
         f.stderr
     );
     assert!(lock.bytes().is_none(), "no request was made");
+}
+
+/// Timings with a lease long enough that a leader cut off from the store lives on for
+/// seconds after the cut (its stop point is two renewals' worth of retries away):
+/// renew 1 s + retry 500 ms + kill-after 1 s + margin 1 s ≤ lease 8 s.
+const CUT_OFF: &[&str] = &[
+    "--lease-duration",
+    "8s",
+    "--renew-every",
+    "1s",
+    "--retry-period",
+    "500ms",
+    "--kill-after",
+    "1s",
+    "--request-timeout",
+    "900ms",
+];
+
+/// The case peer mode must not make worse (S3lect's split brain): a leader alive, its
+/// endpoint up and answering, but its store traffic blackholed. It cannot renew, so it
+/// must stop its command and exit with the lost status; the follower, which talks to the
+/// store directly, takes over, but only a whole lease after the leader's last renewal,
+/// and only once the leader's command is gone.
+#[test]
+fn a_peer_mode_leader_cut_off_from_s3_is_taken_over_after_its_lease_on_s3() {
+    let lock = Lock::s3("peer_cut_off");
+    let proxy = Proxy::start(endpoint_addr(&support::s3_server().endpoint));
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let leader_pid = lock.path("leader.pid");
+    let mut leader = lock
+        .run_timed(
+            CUT_OFF,
+            &[
+                "--id",
+                "leader",
+                "--peer-listen",
+                &listen,
+                "--advertise",
+                &url,
+                "-c",
+                &format!("echo $$ > {}; exec sleep 600", leader_pid.display()),
+            ],
+        )
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .stderr(std::fs::File::create(lock.path("leader.log")).expect("log file"))
+        .spawn()
+        .expect("spawn the leader");
+    wait_for("the leader's command", LIMIT, || {
+        e2e::read(&leader_pid).trim().parse::<i32>().is_ok()
+    });
+    // The follower's command asks whether the leader's command still runs as it starts.
+    let saw = lock.path("follower-saw");
+    let mut follower = lock
+        .run_timed(
+            CUT_OFF,
+            &[
+                "--id",
+                "follower",
+                "--no-verify-store",
+                "-c",
+                &format!(
+                    "if kill -0 \"$(cat {})\" 2>/dev/null; then echo alive; else echo gone; fi > {}",
+                    leader_pid.display(),
+                    saw.display()
+                ),
+            ],
+        )
+        .stderr(std::fs::File::create(lock.path("follower.log")).expect("log file"))
+        .spawn()
+        .expect("spawn the follower");
+    wait_for("the follower to follow through the peer", LIMIT, || {
+        e2e::read(&lock.path("follower.log"))
+            .contains("following the holder through its peer endpoint")
+    });
+    proxy.set(Mode::Blackhole);
+    let (code, body) = get(port, "/v1/lease", None).expect("the cut-off leader's endpoint answers");
+    assert_eq!(code, 200, "{body}");
+    let st = wait_exit(&mut leader, LIMIT);
+    let leader_log = e2e::read(&lock.path("leader.log"));
+    assert_eq!(st.code(), Some(s3lead::exit::LOST), "{leader_log}");
+    assert!(
+        leader_log.contains("sent SIGTERM to the command"),
+        "the leader stopped its command: {leader_log}"
+    );
+    // Its writes since the cut were dropped: this is its last renewal.
+    let last = lock.record();
+    assert_eq!(
+        (&last["term"], &last["holder"]),
+        (&1.into(), &"leader".into()),
+        "not taken over while the leader's lease ran: {last}"
+    );
+    let st = wait_exit(&mut follower, LIMIT);
+    let log = e2e::read(&lock.path("follower.log"));
+    assert_eq!(st.code(), Some(0), "{log}");
+    assert_eq!(
+        e2e::read(&saw),
+        "gone\n",
+        "the leader's command was gone when the follower's started"
+    );
+    let record = lock.record();
+    assert_eq!(
+        (&record["term"], &record["holder"]),
+        (&2.into(), &"follower".into()),
+        "{record}"
+    );
+    let waited = seconds_between(&last["renewed_at"], &record["acquired_at"]);
+    assert!(
+        waited >= 8.0,
+        "took over {waited} s after the leader's last renewal (lease 8 s): {log}"
+    );
 }
