@@ -99,7 +99,8 @@ impl Known {
                 self.last_renewal = Some(boot_now());
             }
             LeaseEvent::Lost { state, .. } => {
-                if *state == LeaseState::AtRisk {
+                // Told by the supervisor's timer and again by the renewal task: once.
+                if *state == LeaseState::AtRisk && self.is_leader {
                     self.at_risk += 1;
                 }
                 self.is_leader = false;

@@ -239,6 +239,7 @@ async fn supervise(
         run_recorded: false,
         hooks,
         quorum: job.quorum.as_ref(),
+        tap: job.tap.as_ref(),
     }
     .run()
     .await)
@@ -410,6 +411,8 @@ struct Supervision<'a> {
     hooks: &'a mut Hooks,
     /// `--quorum`: watched while the command runs.
     quorum: Option<&'a Quorum>,
+    /// Told of a lease found at risk by the policy's own timer (`peer.rs`'s view).
+    tap: Option<&'a EventTap>,
 }
 
 impl Supervision<'_> {
@@ -521,6 +524,14 @@ impl Supervision<'_> {
                 self.report_refused(&refused);
                 if let (StopWhy::AtRisk | StopWhy::Expired, Some(l)) = (&why, &self.leadership) {
                     self.hooks.lease_at_risk(l.term());
+                    if let Some(tap) = self.tap {
+                        // The endpoint too: it must not say "leader" while the
+                        // renewal task waits on a store that does not answer.
+                        (tap.0)(&LeaseEvent::Lost {
+                            term: l.term(),
+                            state: LeaseState::AtRisk,
+                        });
+                    }
                 }
             }
             Action::Kill(why) => {
