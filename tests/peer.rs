@@ -8,7 +8,7 @@ mod e2e;
 mod support;
 
 use e2e::proxy::{Mode, Proxy, endpoint_addr};
-use e2e::{Lock, send_signal, wait_exit, wait_for};
+use e2e::{Lock, free_port, send_signal, wait_exit, wait_for};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,14 +16,6 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// A port free on 127.0.0.1 a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// `GET path` on `port`, with `Authorization: Bearer token` if given: the status and
 /// the body, or `None` while nothing answers.
@@ -652,22 +644,6 @@ fn a_bad_advertise_url_is_refused() {
     assert!(lock.bytes().is_none(), "no request was made");
 }
 
-/// Timings with a lease long enough that a leader cut off from the store lives on for
-/// seconds after the cut (its stop point is two renewals' worth of retries away):
-/// renew 1 s + retry 500 ms + kill-after 1 s + margin 1 s ≤ lease 8 s.
-const CUT_OFF: &[&str] = &[
-    "--lease-duration",
-    "8s",
-    "--renew-every",
-    "1s",
-    "--retry-period",
-    "500ms",
-    "--kill-after",
-    "1s",
-    "--request-timeout",
-    "900ms",
-];
-
 /// The case peer mode must not make worse (S3lect's split brain): a leader alive, its
 /// endpoint up and answering, but its store traffic blackholed. It cannot renew, so it
 /// must stop its command and exit with the lost status; the follower, which talks to the
@@ -676,6 +652,10 @@ const CUT_OFF: &[&str] = &[
 #[test]
 fn a_peer_mode_leader_cut_off_from_s3_is_taken_over_after_its_lease_on_s3() {
     let lock = Lock::s3("peer_cut_off");
+    // A lease long enough that the leader lives on for seconds after the cut (its stop
+    // point is two renewals' worth of retries away): renew 1 s + retry 500 ms +
+    // kill-after 1 s + margin 1 s ≤ lease 8 s.
+    let cut_off = e2e::fast_with_lease("8s");
     let proxy = Proxy::start(endpoint_addr(&support::s3_server().endpoint));
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
@@ -683,7 +663,7 @@ fn a_peer_mode_leader_cut_off_from_s3_is_taken_over_after_its_lease_on_s3() {
     let leader_pid = lock.path("leader.pid");
     let mut leader = lock
         .run_timed(
-            CUT_OFF,
+            &cut_off,
             &[
                 "--id",
                 "leader",
@@ -706,7 +686,7 @@ fn a_peer_mode_leader_cut_off_from_s3_is_taken_over_after_its_lease_on_s3() {
     let saw = lock.path("follower-saw");
     let mut follower = lock
         .run_timed(
-            CUT_OFF,
+            &cut_off,
             &[
                 "--id",
                 "follower",

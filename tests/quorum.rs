@@ -8,19 +8,11 @@
 mod e2e;
 mod support;
 
-use e2e::{Lock, send_signal, wait_exit, wait_for};
+use e2e::{Lock, free_port, send_signal, wait_exit, wait_for};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// A port free on 127.0.0.1 a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// The lines of the scratch file `name` (empty while it does not exist).
 fn lines(lock: &Lock, name: &str) -> Vec<String> {

@@ -10,7 +10,7 @@ mod support;
 use e2e::fake_s3::{self, Reply};
 use e2e::proxy::{Proxy, endpoint_addr};
 use e2e::{Finished, Lock, finish, read, wait_exit, wait_for};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -53,8 +53,7 @@ fn retries(f: &Finished) -> usize {
 
 /// A port on 127.0.0.1 where nothing listens (bound, then let go).
 fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    SocketAddr::from(([127, 0, 0, 1], e2e::free_port()))
 }
 
 /// A store that does not answer is retried until `-w` ends the wait: one WARN line

@@ -96,6 +96,24 @@ pub const FAST: &[&str] = &[
     "900ms",
 ];
 
+/// [`FAST`] with another `--lease-duration` (a longer one keeps a leader cut off from the
+/// store alive for a while after the cut).
+pub fn fast_with_lease(lease: &'static str) -> Vec<&'static str> {
+    let mut t = FAST.to_vec();
+    if let Some(i) = t.iter().position(|a| *a == "--lease-duration") {
+        t[i + 1] = lease;
+    }
+    t
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bound, then let go).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A lock to campaign for, and a scratch directory for the test's files.
 pub struct Lock {
     pub url: String,
