@@ -46,7 +46,7 @@ pub struct Hooks {
     sender: mpsc::UnboundedSender<LeaseEvent>,
     running: JoinSet<()>,
     /// The term whose `--on-lost` hook has started: one per lease, whichever of the
-    /// lease ([`Hooks::sink`]) and the supervisor ([`Hooks::lease_at_risk`]) told first.
+    /// renewal task and the supervisor's stop policy told first.
     lost_started: Option<Term>,
 }
 
@@ -71,17 +71,6 @@ impl Hooks {
         move |e| {
             let _ = sender.send(e);
         }
-    }
-
-    /// The supervisor's stop policy reached the lease's stop point on its own timer. The
-    /// renewal task says so too when it gets there, but it may be waiting on a request to
-    /// a store that does not answer, and the run may end first: without this, a
-    /// partition (the case `--on-lost` is for) would run no hook at all.
-    pub fn lease_at_risk(&self, term: Term) {
-        let _ = self.sender.send(LeaseEvent::Lost {
-            term,
-            state: LeaseState::AtRisk,
-        });
     }
 
     /// Starts the hook of every event queued so far. Call only when nothing on the stop

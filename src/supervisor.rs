@@ -237,9 +237,9 @@ async fn supervise(
         leadership: Some(leadership),
         signals,
         run_recorded: false,
+        tell: listeners(job, hooks),
         hooks,
         quorum: job.quorum.as_ref(),
-        tap: job.tap.as_ref(),
     }
     .run()
     .await)
@@ -349,13 +349,8 @@ async fn lead_with_runway<S: LockStore>(
         };
         let campaign = campaign
             .on_event({
-                let (hooks, tap) = (hooks.sink(), job.tap.clone());
-                move |e| {
-                    if let Some(tap) = &tap {
-                        (tap.0)(&e);
-                    }
-                    hooks(e);
-                }
+                let tell = listeners(job, hooks);
+                move |e| tell(e)
             })
             .campaign(opts);
         tokio::pin!(campaign);
@@ -411,8 +406,8 @@ struct Supervision<'a> {
     hooks: &'a mut Hooks,
     /// `--quorum`: watched while the command runs.
     quorum: Option<&'a Quorum>,
-    /// Told of a lease found at risk by the policy's own timer (`peer.rs`'s view).
-    tap: Option<&'a EventTap>,
+    /// Told of a lease found at risk by the policy's own timer.
+    tell: Listeners,
 }
 
 impl Supervision<'_> {
@@ -523,15 +518,13 @@ impl Supervision<'_> {
                 self.report_stop(sig, &why, now);
                 self.report_refused(&refused);
                 if let (StopWhy::AtRisk | StopWhy::Expired, Some(l)) = (&why, &self.leadership) {
-                    self.hooks.lease_at_risk(l.term());
-                    if let Some(tap) = self.tap {
-                        // The endpoint too: it must not say "leader" while the
-                        // renewal task waits on a store that does not answer.
-                        (tap.0)(&LeaseEvent::Lost {
-                            term: l.term(),
-                            state: LeaseState::AtRisk,
-                        });
-                    }
+                    // The renewal task says so too when it gets there, but it may be
+                    // waiting on a store that does not answer, and the run may end first:
+                    // the hooks and the endpoint hear it now (each takes it once).
+                    (self.tell)(LeaseEvent::Lost {
+                        term: l.term(),
+                        state: LeaseState::AtRisk,
+                    });
                 }
             }
             Action::Kill(why) => {
@@ -673,6 +666,20 @@ impl Supervision<'_> {
             );
         }
     }
+}
+
+/// Whoever hears the election's events: the hooks, and the endpoint's view if any.
+type Listeners = Arc<dyn Fn(LeaseEvent) + Send + Sync>;
+
+/// The listeners of `job`'s run.
+fn listeners(job: &Job, hooks: &Hooks) -> Listeners {
+    let (hooks, tap) = (hooks.sink(), job.tap.clone());
+    Arc::new(move |e| {
+        if let Some(tap) = &tap {
+            (tap.0)(&e);
+        }
+        hooks(e);
+    })
 }
 
 /// Resolves once fewer candidates than the quorum are live; never without a quorum.
