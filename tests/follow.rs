@@ -217,22 +217,10 @@ fn a_follower_reads_fast_while_renewals_are_overdue_and_slow_once_they_resume_on
 #[test]
 fn a_file_store_follower_is_woken_by_a_release_without_polling() {
     let lock = Lock::file();
-    let slow = [
-        "--lease-duration",
-        "1h",
-        "--renew-every",
-        "10m",
-        "--retry-period",
-        "10m",
-        "--kill-after",
-        "1s",
-        "--follow-every",
-        "10m",
-    ];
     let holding = lock.path("holding");
     let cmd = format!("touch {}; exec sleep 600", holding.display());
     let mut leader = lock
-        .run_timed(&slow, &["-c", &cmd])
+        .run_timed(e2e::SLOW, &["-c", &cmd])
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn leader");
@@ -241,7 +229,7 @@ fn a_file_store_follower_is_woken_by_a_release_without_polling() {
     let stderr = lock.path("follower.log");
     let mut follower = lock
         .run_timed(
-            &slow,
+            e2e::SLOW,
             &["--stats", "-c", &format!("touch {}", took_over.display())],
         )
         .stderr(std::fs::File::create(&stderr).expect("log"))

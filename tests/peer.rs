@@ -239,24 +239,19 @@ fn an_empty_token_file_is_refused_before_any_request() {
     let lock = Lock::file();
     let token_file = lock.path("token");
     std::fs::write(&token_file, "\n").expect("write token");
-    let f = e2e::finish(
-        lock.run(&[
-            "--peer-listen",
-            "127.0.0.1:0",
-            "--peer-token-file",
-            token_file.to_str().expect("utf-8"),
-            "-c",
-            "true",
-        ]),
-        LIMIT,
-    );
-    assert_eq!(f.code, Some(s3lead::exit::USAGE), "{}", f.stderr);
+    let f = lock.refused_run(&[
+        "--peer-listen",
+        "127.0.0.1:0",
+        "--peer-token-file",
+        token_file.to_str().expect("utf-8"),
+        "-c",
+        "true",
+    ]);
     assert!(
         f.stderr.contains("--peer-token-file") && f.stderr.contains(&lock.url),
         "{}",
         f.stderr
     );
-    assert!(lock.bytes().is_none(), "no request was made");
 }
 
 // ---- Peer mode: a follower long-polls the leader's advertised endpoint -------------
@@ -329,21 +324,6 @@ fn seconds_between(a: &serde_json::Value, b: &serde_json::Value) -> f64 {
         .unwrap_or_else(|e| -e.duration().as_secs_f64())
 }
 
-const SLOW: &[&str] = &[
-    "--lease-duration",
-    "1h",
-    "--renew-every",
-    "10m",
-    "--retry-period",
-    "10m",
-    "--kill-after",
-    "1s",
-    "--follow-every",
-    "10m",
-    "--request-timeout",
-    "5s",
-];
-
 /// While the leader renews (every second, a 4 s lease), a follower in peer mode learns
 /// each renewal from the leader's endpoint and reads the store once, to find the record
 /// and its advertised URL; without peer mode it would read it every second.
@@ -390,11 +370,11 @@ fn a_graceful_stop_in_peer_mode_hands_over_without_waiting_a_poll_on_s3() {
     let lock = Lock::s3("peer_handoff");
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut leader = peer_leader(&lock, SLOW, port, &url, "leader.log");
+    let mut leader = peer_leader(&lock, e2e::SLOW, port, &url, "leader.log");
     wait_for("the leader's command", LIMIT, || {
         lock.path("leading").exists()
     });
-    let mut follower = peer_follower(&lock, SLOW, &[], "follower.log");
+    let mut follower = peer_follower(&lock, e2e::SLOW, &[], "follower.log");
     wait_for("the follower to follow through the peer", LIMIT, || {
         e2e::read(&lock.path("follower.log"))
             .contains("following the holder through its peer endpoint")
@@ -624,24 +604,19 @@ fn a_peer_alive_but_not_renewing_cannot_stop_a_takeover_on_s3() {
 #[test]
 fn a_bad_advertise_url_is_refused() {
     let lock = Lock::file();
-    let f = e2e::finish(
-        lock.run(&[
-            "--peer-listen",
-            "127.0.0.1:0",
-            "--advertise",
-            "https://peer:9464",
-            "-c",
-            "true",
-        ]),
-        LIMIT,
-    );
-    assert_eq!(f.code, Some(s3lead::exit::USAGE), "{}", f.stderr);
+    let f = lock.refused_run(&[
+        "--peer-listen",
+        "127.0.0.1:0",
+        "--advertise",
+        "https://peer:9464",
+        "-c",
+        "true",
+    ]);
     assert!(
         f.stderr.contains("--advertise") && f.stderr.contains(&lock.url),
         "{}",
         f.stderr
     );
-    assert!(lock.bytes().is_none(), "no request was made");
 }
 
 /// The case peer mode must not make worse (S3lect's split brain): a leader alive, its

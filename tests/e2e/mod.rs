@@ -114,6 +114,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Timings under which nothing happens for minutes unless something wakes a candidate:
+/// a follower's polls, and the holder's renewals, are ten minutes apart.
+pub const SLOW: &[&str] = &[
+    "--lease-duration",
+    "1h",
+    "--renew-every",
+    "10m",
+    "--retry-period",
+    "10m",
+    "--kill-after",
+    "1s",
+    "--follow-every",
+    "10m",
+    "--request-timeout",
+    "5s",
+];
+
 /// A lock to campaign for, and a scratch directory for the test's files.
 pub struct Lock {
     pub url: String,
@@ -161,6 +178,15 @@ impl Lock {
     /// `s3lead run <FAST timings> <extra> <lock>`; the caller adds `-- cmd` or `-c`.
     pub fn run(&self, extra: &[&str]) -> Command {
         self.run_timed(FAST, extra)
+    }
+
+    /// `s3lead run <extra> <lock>` refused as a usage error (64) before any request to
+    /// the store; its output, for the caller to check the one line.
+    pub fn refused_run(&self, extra: &[&str]) -> Finished {
+        let f = finish(self.run(extra), Duration::from_secs(60));
+        assert_eq!(f.code, Some(s3lead::exit::USAGE), "{}", f.stderr);
+        assert!(self.bytes().is_none(), "no request was made");
+        f
     }
 
     /// `s3lead run <timings> <extra> <lock>`.
