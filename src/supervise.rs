@@ -411,9 +411,7 @@ impl Supervised {
             let _ = waitpid(self.guard_pid, Some(WaitPidFlag::WNOHANG));
         }
     }
-}
 
-impl Supervised {
     /// Nothing of the command is left and the lease is kept to start it again
     /// (`--quorum`): the guard goes back to waiting for a command, as at the start.
     /// `None` if the guard is gone, or the command is not.

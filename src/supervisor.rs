@@ -138,7 +138,8 @@ async fn lead_and_supervise<S: LockStore>(
     let store = Arc::new(store);
     // A lease that ends while the command waits for its quorum sends us back here.
     loop {
-        let leadership = match lead_with_runway(job, store.clone(), &mut signals, hooks).await? {
+        let mut leadership = match lead_with_runway(job, store.clone(), &mut signals, hooks).await?
+        {
             Ok(l) => l,
             Err(sig) => return Ok(Ended::Interrupted(sig)),
         };
@@ -154,7 +155,6 @@ async fn lead_and_supervise<S: LockStore>(
         }
         // The command runs, and under `--quorum` runs again after each quorum loss, for
         // as long as this lease lasts.
-        let mut leadership = leadership;
         loop {
             if let Some(quorum) = &job.quorum {
                 match wait_for_quorum(job, quorum, &mut leadership, &mut signals, hooks).await {

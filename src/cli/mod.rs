@@ -380,6 +380,34 @@ impl Failure {
     }
 }
 
+/// The token of `--peer-token-file`: its first line, which must not be empty. The
+/// messages name the file, never what is in it.
+pub fn read_token(
+    lock: &s3lead::store::LockUrl,
+    path: &std::path::Path,
+) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!(
+                "{lock}: cannot read --peer-token-file {}: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{lock}: --peer-token-file {} is empty (put the token on its first line)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(token.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,34 +42,6 @@ pub struct RunPlan {
     pub quorum: Option<usize>,
 }
 
-/// The token of `--peer-token-file`: its first line, which must not be empty. The
-/// messages name the file, never what is in it.
-pub(super) fn read_token(
-    lock: &s3lead::store::LockUrl,
-    path: &std::path::Path,
-) -> Result<String, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Failure::new(
-            exit::USAGE,
-            format!(
-                "{lock}: cannot read --peer-token-file {}: {e}",
-                path.display()
-            ),
-        )
-    })?;
-    let token = text.lines().next().unwrap_or("").trim();
-    if token.is_empty() {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!(
-                "{lock}: --peer-token-file {} is empty (put the token on its first line)",
-                path.display()
-            ),
-        ));
-    }
-    Ok(token.to_owned())
-}
-
 impl RunPlan {
     /// Validates the arguments: the lock's name, the timing (whose request timeout also
     /// bounds the S3 client's requests), the command and the holder. A usage error names
@@ -101,7 +73,7 @@ impl RunPlan {
         }
         let peer_token = match &args.peer_token_file {
             None => None,
-            Some(path) => Some(read_token(&lock, path)?),
+            Some(path) => Some(super::read_token(&lock, path)?),
         };
         if let Some(url) = &args.advertise {
             check_advertise(&lock, url)?;

@@ -99,7 +99,7 @@ pub async fn status(args: StatusArgs) -> Result<i32, Failure> {
         ReadReply::Missing | ReadReply::NotModified => None,
     };
     let token = match &args.peer_token_file {
-        Some(path) => Some(super::run::read_token(&url, path)?),
+        Some(path) => Some(super::read_token(&url, path)?),
         None => None,
     };
     let followers = followers(record.as_ref(), token).await;
