@@ -199,6 +199,10 @@ fn status_lists_the_followers_and_needs_the_token_when_the_leader_does() {
     let token = token.to_string_lossy().into_owned();
     let with_token = ["--peer-token-file", token.as_str()];
     let mut leader = quorum_leader(&lock, free_port(), "2", &with_token);
+    // The leader first: started together, the follower could win the lock instead.
+    wait_for("the leader to wait for its quorum", LIMIT, || {
+        e2e::read(&lock.path("leader.log")).contains("waiting for a quorum")
+    });
     let mut one = follower(&lock, "one", &with_token);
     wait_for("the command to start", LIMIT, || {
         lines(&lock, "runs").len() == 1
